@@ -1,0 +1,337 @@
+"""The profile file format (``simscale.profile/1``) and the service-time model read from it.
+
+A profile is what ``simscale profile`` measured on one machine. The simulator reads only this
+file: every latency, memory and cold-start figure of a simulation comes from here.
+
+Units are in the names: ``_ms`` milliseconds, ``_s`` seconds, ``_mb`` mebibytes (2**20 bytes).
+
+Service-time model
+------------------
+For each (model, device, threads) the profile stores a fit of the *median* batch latency
+``t50(b) = alpha_ms + beta_ms * b`` and a multiplicative noise distribution ``X`` with median 1,
+fitted to the pooled ratios ``sample / median(b)``. A batch of ``b`` items then takes
+``t50(b) * X`` milliseconds. Where the straight line misses a measured median by more than the
+profile's tolerance, ``knots`` (measured batch size, median) are stored and the median is
+interpolated piecewise-linearly between them (and extrapolated with the line beyond them).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scipy import stats
+
+from simscale.errors import UserError, pydantic_error_to_user_error
+
+SCHEMA = "simscale.profile/1"
+
+#: Noise distributions a fit may name: scipy.stats distribution names.
+NOISE_DISTS = ("lognorm", "gamma", "weibull_min", "fisk", "norm")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LatencyStats(_Strict):
+    """Measured latency of one batch size (milliseconds per batch)."""
+
+    batch_size: int = Field(ge=1)
+    samples_ms: list[float]
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    items_per_s: float
+    peak_memory_mb: float | None = None
+
+
+class NoiseFit(_Strict):
+    """Multiplicative noise ``X`` (median 1) as a frozen scipy.stats distribution."""
+
+    dist: Literal["lognorm", "gamma", "weibull_min", "fisk", "norm"]
+    params: list[float]
+    ks_statistic: float | None = None
+
+    @functools.cached_property
+    def frozen(self) -> Any:
+        return getattr(stats, self.dist)(*self.params)
+
+
+class ServiceTimeFit(_Strict):
+    """Fitted service-time model of one (model, device, threads)."""
+
+    alpha_ms: float
+    beta_ms: float
+    noise: NoiseFit
+    r2: float
+    max_rel_error: float = Field(
+        description="worst relative error of the model's p50 and p95 against the measured ones "
+        "over the measured batch sizes"
+    )
+    knots: list[tuple[int, float]] | None = Field(
+        default=None, description="(batch size, median ms) where the straight line is not enough"
+    )
+
+
+class ConfigProfile(_Strict):
+    """All measurements of one model on one device with one thread count."""
+
+    device: Literal["cpu", "cuda"]
+    threads: int = Field(ge=1)
+    batches: list[LatencyStats]
+    fit: ServiceTimeFit
+
+
+class ColdStart(_Strict):
+    """Spawn-to-first-prediction time of a fresh replica process (seconds)."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    samples_s: list[float]
+    mean_s: float
+    p50_s: float
+    p95_s: float
+
+
+class Preprocessing(_Strict):
+    """Per-item preprocessing time (e.g. image decode, resize, crop, normalize)."""
+
+    description: str
+    samples_ms: list[float]
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+
+
+class ModelProfile(_Strict):
+    """One model: what it is, how good it is, its size, and its measurements."""
+
+    name: str
+    description: str
+    framework: str
+    quality: dict[str, float] = Field(default_factory=dict)
+    n_parameters: int
+    model_size_mb: float
+    input_shape: list[int] | None = None
+    preprocessing: Preprocessing | None = None
+    cold_start: list[ColdStart]
+    configs: list[ConfigProfile]
+
+
+class MachineFingerprint(_Strict):
+    """Where and when the profile was measured."""
+
+    cpu_model: str
+    cores: int
+    memory_mb: float
+    gpu: str | None = None
+    platform: str
+    python: str
+    libraries: dict[str, str] = Field(default_factory=dict)
+    date: str
+
+
+class Profile(_Strict):
+    """A whole profile file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal["simscale.profile/1"] = Field(alias="schema")
+    created_at: str
+    quick: bool = False
+    settings: dict[str, Any] = Field(default_factory=dict)
+    machine: MachineFingerprint
+    models: dict[str, ModelProfile]
+    source: str | None = Field(default=None, exclude=True)
+
+    # -- accessors used by the simulator ---------------------------------------------------
+    def model(self, name: str) -> ModelProfile:
+        """Return the model called ``name`` or raise a :class:`UserError` naming the choices."""
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UserError(
+                f"model '{name}' is not in the profile (it has: {', '.join(sorted(self.models))})",
+                source=self.source,
+            ) from None
+
+    def config(self, model: str, device: str, threads: int) -> ConfigProfile:
+        """Return the measurements of (model, device, threads) or raise a :class:`UserError`."""
+        for cfg in self.model(model).configs:
+            if cfg.device == device and cfg.threads == threads:
+                return cfg
+        have = sorted((c.device, c.threads) for c in self.model(model).configs)
+        raise UserError(
+            f"model '{model}' has no measurements for device={device} threads={threads} "
+            f"(it has: {', '.join(f'{d}/{t}' for d, t in have)})",
+            source=self.source,
+        )
+
+    def threads_available(self, model: str, device: str) -> list[int]:
+        """Thread counts measured for (model, device), ascending."""
+        return sorted(c.threads for c in self.model(model).configs if c.device == device)
+
+    def service_model(self, model: str, device: str, threads: int) -> ServiceTimeModel:
+        """The service-time model of (model, device, threads)."""
+        cfg = self.config(model, device, threads)
+        return ServiceTimeModel(cfg.fit, max_measured_batch=max(b.batch_size for b in cfg.batches))
+
+    def cold_start(self, model: str, device: str = "cpu") -> ColdStart:
+        """Measured cold start of ``model`` on ``device`` (falls back to the CPU measurement)."""
+        starts = self.model(model).cold_start
+        for cs in starts:
+            if cs.device == device:
+                return cs
+        return starts[0]
+
+    def memory_mb(self, model: str, device: str, threads: int, batch_size: int) -> float:
+        """Peak memory of one replica serving batches of ``batch_size`` (nearest measured size
+        at or above it; the model size when no peak was measured)."""
+        cfg = self.config(model, device, threads)
+        measured = sorted(
+            (b.batch_size, b.peak_memory_mb) for b in cfg.batches if b.peak_memory_mb is not None
+        )
+        if not measured:
+            return self.model(model).model_size_mb
+        for bs, mem in measured:
+            if bs >= batch_size:
+                return float(mem)  # type: ignore[arg-type]
+        return float(measured[-1][1])  # type: ignore[arg-type]
+
+    # -- loading ---------------------------------------------------------------------------
+    def fingerprint_differences(self) -> list[str]:
+        """What differs between the profile's machine and this one (CPU model, cores, libs)."""
+        from simscale.profiler.fingerprint import machine_fingerprint
+
+        here = machine_fingerprint(include_libraries=True)
+        diffs = []
+        if here.cpu_model != self.machine.cpu_model:
+            diffs.append(f"CPU '{self.machine.cpu_model}' (here '{here.cpu_model}')")
+        if here.cores != self.machine.cores:
+            diffs.append(f"{self.machine.cores} cores (here {here.cores})")
+        for lib, ver in self.machine.libraries.items():
+            now = here.libraries.get(lib)
+            if now is not None and now != ver:
+                diffs.append(f"{lib} {ver} (here {now})")
+        return diffs
+
+
+class ServiceTimeModel:
+    """Draws batch service times (seconds) from a :class:`ServiceTimeFit`.
+
+    All methods are vectorised over ``batch_size``. Sampling is by inverse CDF from uniforms
+    supplied by the caller, so that simulations of different strategies can share the same
+    random numbers (common random numbers).
+    """
+
+    def __init__(self, fit: ServiceTimeFit, max_measured_batch: int | None = None):
+        self.fit = fit
+        self.max_measured_batch = max_measured_batch
+        self._noise = fit.noise.frozen
+        self._noise_mean = float(self._noise.mean())
+        self._noise_var = float(self._noise.var())
+        if fit.knots:
+            kb, km = zip(*sorted(fit.knots), strict=True)
+            self._knot_b = np.asarray(kb, dtype=float)
+            self._knot_ms = np.asarray(km, dtype=float)
+        else:
+            self._knot_b = None
+            self._knot_ms = None
+
+    def median_s(self, batch_size: Any) -> np.ndarray:
+        """Median service time (s) of a batch of ``batch_size`` items."""
+        b = np.asarray(batch_size, dtype=float)
+        line_ms = self.fit.alpha_ms + self.fit.beta_ms * b
+        if self._knot_b is not None:
+            inside = (b >= self._knot_b[0]) & (b <= self._knot_b[-1])
+            line_ms = np.where(inside, np.interp(b, self._knot_b, self._knot_ms), line_ms)
+        return np.maximum(line_ms, 1e-6) / 1000.0
+
+    def mean_s(self, batch_size: Any) -> np.ndarray:
+        """Mean service time (s) of a batch of ``batch_size`` items."""
+        return self.median_s(batch_size) * self._noise_mean
+
+    def quantile_s(self, batch_size: Any, q: float) -> np.ndarray:
+        """The ``q`` quantile (0..1) of the service time (s) of a batch of ``batch_size``."""
+        return self.median_s(batch_size) * float(self._noise.ppf(q))
+
+    def sample_s(self, batch_size: Any, u: np.ndarray) -> np.ndarray:
+        """Service times (s) for batches of ``batch_size`` from uniforms ``u`` in (0, 1)."""
+        x = np.maximum(self._noise.ppf(np.clip(u, 1e-12, 1 - 1e-12)), 1e-3)
+        return self.median_s(batch_size) * x
+
+    @property
+    def scv(self) -> float:
+        """Squared coefficient of variation of the service time (noise var / mean**2)."""
+        return self._noise_var / self._noise_mean**2
+
+
+def load_profile(path: str | Path | None = None, *, warn: bool = True) -> Profile:
+    """Load and validate a profile.
+
+    ``path`` is a file, or ``None``/``"default"`` for the profile shipped inside the package.
+    Bad files raise :class:`UserError` naming the file and the field. When ``warn`` is true and the
+    profile was measured on another machine or with other library versions, a warning says so.
+    """
+    if path is None or str(path) == "default":
+        path = default_profile_path()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("profile file not found", source=path) from None
+    except OSError as exc:
+        raise UserError(f"cannot read profile: {exc.strerror}", source=path) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"not valid JSON (line {exc.lineno}: {exc.msg})", source=path) from None
+    if not isinstance(data, dict):
+        raise UserError("a profile must be a JSON object", source=path)
+    if data.get("schema") != SCHEMA:
+        raise UserError(
+            f"unsupported schema {data.get('schema')!r} (expected '{SCHEMA}')",
+            source=path,
+            field="schema",
+        )
+    try:
+        profile = Profile.model_validate({**data, "source": str(path)})
+    except ValidationError as exc:
+        raise pydantic_error_to_user_error(exc, path) from None
+    if warn and not _is_default(path):
+        diffs = profile.fingerprint_differences()
+        if diffs:
+            warnings.warn(
+                f"{path}: profile was measured elsewhere: " + "; ".join(diffs),
+                ProfileMismatchWarning,
+                stacklevel=2,
+            )
+    return profile
+
+
+class ProfileMismatchWarning(UserWarning):
+    """The profile was measured on another machine or with other library versions."""
+
+
+def default_profile_path(device: str = "cpu") -> Path:
+    """Path of the profile shipped inside the package (``device`` ``cpu`` or ``cuda``)."""
+    return Path(__file__).parent / "data" / f"default_{device}.json"
+
+
+def _is_default(path: Path) -> bool:
+    try:
+        return path.resolve().parent == default_profile_path().resolve().parent
+    except OSError:
+        return False
+
+
+def python_version() -> str:
+    return platform.python_version()

@@ -1,0 +1,446 @@
+"""Scenario files: pydantic models that are the single source of truth for the YAML format.
+
+Every name here is a contract (the README, the tests and outside checks use them). Unknown keys
+are rejected. :func:`load_scenario` turns any problem into one :class:`UserError` line naming
+the file and the dotted field.
+
+Units are in the names: ``_s`` seconds, ``_ms`` milliseconds, ``_rps`` requests per second,
+``_mb`` mebibytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from simscale.errors import UserError, pydantic_error_to_user_error
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------- distributions
+class Distribution(_Model):
+    """A random duration: ``{dist, mean_ms | mean_s, cv}``.
+
+    ``cv`` is the coefficient of variation (std / mean); it is ignored by ``exponential``
+    (always 1) and ``deterministic`` (always 0).
+    """
+
+    dist: Literal["exponential", "deterministic", "lognormal", "gamma", "uniform"]
+    mean_ms: PositiveFloat | None = None
+    mean_s: PositiveFloat | None = None
+    cv: NonNegFloat = 1.0
+
+    @model_validator(mode="after")
+    def _one_mean(self) -> Distribution:
+        if (self.mean_ms is None) == (self.mean_s is None):
+            raise ValueError("give exactly one of mean_ms or mean_s")
+        if self.dist == "uniform" and self.cv > 1 / math.sqrt(3):
+            raise ValueError("a uniform distribution on [0, 2*mean] has cv at most 0.577")
+        return self
+
+    @property
+    def mean_seconds(self) -> float:
+        """The mean in seconds."""
+        return self.mean_s if self.mean_s is not None else self.mean_ms / 1000.0  # type: ignore
+
+    @property
+    def effective_cv(self) -> float:
+        """The coefficient of variation actually used."""
+        return {"exponential": 1.0, "deterministic": 0.0}.get(self.dist, self.cv)
+
+
+# ---------------------------------------------------------------------------- workloads
+class ConstantWorkload(_Model):
+    """Poisson arrivals at a fixed rate."""
+
+    kind: Literal["constant"]
+    rate_rps: NonNegFloat
+
+
+class StepPoint(_Model):
+    at_s: NonNegFloat
+    rate_rps: NonNegFloat
+
+
+class StepWorkload(_Model):
+    """Piecewise-constant rate: from each ``at_s`` on, ``rate_rps`` (0 before the first step)."""
+
+    kind: Literal["step"]
+    steps: list[StepPoint] = Field(min_length=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _sorted(cls, v: list[StepPoint]) -> list[StepPoint]:
+        if any(b.at_s < a.at_s for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("steps must be in increasing at_s order")
+        return v
+
+
+class RampWorkload(_Model):
+    """``from_rps`` until ``start_s``, linear to ``to_rps`` at ``end_s``, then ``to_rps``."""
+
+    kind: Literal["ramp"]
+    from_rps: NonNegFloat
+    to_rps: NonNegFloat
+    start_s: NonNegFloat
+    end_s: NonNegFloat
+
+    @model_validator(mode="after")
+    def _order(self) -> RampWorkload:
+        if self.end_s < self.start_s:
+            raise ValueError("end_s must not be before start_s")
+        return self
+
+
+class DiurnalWorkload(_Model):
+    """``mean_rps * (1 + amplitude * sin(2*pi*(t - phase_s)/period_s))``; amplitude in [0, 1]."""
+
+    kind: Literal["diurnal"]
+    mean_rps: NonNegFloat
+    amplitude: Annotated[float, Field(ge=0, le=1)]
+    period_s: PositiveFloat
+    phase_s: float = 0.0
+
+
+class FlashCrowdWorkload(_Model):
+    """``base_rps``, then from ``start_s`` a linear rise over ``ramp_s`` to ``peak_rps``, held for
+    ``hold_s``, then a linear decay over ``decay_s`` back to ``base_rps``."""
+
+    kind: Literal["flash_crowd"]
+    base_rps: NonNegFloat
+    peak_rps: NonNegFloat
+    start_s: NonNegFloat
+    ramp_s: NonNegFloat
+    hold_s: NonNegFloat
+    decay_s: NonNegFloat
+
+
+class MmppState(_Model):
+    rate_rps: NonNegFloat
+    mean_sojourn_s: PositiveFloat
+
+
+class MmppWorkload(_Model):
+    """Markov-modulated Poisson process: Poisson arrivals at the current state's ``rate_rps``;
+    each stay is exponential with ``mean_sojourn_s``, then the next state is drawn uniformly
+    among the others. The first state is drawn from the stationary distribution."""
+
+    kind: Literal["mmpp"]
+    states: list[MmppState] = Field(min_length=1)
+
+
+class TraceWorkload(_Model):
+    """Replay a CSV trace.
+
+    Either ``timestamp_column`` (one row per request; those exact timestamps are replayed) or
+    ``count_column`` with ``interval_s`` (requests per interval; Poisson arrivals at that rate
+    within each interval). ``time_unit`` is the unit of timestamps; ``time_scale`` stretches time
+    (2 = twice as slow), ``rate_scale`` multiplies the load (thinning or superposing);
+    ``start_s``/``end_s`` cut a window of the trace (in trace seconds, before scaling), which is
+    shifted to start at 0. ``path`` is relative to the scenario file.
+    """
+
+    kind: Literal["trace"]
+    path: str
+    timestamp_column: str | None = None
+    count_column: str | None = None
+    interval_s: PositiveFloat | None = None
+    time_unit: Literal["s", "ms", "us"] = "s"
+    time_scale: PositiveFloat = 1.0
+    rate_scale: PositiveFloat = 1.0
+    start_s: NonNegFloat | None = None
+    end_s: NonNegFloat | None = None
+
+    @model_validator(mode="after")
+    def _columns(self) -> TraceWorkload:
+        if (self.timestamp_column is None) == (self.count_column is None):
+            raise ValueError("give exactly one of timestamp_column or count_column")
+        if self.count_column is not None and self.interval_s is None:
+            raise ValueError("count_column needs interval_s")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError("end_s must be after start_s")
+        return self
+
+
+class SumWorkload(_Model):
+    """The superposition of several workloads (rates add; traces are merged)."""
+
+    kind: Literal["sum"]
+    workloads: list[Workload] = Field(min_length=1)
+
+
+Workload = Annotated[
+    ConstantWorkload
+    | StepWorkload
+    | RampWorkload
+    | DiurnalWorkload
+    | FlashCrowdWorkload
+    | MmppWorkload
+    | TraceWorkload
+    | SumWorkload,
+    Field(discriminator="kind"),
+]
+SumWorkload.model_rebuild()
+
+
+# ---------------------------------------------------------------------------- services
+class Batching(_Model):
+    """A replica takes up to ``max_batch_size`` queued requests at once; when fewer are waiting
+    it waits until the oldest has waited ``max_wait_ms`` (or the batch fills) before starting."""
+
+    max_batch_size: Annotated[int, Field(ge=1)] = 1
+    max_wait_ms: NonNegFloat = 0.0
+
+
+class Queue(_Model):
+    """Requests arriving when ``capacity`` are already waiting are dropped (``queue_full``);
+    requests that wait longer than ``timeout_ms`` without starting are dropped (``timeout``).
+    ``None`` means unbounded / never."""
+
+    capacity: Annotated[int, Field(ge=0)] | None = None
+    timeout_ms: PositiveFloat | None = None
+
+
+class Replicas(_Model):
+    initial: Annotated[int, Field(ge=0)] = 1
+    min: Annotated[int, Field(ge=0)] = 1
+    max: Annotated[int, Field(ge=1)] = 10
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Replicas:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
+        if not self.min <= self.initial <= self.max:
+            raise ValueError(f"initial ({self.initial}) must lie within min..max")
+        return self
+
+
+Routing = Literal["shared_queue", "round_robin", "least_outstanding", "power_of_two", "random"]
+
+
+class Service(_Model):
+    """One model served by a group of identical replicas."""
+
+    name: str = Field(min_length=1)
+    model: str
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads: Annotated[int, Field(ge=1)] = 1
+    slo_ms: PositiveFloat
+    batching: Batching = Batching()
+    queue: Queue = Queue()
+    routing: Routing = "shared_queue"
+    replicas: Replicas = Replicas()
+    cold_start_s: Literal["profile"] | NonNegFloat | Distribution = "profile"
+    service_time: Literal["profile"] | Distribution = "profile"
+    cost_per_replica_hour: NonNegFloat = 0.0
+    workload: Workload
+
+
+# ---------------------------------------------------------------------------- the rest
+class Cluster(_Model):
+    """Room for replicas: each takes ``threads`` cores and its profiled peak memory. A replica that
+    does not fit waits as pending (like an unschedulable pod)."""
+
+    cores: PositiveFloat
+    memory_mb: PositiveFloat
+
+
+class Faults(_Model):
+    """Replica crashes (exponential times between failures per ready replica, ``None`` for
+    none) and stragglers (a ``straggler_fraction`` of replicas serve ``straggler_slowdown``
+    times slower)."""
+
+    crash_mtbf_s: PositiveFloat | None = None
+    straggler_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    straggler_slowdown: Annotated[float, Field(ge=1)] = 1.0
+
+
+class Metrics(_Model):
+    """How the autoscaler sees metrics: ``lag_s`` is the scrape/aggregation delay."""
+
+    lag_s: NonNegFloat = 0.0
+    history_s: Annotated[int, Field(ge=10, le=86_400)] = 900
+
+
+class StrategySpec(BaseModel):
+    """``{name: <built-in name or module:Class>, label: optional, ...parameters}``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(min_length=1)
+    label: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The strategy's parameters (every key but name and label)."""
+        return dict(self.model_extra or {})
+
+    @property
+    def display_label(self) -> str:
+        return self.label or self.name
+
+
+class Scenario(_Model):
+    """A whole scenario file."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    duration_s: PositiveFloat
+    seed: Annotated[int, Field(ge=0)] = 0
+    warmup_s: NonNegFloat = 0.0
+    profile: str = "default"
+    services: list[Service] = Field(min_length=1)
+    strategies: list[StrategySpec] = Field(default_factory=lambda: [StrategySpec(name="static")])
+    cluster: Cluster | None = None
+    faults: Faults | None = None
+    metrics: Metrics = Metrics()
+    #: folder of the scenario file (trace and profile paths are relative to it); not in YAML
+    base_dir: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _checks(self) -> Scenario:
+        names = [s.name for s in self.services]
+        if len(set(names)) != len(names):
+            raise ValueError("service names must be unique")
+        labels = [s.display_label for s in self.strategies]
+        if len(set(labels)) != len(labels):
+            raise ValueError("strategy labels must be unique (give each a label)")
+        if self.warmup_s >= self.duration_s:
+            raise ValueError("warmup_s must be shorter than duration_s")
+        return self
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the scenario, relative to the scenario file's folder."""
+        p = Path(path)
+        if not p.is_absolute() and self.base_dir is not None:
+            p = Path(self.base_dir) / p
+        return p
+
+
+# ---------------------------------------------------------------------------- loading
+def load_scenario(
+    source: str | Path | dict[str, Any], overrides: list[str] | None = None
+) -> Scenario:
+    """Load and validate a scenario from a YAML path or a dict.
+
+    ``overrides`` are ``dotted.key=value`` strings (value parsed as YAML), applied before
+    validation; list items may be addressed by position or by their ``name``/``label``.
+    Raises :class:`UserError` naming the file and field on any problem.
+    """
+    src_name: str | None
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+        src_name = data.pop("__source__", None)
+        base_dir = data.pop("__base_dir__", None)
+    else:
+        path = Path(source)
+        src_name = str(path)
+        if not path.exists():
+            shipped = shipped_scenario_path(str(source))
+            if shipped is None:
+                raise UserError("scenario file not found", source=path)
+            path = shipped
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot read scenario: {exc.strerror}", source=path) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise UserError(f"malformed YAML{where}: {problem}", source=path) from None
+        base_dir = str(path.resolve().parent)
+        if not isinstance(data, dict):
+            raise UserError("a scenario must be a YAML mapping", source=path)
+    for item in overrides or []:
+        apply_override(data, item, source=src_name)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error_to_user_error(exc, src_name) from None
+    return scenario.model_copy(update={"base_dir": base_dir})
+
+
+def apply_override(data: dict[str, Any], item: str, *, source: str | None = None) -> None:
+    """Apply one ``dotted.key=value`` override to a raw scenario dict in place."""
+    if "=" not in item:
+        raise UserError(f"--set expects dotted.key=value, got '{item}'", source="--set")
+    key, _, raw = item.partition("=")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    set_dotted(data, key.strip(), value, source="--set")
+
+
+def set_dotted(data: Any, key: str, value: Any, *, source: str | None = None) -> None:
+    """Set ``value`` at dotted path ``key`` inside nested dicts/lists; list items are addressed
+    by index or by the ``name``/``label`` of the item."""
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            idx = _list_index(node, part)
+            if idx is None:
+                raise UserError(f"no list item '{part}'", source=source, field=key)
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if part not in node or node[part] is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise UserError(f"'{part}' is inside a value that is not a mapping", source=source,
+                            field=key)
+
+
+def _list_index(items: list[Any], part: str) -> int | None:
+    if part.lstrip("-").isdigit():
+        idx = int(part)
+        return idx if -len(items) <= idx < len(items) else None
+    for idx, item in enumerate(items):
+        if isinstance(item, dict) and part in (item.get("label"), item.get("name")):
+            return idx
+    return None
+
+
+def scenarios_dir() -> Path:
+    """The folder of the scenarios shipped inside the package."""
+    import simscale.scenarios as pkg
+
+    return Path(pkg.__file__).parent
+
+
+def shipped_scenario_path(name: str) -> Path | None:
+    """The shipped scenario called ``name`` (with or without ``.yaml`` or a folder), if any."""
+    stem = Path(name).name
+    if not stem.endswith(".yaml"):
+        stem += ".yaml"
+    p = scenarios_dir() / stem
+    return p if p.exists() else None

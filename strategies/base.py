@@ -1,0 +1,196 @@
+"""The strategy interface: ``decide(obs: Observation) -> Decision``.
+
+One strategy object scales one service. The simulator (and the validation runner) calls
+``decide`` every ``sync_period_s`` seconds with an :class:`Observation`: an immutable value that
+holds only what a real autoscaler could see at that moment, with the scenario's metric lag
+applied (like Ray Serve's ``AutoscalingContext``). The :class:`Decision` says how many replicas
+the service should have and, for vertical or cost-aware strategies, their size.
+
+A custom strategy is any importable class with a ``decide`` method; its parameters arrive as
+keyword arguments to ``__init__`` (scikit-learn style: store them, do no work there).
+
+Units are in the names: ``_s`` seconds, ``_ms`` milliseconds, ``_rps`` requests per second,
+``_usd`` US dollars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ReplicaCounts:
+    """Replicas of one service by life-cycle state.
+
+    ``pending``: asked for but not yet placed (no room in the cluster); ``starting``: placed and
+    in their cold start; ``ready``: serving; ``draining``: finishing their work before stopping.
+    """
+
+    pending: int = 0
+    starting: int = 0
+    ready: int = 0
+    draining: int = 0
+
+    @property
+    def desired_total(self) -> int:
+        """Replicas that count toward the current scale (pending + starting + ready)."""
+        return self.pending + self.starting + self.ready
+
+
+@dataclass(frozen=True)
+class SizeOption:
+    """A replica size the profile has measurements for, with what the model predicts of it.
+
+    ``alpha_ms + beta_ms * b`` is the median service time of a batch of ``b``; ``mean_factor``
+    turns the median into the mean; ``scv`` is the squared coefficient of variation of the service
+    time; ``price_per_hour_usd`` is what one replica of this size costs.
+    """
+
+    device: str
+    threads: int
+    alpha_ms: float
+    beta_ms: float
+    mean_factor: float
+    scv: float
+    max_batch_size: int
+    price_per_hour_usd: float
+    cold_start_s: float
+
+    def mean_service_s(self, batch_size: int = 1) -> float:
+        """Mean service time (s) of a batch of ``batch_size``."""
+        return (self.alpha_ms + self.beta_ms * batch_size) * self.mean_factor / 1000.0
+
+    def capacity_rps(self, batch_size: int = 1) -> float:
+        """Requests per second one replica serves when always busy with batches of this size."""
+        return batch_size / self.mean_service_s(batch_size)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What an autoscaler can see of one service at ``time_s``.
+
+    Per-second histories end at ``time_s - metric_lag_s`` and hold the last
+    ``len(arrivals_per_s)`` whole seconds, oldest first (shorter at the start of a run).
+    """
+
+    time_s: float
+    service: str
+    slo_ms: float
+    metric_lag_s: float
+    #: requests that arrived in each of the recent seconds
+    arrivals_per_s: np.ndarray
+    #: requests completed in each of the recent seconds
+    completions_per_s: np.ndarray
+    #: mean busy fraction (0..1) of ready replicas in each of the recent seconds ("CPU %")
+    utilization_per_s: np.ndarray
+    #: busy fraction of each ready replica over the last second (the per-pod metric)
+    utilization_per_replica: tuple[float, ...]
+    #: requests waiting in queues (not yet in service) at the (lagged) observation time
+    queue_length: int
+    #: requests queued or in service at the (lagged) observation time
+    in_flight: int
+    #: latency percentiles (ms) of requests completed in the last ``latency_window_s``;
+    #: NaN when none completed
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_p99_ms: float
+    latency_window_s: float
+    replicas: ReplicaCounts
+    min_replicas: int
+    max_replicas: int
+    #: the size new replicas get now, and the options the profile has measurements for
+    current_size: SizeOption
+    size_options: tuple[SizeOption, ...] = ()
+    max_wait_ms: float = 0.0
+
+    def rate_rps(self, window_s: float) -> float:
+        """Mean arrival rate (requests/s) over the last ``window_s`` whole seconds."""
+        return _window_mean(self.arrivals_per_s, window_s)
+
+    def throughput_rps(self, window_s: float) -> float:
+        """Mean completion rate (requests/s) over the last ``window_s`` whole seconds."""
+        return _window_mean(self.completions_per_s, window_s)
+
+    def utilization(self, window_s: float) -> float:
+        """Mean busy fraction of ready replicas over the last ``window_s`` whole seconds."""
+        return _window_mean(self.utilization_per_s, window_s)
+
+    @property
+    def capacity_rps_per_replica(self) -> float:
+        """Profile-derived throughput of one replica of the current size at batch size 1."""
+        return self.current_size.capacity_rps(1)
+
+
+def _window_mean(values: np.ndarray, window_s: float) -> float:
+    n = max(1, int(round(window_s)))
+    tail = values[-n:]
+    return float(np.mean(tail)) if len(tail) else 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a strategy wants for its service.
+
+    ``replicas`` is the desired count (pending + starting + ready). ``threads`` and ``device``,
+    when set, are the size of replicas from now on (a vertical strategy resizes replicas in
+    place after ``resize_delay_s``; otherwise new replicas get the new size and old ones are
+    replaced as they drain). ``max_batch_size`` changes the batching limit. ``info`` carries
+    figures the strategy wants reported (e.g. its predicted SLO attainment).
+    """
+
+    replicas: int
+    threads: int | None = None
+    device: str | None = None
+    max_batch_size: int | None = None
+    resize_delay_s: float | None = None
+    info: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """Static facts about the service a strategy is bound to, given once before the run.
+
+    ``true_rate_rps`` is the workload's real arrival-rate function (requests/s at a time in
+    seconds). It is what no real autoscaler knows: only the ``oracle`` strategy may use it.
+    """
+
+    service: str
+    slo_ms: float
+    min_replicas: int
+    max_replicas: int
+    duration_s: float
+    initial_replicas: int
+    size_options: tuple[SizeOption, ...]
+    initial_size: SizeOption
+    true_rate_rps: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+@runtime_checkable
+class StrategyLike(Protocol):
+    """Anything with ``decide(obs) -> Decision`` is a strategy."""
+
+    def decide(self, obs: Observation) -> Decision: ...
+
+
+class Strategy:
+    """Base class of the built-in strategies.
+
+    Subclasses set ``name``, take their parameters in ``__init__`` and implement ``decide``.
+    ``sync_period_s`` is how often the autoscaler calls ``decide`` (seconds);
+    ``latency_window_s`` is the window the observation's latency percentiles cover.
+    """
+
+    name: str = "strategy"
+    sync_period_s: float = 15.0
+    latency_window_s: float = 60.0
+
+    def setup(self, ctx: ServiceContext) -> None:
+        """Called once before the run with the service's static facts."""
+        self.ctx = ctx
+
+    def decide(self, obs: Observation) -> Decision:  # pragma: no cover - abstract
+        raise NotImplementedError
