@@ -1,0 +1,392 @@
+"""The ``simscale`` command line.
+
+Every problem with the user's input ends as one line on stderr naming the file or flag and the
+field, and exit status 2; never a traceback. Ctrl-C exits with status 130.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from simscale import __version__
+from simscale.errors import UserError
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _int_list(flag: str, value: str | None, minimum: int = 1) -> list[int] | None:
+    """Parse ``1,2,4`` into ints >= ``minimum`` or raise a :class:`UserError` naming ``flag``."""
+    if value is None:
+        return None
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        try:
+            n = int(part)
+        except ValueError:
+            raise UserError(f"'{part}' is not a whole number", source=flag) from None
+        if n < minimum:
+            raise UserError(f"{n} is below the minimum of {minimum}", source=flag)
+        out.append(n)
+    if not out:
+        raise UserError("needs at least one value", source=flag)
+    return out
+
+
+def _str_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="simscale")
+def cli() -> None:
+    """Which scaling strategy keeps your models inside their latency target at the lowest cost?
+
+    Measure real models (profile), simulate scaling strategies on scenarios (simulate, sweep),
+    check the simulator against real inference (validate), and read HTML reports (report).
+    """
+
+
+# --------------------------------------------------------------------------- profile
+@cli.group(invoke_without_command=True)
+@click.option("--models", help="Comma-separated models (default: all three).")
+@click.option("--device", "devices", multiple=True, help="cpu or cuda (repeatable; default cpu).")
+@click.option("--threads", help="Comma-separated threads per replica (default 1,2 on CPU).")
+@click.option("--batch-sizes", help="Comma-separated batch sizes (default per model).")
+@click.option("--quick", is_flag=True, help="A short run (under a minute) for tests and demos.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("profile.json"), show_default=True, help="Where to write the profile.")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
+              help="A local ResNet50 weights file (default: weights=None, no download).")
+@click.pass_context
+def profile(ctx: click.Context, models: str | None, devices: tuple[str, ...],
+            threads: str | None, batch_sizes: str | None, quick: bool, output: Path,
+            weights: Path | None) -> None:
+    """Measure the real models on this machine and write a profile.
+
+    \b
+    simscale profile --quick -o p.json
+    simscale profile show [PATH]
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    args = dict(
+        models=_str_list(models),
+        devices=list(devices) or None,
+        threads=_int_list("--threads", threads),
+        batch_sizes=_int_list("--batch-sizes", batch_sizes),
+        quick=quick,
+        output=output,
+        weights=weights,
+    )
+    try:
+        from simscale.profiler.command import profile_command
+    except ImportError as exc:
+        raise UserError(
+            f"profiling needs the profile extra (pip install 'simscale[profile]'): {exc}",
+            source="simscale profile",
+        ) from None
+    profile_command(**args)
+
+
+@profile.command("show")
+@click.argument("path", required=False, default="default")
+def profile_show(path: str) -> None:
+    """Print a profile (default: the one shipped with simscale) as tables."""
+    from simscale.profiler.schema import load_profile
+    from simscale.profiler.show import show_profile
+
+    show_profile(load_profile(path), _console())
+
+
+# --------------------------------------------------------------------------- simulate
+@cli.command()
+@click.argument("scenario")
+@click.option("--strategy", "strategies", multiple=True,
+              help="Run only this strategy (name or label; repeatable).")
+@click.option("--seed", type=int, help="Override the scenario's seed.")
+@click.option("--replications", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run this many seeds and report means with 95% confidence intervals.")
+@click.option("--profile", "profile_path", help="A profile file (default: the scenario's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a scenario field, e.g. services.resnet50.slo_ms=300.")
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: results/<scenario name>).")
+@click.option("--save-requests", is_flag=True, help="Also write requests.parquet.")
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
+@click.option("--no-report", is_flag=True, help="Do not write report.html.")
+def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, replications: int,
+             profile_path: str | None, overrides: tuple[str, ...], outdir: Path | None,
+             save_requests: bool, as_json: bool, no_report: bool) -> None:
+    """Simulate every strategy of SCENARIO (a YAML file or a shipped scenario's name)."""
+    from simscale.api import simulate as run
+    from simscale.simulator.scenario import load_scenario
+
+    sc = load_scenario(scenario, list(overrides))
+    result = run(sc, strategies=list(strategies) or None, seed=seed,
+                 replications=replications, profile=profile_path, keep_requests=save_requests,
+                 progress=not as_json)
+    outdir = outdir or Path("results") / _safe_name(sc.name)
+    result.save(outdir, save_requests=save_requests)
+    report = None
+    if not no_report:
+        report = _render_report(outdir)
+    if as_json:
+        click.echo(json.dumps(result.summary, indent=2, default=_json_default))
+        return
+    console = _console()
+    print_summary_table(result.summary, console)
+    console.print(f"[dim]results: {outdir}/summary.json, timeseries.parquet"
+                  + (", requests.parquet" if save_requests else "")
+                  + (f"; report: {report}" if report else "")
+                  + f"; wall {result.summary.get('wall_s', 0):.2f} s[/dim]")
+
+
+def _render_report(outdir: Path) -> Path | None:
+    try:
+        from simscale.reports.html import render_report
+    except ImportError:
+        return None
+    return render_report(outdir)
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "scenario"
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def print_summary_table(summary: dict[str, Any], console: Any) -> None:
+    """Print one table of the runs of a summary (means when there are replications)."""
+    import pandas as pd
+    from rich.table import Table
+
+    runs = pd.json_normalize(summary["runs"])
+    if runs.empty:
+        console.print("no runs")
+        return
+    cols = {
+        "latency_ms.p50": "p50 ms", "latency_ms.p95": "p95 ms", "latency_ms.p99": "p99 ms",
+        "slo_attainment": "SLO", "dropped": "dropped", "cost_usd": "cost $",
+        "mean_replicas": "replicas", "scale_events": "events",
+    }
+    grouped = runs.groupby(["service", "label"], sort=False)[list(cols)].mean().reset_index()
+    title = f"{summary['scenario']} — {summary['duration_s']:.0f} s, seed {summary['seed']}"
+    if summary.get("replications", 1) > 1:
+        title += f", mean of {summary['replications']} replications"
+    table = Table(title=title, title_justify="left")
+    table.add_column("service")
+    table.add_column("strategy")
+    for name in cols.values():
+        table.add_column(name, justify="right")
+    last_service = None
+    for row in grouped.itertuples(index=False):
+        service, label, *vals = row
+        if last_service is not None and service != last_service:
+            table.add_section()
+        last_service = service
+        cells = []
+        for key, v in zip(cols, vals, strict=True):
+            if v != v:  # NaN
+                cells.append("—")
+            elif key == "slo_attainment":
+                cells.append(f"{100 * v:.1f}%")
+            elif key == "cost_usd":
+                cells.append(f"{v:.3f}")
+            elif key in ("dropped", "scale_events"):
+                cells.append(f"{v:.0f}")
+            elif key == "mean_replicas":
+                cells.append(f"{v:.2f}")
+            else:
+                cells.append(f"{v:.1f}")
+        table.add_row(str(service), str(label), *cells)
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- report
+@cli.command()
+@click.argument("outdir", type=click.Path(path_type=Path))
+def report(outdir: Path) -> None:
+    """Render OUTDIR/report.html again from saved results."""
+    from simscale.reports.html import render_report
+
+    path = render_report(outdir)
+    _console().print(f"report: {path}")
+
+
+# --------------------------------------------------------------------------- scenarios
+@cli.group()
+def scenarios() -> None:
+    """List, show and check scenario files."""
+
+
+@scenarios.command("list")
+def scenarios_list() -> None:
+    """List the scenarios shipped with simscale."""
+    import yaml
+    from rich.table import Table
+
+    from simscale.simulator.scenario import scenarios_dir
+
+    table = Table("name", "description", title="shipped scenarios", title_justify="left")
+    for path in sorted(scenarios_dir().glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {}
+        table.add_row(path.stem, str(data.get("description", "")).strip().split("\n")[0])
+    _console().print(table)
+
+
+@scenarios.command("show")
+@click.argument("name")
+def scenarios_show(name: str) -> None:
+    """Print a shipped scenario's YAML."""
+    from simscale.simulator.scenario import shipped_scenario_path
+
+    path = Path(name) if Path(name).exists() else shipped_scenario_path(name)
+    if path is None:
+        raise UserError(f"no shipped scenario called '{name}' (see: simscale scenarios list)",
+                        source="simscale scenarios show")
+    click.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
+@scenarios.command("check")
+@click.argument("file")
+@click.option("--profile", "profile_path", help="Also check models against this profile.")
+def scenarios_check(file: str, profile_path: str | None) -> None:
+    """Validate a scenario file (and that its models are in the profile)."""
+    from simscale.profiler.schema import load_profile
+    from simscale.simulator.scenario import load_scenario
+
+    sc = load_scenario(file)
+    needs_profile = any(
+        s.service_time == "profile" or s.cold_start_s == "profile" for s in sc.services
+    )
+    if needs_profile:
+        prof = load_profile(profile_path or sc.resolve_path(sc.profile)
+                            if sc.profile != "default" else profile_path or "default")
+        for s in sc.services:
+            prof.config(s.model, s.device, s.threads)
+    _console().print(f"{file}: ok ({len(sc.services)} services, {len(sc.strategies)} strategies,"
+                     f" {sc.duration_s:g} s)")
+
+
+@scenarios.command("schema")
+def scenarios_schema() -> None:
+    """Print the JSON Schema of scenario files (for editors)."""
+    from simscale.simulator.scenario import Scenario
+
+    click.echo(json.dumps(Scenario.model_json_schema(), indent=2))
+
+
+# --------------------------------------------------------------------------- strategies
+@cli.group()
+def strategies() -> None:
+    """List the built-in strategies and their parameters."""
+
+
+@strategies.command("list")
+def strategies_list() -> None:
+    """List the built-in strategies."""
+    from rich.table import Table
+
+    from simscale.strategies import BUILTINS, describe_strategy
+
+    table = Table("name", "summary", title="built-in strategies", title_justify="left")
+    for name in BUILTINS:
+        table.add_row(name, describe_strategy(name)["summary"])
+    _console().print(table)
+
+
+@strategies.command("show")
+@click.argument("name")
+def strategies_show(name: str) -> None:
+    """Show a strategy's parameters with their defaults."""
+    from rich.table import Table
+
+    from simscale.strategies import describe_strategy
+
+    info = describe_strategy(name)
+    console = _console()
+    console.print(f"[bold]{info['name']}[/bold]: {info['summary']}")
+    if info.get("source"):
+        console.print(f"[dim]source: {info['source']}[/dim]")
+    table = Table("parameter", "type", "default", "description")
+    for p in info["params"]:
+        table.add_row(p["name"], str(p["type"]), repr(p["default"]), p.get("description") or "")
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- sweep
+@cli.command()
+@click.argument("sweep_file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: results/sweeps/<sweep file name>).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), help="Parallel workers (default: cores).")
+@click.option("--address", help="Ray cluster address (with --executor ray).")
+def sweep(sweep_file: Path, outdir: Path | None, executor: str, workers: int | None,
+          address: str | None) -> None:
+    """Run a parameter sweep (many simulations) locally or on Ray."""
+    from simscale.simulator.sweep import run_sweep
+
+    outdir = outdir or Path("results") / "sweeps" / _safe_name(sweep_file.stem)
+    result = run_sweep(sweep_file, outdir=outdir, executor=executor, workers=workers,
+                       address=address, progress=True)
+    console = _console()
+    console.print(f"{len(result.table)} rows; computed {result.computed}, reused "
+                  f"{result.reused}, failed {result.failed}; results in {outdir}")
+    if result.failed:
+        console.print(f"[red]{result.failed} run(s) failed; see the error column of "
+                      f"{outdir}/results.csv[/red]")
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: user errors become one line on stderr and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="simscale", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"simscale: error: {exc.format()}", err=True)
+        sys.exit(2)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message())
+        sys.exit(2)
+    except click.UsageError as exc:
+        where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+        click.echo(f"simscale: error: {where}{exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"simscale: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("simscale: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:  # pragma: no cover - e.g. `simscale ... | head`
+        sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
