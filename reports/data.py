@@ -217,5 +217,5 @@ def read_parquet(
         if col in frame.columns:
             frame[col] = frame[col].astype(str)
     if "drop_reason" in frame.columns:
-        frame["drop_reason"] = frame["drop_reason"].astype(str)
+        frame["drop_reason"] = frame["drop_reason"].astype(object).fillna("").astype(str)
     return frame

@@ -361,11 +361,33 @@ def sweep(sweep_file: Path, outdir: Path | None, executor: str, workers: int | N
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------- validate
+@cli.command()
+@click.argument("scenario")
+@click.option("--strategy", help="The strategy to validate (default: the scenario's first).")
+@click.option("--duration-s", type=click.FloatRange(min=1.0),
+              help="Cut the scenario to this many seconds.")
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: results/validate/<scenario name>).")
+def validate(scenario: str, strategy: str | None, duration_s: float | None,
+             outdir: Path | None) -> None:
+    """Run SCENARIO against real inference here and compare it with the simulation."""
+    try:
+        from simscale.simulator.validate import validate_command
+    except ImportError as exc:
+        raise UserError(
+            f"validation needs the profile extra (pip install 'simscale[profile]'): {exc}",
+            source="simscale validate",
+        ) from None
+    outdir = outdir or Path("results") / "validate" / _safe_name(Path(scenario).stem)
+    validate_command(scenario, strategy=strategy, duration_s=duration_s, outdir=outdir)
+
+
 # --------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user errors become one line on stderr and exit status 2."""
     try:
-        cli.main(args=argv, prog_name="simscale", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="simscale", standalone_mode=False)
     except UserError as exc:
         click.echo(f"simscale: error: {exc.format()}", err=True)
         sys.exit(2)
@@ -386,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:  # pragma: no cover - e.g. `simscale ... | head`
         sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

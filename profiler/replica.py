@@ -1,0 +1,170 @@
+"""A model replica as its own process: ``python -m simscale.profiler.replica``.
+
+The profiler starts this module in fresh processes to measure what only a fresh process can show:
+
+* ``--probe``: cold start. The process imports its libraries, loads the model artifact, runs one
+  prediction of one item and prints a ``ready`` line. The parent times Popen -> that line.
+* ``--memory-batch B``: peak memory. The process loads the model, runs batches of ``B`` items
+  three times and prints its peak resident set size (and, on CUDA, the peak GPU memory).
+* ``--serve``: a minimal serving loop for real-replica runs: after the ``ready`` line it reads one
+  batch size per line from stdin, runs a batch of that size and prints its service time; an empty
+  line or EOF stops it.
+
+Every reply is one JSON object on one line of stdout. The model is built by
+:func:`simscale.profiler.zoo.load_model`, the same code the profiler times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+MODULE = "simscale.profiler.replica"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB.
+
+    Read from ``VmHWM`` in ``/proc/self/status``: it belongs to the process's own address space,
+    which ``exec`` creates afresh. (``ru_maxrss`` is only the fallback: on Linux it also keeps
+    the high-water mark of the address space replaced by ``exec``, which for a ``vfork``-ed child
+    is its parent's, so a child of a big process would report the parent's peak.)
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Current resident set size of this process in MiB (``VmRSS``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("nan")
+
+
+def replica_command(
+    model: str,
+    threads: int,
+    device: str = "cpu",
+    weights_path: Path | str | None = None,
+    *,
+    mode: Sequence[str] = ("--probe",),
+) -> list[str]:
+    """The argv that starts a replica process of ``model`` with this Python interpreter."""
+    cmd = [sys.executable, "-m", MODULE, "--model", model, "--threads", str(threads)]
+    cmd += ["--device", device]
+    if weights_path is not None:
+        cmd += ["--weights", str(weights_path)]
+    return cmd + list(mode)
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of a replica process; returns the exit status."""
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--weights", type=Path, default=None, help="model artifact to load")
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--probe", action="store_true", help="print 'ready' after one prediction")
+    mode.add_argument("--memory-batch", type=int, metavar="B", help="report peak memory at B")
+    mode.add_argument("--serve", action="store_true", help="serve batch sizes read from stdin")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    from simscale.errors import UserError
+    from simscale.profiler.zoo import load_model
+
+    try:
+        model = load_model(args.model, args.threads, args.device, args.weights)
+    except UserError as exc:
+        _emit({"event": "error", "message": exc.format()})
+        return 2
+    t_loaded = time.perf_counter()
+    cuda = args.device == "cuda"
+    if cuda:
+        import torch
+
+    if args.memory_batch is not None:
+        rss_loaded = current_rss_mb()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        batch = model.make_inputs(args.memory_batch)
+        for _ in range(3):
+            model.predict(batch)
+        out = {
+            "event": "memory",
+            "batch_size": args.memory_batch,
+            "peak_rss_mb": peak_rss_mb(),
+            "rss_after_load_mb": rss_loaded,
+        }
+        if cuda:
+            torch.cuda.synchronize()
+            out["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            out["gpu_peak_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+        _emit(out)
+        return 0
+
+    # cold start: the first request arrives once the model is loaded; building its input is the
+    # request's work, not the replica's, so it is reported (inputs_s) and taken out by the parent.
+    t_in = time.perf_counter()
+    batch = model.make_inputs(1)
+    inputs_s = time.perf_counter() - t_in
+    t_pred = time.perf_counter()
+    model.predict(batch)
+    t_done = time.perf_counter()
+    _emit(
+        {
+            "event": "ready",
+            "pid": os.getpid(),
+            "import_and_load_s": t_loaded - t0,
+            "inputs_s": inputs_s,
+            "first_predict_s": t_done - t_pred,
+        }
+    )
+    if not args.serve:
+        return 0
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            break
+        try:
+            batch_size = int(line)
+            if batch_size < 1:
+                raise ValueError
+        except ValueError:
+            _emit({"event": "error", "message": f"not a batch size: {line!r}"})
+            continue
+        batch = model.make_inputs(batch_size)
+        t_start = time.perf_counter_ns()
+        model.predict(batch)
+        service_ms = (time.perf_counter_ns() - t_start) / 1e6
+        _emit({"event": "done", "batch_size": batch_size, "service_ms": service_ms})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
