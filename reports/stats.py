@@ -80,18 +80,26 @@ def downsample(
 
 
 def replication_band(
-    frame: pd.DataFrame, value: str, *, keys: Sequence[str] = ("label",)
+    frame: pd.DataFrame,
+    value: str,
+    *,
+    keys: Sequence[str] = ("label",),
+    floor: float | None = None,
 ) -> pd.DataFrame:
     """Mean of ``value`` over replications, per ``keys`` and ``time_s``, with a 95% band.
 
     Returns columns ``*keys, time_s, mean, lo, hi, n``; ``lo``/``hi`` are NaN where fewer than
-    two replications have a value.
+    two replications have a value. ``floor`` clips the band from below (e.g. 0 for counts,
+    which cannot be negative even when a t-interval over few replications reaches below 0).
     """
     grouped = frame.groupby([*keys, "time_s"], sort=True, observed=True)[value]
     out = grouped.agg(mean="mean", std="std", n="count").reset_index()
     half = t_halfwidth(out["std"], out["n"])
     out["lo"] = out["mean"] - half
     out["hi"] = out["mean"] + half
+    if floor is not None:
+        out["lo"] = out["lo"].clip(lower=floor)
+        out["hi"] = out["hi"].clip(lower=floor)
     return out.drop(columns="std")
 
 
