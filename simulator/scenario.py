@@ -117,7 +117,7 @@ class DiurnalWorkload(_Model):
     mean_rps: NonNegFloat
     amplitude: Annotated[float, Field(ge=0, le=1)]
     period_s: PositiveFloat
-    phase_s: float = 0.0
+    phase_s: Annotated[float, Field(allow_inf_nan=False)] = 0.0
 
 
 class FlashCrowdWorkload(_Model):
