@@ -8,6 +8,9 @@ by the class's ``Params`` pydantic model when it has one; errors name the strate
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
+import sys
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,6 +35,8 @@ __all__ = [
     "SizeOption",
     "Strategy",
     "StrategyLike",
+    "describe_strategy",
+    "list_strategies",
     "make_strategy",
     "strategy_class",
 ]
@@ -39,6 +44,12 @@ __all__ = [
 #: built-in strategy name -> "module:Class" (imported on demand)
 BUILTINS: dict[str, str] = {
     "static": "simscale.strategies.static:Static",
+    "threshold": "simscale.strategies.threshold:Threshold",
+    "hpa": "simscale.strategies.hpa:Hpa",
+    "kpa": "simscale.strategies.kpa:Kpa",
+    "predictive": "simscale.strategies.predictive:Predictive",
+    "cost_aware": "simscale.strategies.cost_aware:CostAware",
+    "oracle": "simscale.strategies.oracle:Oracle",
 }
 
 
@@ -83,3 +94,47 @@ def make_strategy(name: str, params: dict[str, Any] | None = None, *,
     except TypeError as exc:
         raise UserError(f"bad parameters for strategy '{name}': {exc}", source=source,
                         field=f"strategies.{name}") from None
+
+
+def _first_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").strip().splitlines()]
+    return re.sub(r"^``[\w.:]+``:\s*", "", lines[0]) if lines else ""
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return re.sub(r"\b[\w]+\.", "", str(annotation).replace("typing.", ""))
+
+
+def describe_strategy(name: str) -> dict[str, Any]:
+    """What ``simscale strategies show NAME`` prints, for a built-in name or ``module:Class``.
+
+    Returns ``{"name", "summary", "source", "params": [{"name", "type", "default",
+    "description"}]}``: ``summary`` is the first line of the module docstring (the class's when
+    the module has none), ``source`` the algorithm's origin (the class's ``source`` attribute,
+    or the module docstring's ``Source:`` paragraph), ``params`` one entry per field of the
+    class's ``Params`` model (empty when it has none; ``default`` is ``None`` when required).
+    """
+    cls = strategy_class(name)
+    module = sys.modules.get(cls.__module__)
+    module_doc = inspect.getdoc(module) if module is not None else None
+    summary = _first_line(module_doc) or _first_line(inspect.getdoc(cls))
+    source = getattr(cls, "source", None)
+    if not source and module_doc and "Source:" in module_doc:
+        source = " ".join(module_doc.split("Source:", 1)[1].split("\n\n", 1)[0].split())
+    params: list[dict[str, Any]] = []
+    schema = getattr(cls, "Params", None)
+    if schema is not None:
+        for field_name, info in schema.model_fields.items():
+            default = None if info.is_required() else info.get_default(call_default_factory=True)
+            if hasattr(default, "__iter__") and not isinstance(default, str | dict):
+                default = [d.model_dump() if hasattr(d, "model_dump") else d for d in default]
+            params.append({"name": field_name, "type": _type_name(info.annotation),
+                           "default": default, "description": info.description or ""})
+    return {"name": name, "summary": summary, "source": source or "", "params": params}
+
+
+def list_strategies() -> list[dict[str, Any]]:
+    """:func:`describe_strategy` of every built-in, in :data:`BUILTINS` order."""
+    return [describe_strategy(name) for name in BUILTINS]

@@ -136,9 +136,9 @@ class Decision:
     """What a strategy wants for its service.
 
     ``replicas`` is the desired count (pending + starting + ready). ``threads`` and ``device``,
-    when set, are the size of replicas from now on (a vertical strategy resizes replicas in
-    place after ``resize_delay_s``; otherwise new replicas get the new size and old ones are
-    replaced as they drain). ``max_batch_size`` changes the batching limit. ``info`` carries
+    when set, are the size of replicas from now on: every live replica is resized in place and
+    serves at the new size after ``resize_delay_s`` (at the old size until then), and new
+    replicas start at the new size. ``max_batch_size`` changes the batching limit. ``info`` carries
     figures the strategy wants reported (e.g. its predicted SLO attainment).
     """
 

@@ -27,6 +27,7 @@ class Static(Strategy):
     """Keep ``replicas`` replicas (clamped to the service's bounds)."""
 
     name = "static"
+    source = "baseline: fixed provisioning (no autoscaler)"
     Params = StaticParams
 
     def __init__(self, replicas: int | None = None, sync_period_s: float = 15.0):

@@ -1,0 +1,251 @@
+"""``cost_aware``: the cheapest configuration that a queueing model says meets the latency SLO.
+
+Sources: capacity planning with Erlang-C / Allen-Cunneen M/G/c approximations (Gross, Shortle,
+Thompson & Harris, *Fundamentals of Queueing Theory*, §2.3 and §6.3; Allen, *Probability,
+Statistics and Queueing Theory*, 1990), as in model-based autoscalers for ML serving (e.g.
+Clipper's and INFaaS's latency-aware configuration choice); formulas in
+:mod:`simscale.strategies.queueing`.
+
+Core rule, every ``sync_period_s``: plan for ``rate = max(forecast(now + lead), observed rate)
+* rate_headroom + queue_length / backlog_drain_s``; among every replica count, size option
+(threads per replica, on the current device) and batching limit the profile offers, pick the
+cheapest (replicas x price) whose predicted ``slo_percentile`` latency at that rate is within the
+SLO (see :func:`~simscale.strategies.queueing.cheapest_config`). A different size is taken only
+when it is cheaper by more than ``size_switch_margin``.
+
+Scale-in hysteresis: dropping replicas from ``n`` to ``m`` saves ``(n - m) * price * horizon``,
+but if the load comes back to the recent peak (the highest binned rate of the last
+``peak_window_s``) the replicas must be started again: that costs ``(n - m) * price * cold_start``
+and, during the cold start, ``violation_cost_usd`` per request the model predicts will miss the
+SLO with ``m`` replicas at the peak. The count with the largest net saving is kept (``n`` when
+none is positive). Replicas with no price are valued at 1 USD per hour here, so that a service
+priced at 0 still releases the replicas it does not need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from simscale.strategies.base import (
+    Decision,
+    Observation,
+    ServiceContext,
+    SizeOption,
+    Strategy,
+)
+from simscale.strategies.forecasters import (
+    FORECASTERS,
+    Forecaster,
+    RateForecast,
+    make_forecaster,
+)
+from simscale.strategies.governors import clamp
+from simscale.strategies.queueing import (
+    Config,
+    cheapest_config,
+    predicted_latency_ms,
+    slo_attainment,
+)
+
+
+class CostAwareParams(BaseModel):
+    """Parameters of :class:`CostAware`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slo_percentile: float = Field(default=0.95, gt=0, lt=1,
+                                  description="latency percentile that must meet the SLO")
+    forecaster: str = Field(default="holt", description="one of: " + ", ".join(FORECASTERS))
+    forecaster_params: dict[str, Any] = Field(default_factory=dict,
+                                              description="the forecaster's parameters")
+    lead_s: float | None = Field(default=None, ge=0, description=(
+        "how far ahead to plan (s); default: cold start of the current size + sync period"))
+    bin_s: float = Field(default=5.0, ge=1, description="the rate series' step (s)")
+    history_s: float = Field(default=7200.0, ge=60, description="rate history kept (s)")
+    reactive_window_s: float = Field(default=10.0, gt=0,
+                                     description="window of the observed-rate floor (s)")
+    rate_headroom: float = Field(default=1.0, ge=1.0,
+                                 description="multiplier on the planned rate (safety margin)")
+    backlog_drain_s: float = Field(default=10.0, gt=0,
+                                   description="plan to drain the current queue within this (s)")
+    tune_threads: bool = Field(default=True, description="choose threads per replica too")
+    tune_batch_size: bool = Field(default=True, description="choose the batching limit too")
+    same_device_only: bool = Field(default=True, description="only sizes on the current device")
+    size_switch_margin: float = Field(default=0.1, ge=0, description=(
+        "switch to another size only when it is cheaper by more than this fraction"))
+    scale_in_horizon_s: float = Field(default=600.0, gt=0,
+                                      description="horizon over which a scale-in must pay off (s)")
+    peak_window_s: float = Field(default=300.0, gt=0,
+                                 description="recent peak the scale-in risk is judged at (s)")
+    violation_cost_usd: float = Field(default=1e-4, ge=0,
+                                      description="cost charged per request missing the SLO")
+    sync_period_s: float = Field(default=15.0, gt=0, description="how often to decide (s)")
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.forecaster not in FORECASTERS:
+            raise ValueError(f"forecaster must be one of: {', '.join(FORECASTERS)}")
+        make_forecaster(self.forecaster, self.forecaster_params)
+
+
+def candidate_options(obs: Observation, tune_threads: bool = True,
+                      same_device_only: bool = True,
+                      max_batch_size: int | None = None) -> tuple[SizeOption, ...]:
+    """The sizes a model-based strategy may choose from (the current one when none is offered),
+    with ``max_batch_size`` as the largest batching limit when given (the engine reports the
+    limit in force as every option's ``max_batch_size``)."""
+    now = obs.current_size
+    options = [o for o in obs.size_options
+               if (not same_device_only or o.device == now.device)
+               and (tune_threads or o.threads == now.threads)] or [now]
+    if max_batch_size is not None:
+        options = [dataclasses.replace(o, max_batch_size=max_batch_size) for o in options]
+    return tuple(options)
+
+
+def batch_cap(ctx: ServiceContext) -> int:
+    """The largest batching limit of the service (its configured one, before any change)."""
+    return max([o.max_batch_size for o in ctx.size_options] + [ctx.initial_size.max_batch_size])
+
+
+def keep_larger_batch(config: Config, obs: Observation) -> Config:
+    """``config`` with the batching limit in force when that is larger: in the model a larger
+    limit never raises latency, so the limit only grows (fewer resize events)."""
+    limit = obs.current_size.max_batch_size
+    if limit > config.batch_size:
+        return dataclasses.replace(config, batch_size=limit)
+    return config
+
+
+def same_size(a: SizeOption, b: SizeOption) -> bool:
+    """Whether two options are the same replica size (device and threads)."""
+    return a.device == b.device and a.threads == b.threads
+
+
+def config_decision(config: Config, obs: Observation, replicas: int, rate_rps: float,
+                    slo_percentile: float, extra: dict[str, float]) -> Decision:
+    """The :class:`Decision` for ``config`` with ``replicas``, with the model's predictions."""
+    option = config.option
+    attainment = slo_attainment(replicas, rate_rps, option.mean_service_s(
+        config.effective_batch_size), option.scv, obs.slo_ms / 1000.0,
+        config.effective_batch_size)
+    now = obs.current_size
+    latency_ms = predicted_latency_ms(option, rate_rps, replicas, config.batch_size,
+                                      slo_percentile)
+    info = {"predicted_slo_attainment": attainment,
+            "predicted_latency_ms": latency_ms if math.isfinite(latency_ms) else 1e12,
+            "planned_rate_rps": rate_rps, "feasible": 1.0 if config.feasible else 0.0,
+            "threads": float(option.threads), "batch_size": float(config.batch_size),
+            "slo_percentile": slo_percentile, **extra}
+    return Decision(
+        replicas=replicas,
+        threads=option.threads if option.threads != now.threads else None,
+        device=option.device if option.device != now.device else None,
+        max_batch_size=config.batch_size if config.batch_size != now.max_batch_size else None,
+        info=info)
+
+
+class CostAware(Strategy):
+    """Cheapest replicas x size x batching whose predicted latency percentile meets the SLO at the
+    forecast rate, with a scale-in rule that weighs the cost and risk of a later cold start."""
+
+    name = "cost_aware"
+    source = ("Erlang-C / Allen-Cunneen M/G/c capacity planning (Gross et al., Fundamentals of "
+              "Queueing Theory); AWS predictive scaling for the forecast")
+    Params = CostAwareParams
+
+    def __init__(self, slo_percentile: float = 0.95, forecaster: str | Forecaster = "holt",
+                 forecaster_params: dict[str, Any] | None = None, lead_s: float | None = None,
+                 bin_s: float = 5.0, history_s: float = 7200.0, reactive_window_s: float = 10.0,
+                 rate_headroom: float = 1.0, backlog_drain_s: float = 10.0,
+                 tune_threads: bool = True, tune_batch_size: bool = True,
+                 same_device_only: bool = True, size_switch_margin: float = 0.1,
+                 scale_in_horizon_s: float = 600.0, peak_window_s: float = 300.0,
+                 violation_cost_usd: float = 1e-4, sync_period_s: float = 15.0):
+        self.slo_percentile = slo_percentile
+        self.forecaster = forecaster
+        self.forecaster_params = forecaster_params
+        self.lead_s = lead_s
+        self.bin_s = bin_s
+        self.history_s = history_s
+        self.reactive_window_s = reactive_window_s
+        self.rate_headroom = rate_headroom
+        self.backlog_drain_s = backlog_drain_s
+        self.tune_threads = tune_threads
+        self.tune_batch_size = tune_batch_size
+        self.same_device_only = same_device_only
+        self.size_switch_margin = size_switch_margin
+        self.scale_in_horizon_s = scale_in_horizon_s
+        self.peak_window_s = peak_window_s
+        self.violation_cost_usd = violation_cost_usd
+        self.sync_period_s = sync_period_s
+
+    def setup(self, ctx: ServiceContext) -> None:
+        super().setup(ctx)
+        model = (make_forecaster(self.forecaster, self.forecaster_params)
+                 if isinstance(self.forecaster, str) else self.forecaster)
+        self.rate_forecast = RateForecast(model, self.bin_s, self.history_s)
+        self.max_batch_cap = batch_cap(ctx)
+
+    def planned_rate(self, obs: Observation) -> tuple[float, float]:
+        """``(rate to plan for, forecast)`` in requests/s."""
+        lead = self.lead_s if self.lead_s is not None else (
+            obs.current_size.cold_start_s + self.sync_period_s)
+        forecast = self.rate_forecast(obs, obs.time_s + lead)
+        rate = max(forecast, obs.rate_rps(self.reactive_window_s)) * self.rate_headroom
+        return rate + obs.queue_length / self.backlog_drain_s, forecast
+
+    def choose(self, obs: Observation, rate_rps: float) -> Config:
+        """The cheapest feasible configuration, keeping the current size unless another is
+        cheaper by more than ``size_switch_margin``."""
+        options = candidate_options(obs, self.tune_threads, self.same_device_only,
+                                    self.max_batch_cap)
+        solve = {"percentile": self.slo_percentile, "min_replicas": obs.min_replicas,
+                 "max_replicas": obs.max_replicas, "tune_batch_size": self.tune_batch_size,
+                 "batch_size": obs.current_size.max_batch_size}
+        best = cheapest_config(rate_rps, obs.slo_ms, options, **solve)
+        if not same_size(best.option, obs.current_size):
+            mine = [o for o in options if same_size(o, obs.current_size)]
+            if mine:
+                stay = cheapest_config(rate_rps, obs.slo_ms, mine, **solve)
+                if stay.feasible and (not best.feasible or stay.cost_per_hour_usd
+                                      <= best.cost_per_hour_usd * (1 + self.size_switch_margin)):
+                    best = stay
+        return keep_larger_batch(best, obs) if self.tune_batch_size else best
+
+    def scale_in(self, obs: Observation, config: Config, current: int) -> int:
+        """Replicas to keep when ``config`` asks for fewer than ``current`` (same size)."""
+        option = config.option
+        values, _ = self.rate_forecast.history.binned(self.bin_s)
+        n_bins = max(1, int(round(self.peak_window_s / self.bin_s)))
+        peak = float(np.max(values[-n_bins:])) if len(values) else 0.0
+        price_per_s = (option.price_per_hour_usd or 1.0) / 3600.0  # free replicas: 1 USD/h
+        cold_s = option.cold_start_s
+        slo_s = obs.slo_ms / 1000.0
+        b = config.effective_batch_size
+        service_s = option.mean_service_s(b)
+        best_n, best_gain = current, 0.0
+        for n in range(config.replicas, current):
+            dropped = current - n
+            saving = dropped * price_per_s * (self.scale_in_horizon_s - cold_s)
+            missed = 1.0 - slo_attainment(n, peak, service_s, option.scv, slo_s, b)
+            risk = self.violation_cost_usd * peak * cold_s * missed
+            gain = saving - risk
+            if gain > best_gain:
+                best_n, best_gain = n, gain
+        return best_n
+
+    def decide(self, obs: Observation) -> Decision:
+        rate, forecast = self.planned_rate(obs)
+        config = self.choose(obs, rate)
+        current = obs.replicas.desired_total
+        replicas = config.replicas
+        if replicas < current and same_size(config.option, obs.current_size):
+            replicas = self.scale_in(obs, config, current)
+        replicas = clamp(replicas, obs.min_replicas, obs.max_replicas)
+        return config_decision(config, obs, replicas, rate, self.slo_percentile,
+                               {"forecast_rps": forecast})

@@ -1,0 +1,140 @@
+"""``kpa``: the Knative Pod Autoscaler, concurrency-based with stable and panic windows.
+
+Source: knative/serving ``pkg/autoscaler/scaling/autoscaler.go`` (``Scale``) and
+``pkg/reconciler/autoscaling/kpa/scaler.go`` (scale to zero); docs:
+https://knative.dev/docs/serving/autoscaling/kpa-specific/ .
+
+Every tick (2 s): the observed concurrency (requests queued or in service, summed over the
+service) is averaged over the stable window (60 s) and over the panic window (10 % of it).
+``target = target_concurrency * target_utilization``; ``dspc = ceil(stable / target)`` and
+``dppc = ceil(panic / target)``, both kept within ``[floor(ready / max_scale_down_rate),
+ceil(max_scale_up_rate * ready)]`` (ready taken as at least 1). Panic starts when
+``dppc / ready >= panic_threshold`` and lasts until a whole stable window has passed without
+crossing it; in panic the count is the highest panic-mode count seen (never scaled down).
+Otherwise the count is ``dspc``. With ``min_replicas = 0`` a service with no concurrency over
+the stable window goes to zero once ``scale_to_zero_grace_period_s`` has passed; requests that
+arrive then wait for a cold start. ``scale_down_delay_s`` holds the highest count of that window.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simscale.strategies.base import Decision, Observation, ServiceContext, Strategy
+from simscale.strategies.governors import (
+    Bounds,
+    Chain,
+    RelativeRateLimit,
+    StabilizationWindow,
+    Step,
+)
+
+
+class KpaParams(BaseModel):
+    """Parameters of :class:`Kpa` (names follow Knative's config-autoscaler keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_concurrency: float = Field(
+        default=10.0, gt=0, description="requests in flight per replica (container-concurrency-"
+        "target-default; Knative's default is 100, too many for one ML model replica)")
+    target_utilization: float = Field(default=0.7, gt=0, le=1.0,
+                                      description="container-concurrency-target-percentage / 100")
+    stable_window_s: float = Field(default=60.0, ge=6, le=3600, description="stable-window (s)")
+    panic_window_percentage: float = Field(default=10.0, ge=1, le=100,
+                                           description="panic window as % of the stable window")
+    panic_threshold_percentage: float = Field(default=200.0, gt=100,
+                                              description="panic when demand >= this % of ready")
+    max_scale_up_rate: float = Field(default=1000.0, gt=1, description="max-scale-up-rate")
+    max_scale_down_rate: float = Field(default=2.0, gt=1, description="max-scale-down-rate")
+    scale_to_zero_grace_period_s: float = Field(default=30.0, ge=0,
+                                                description="scale-to-zero-grace-period (s)")
+    scale_down_delay_s: float = Field(default=0.0, ge=0, le=3600,
+                                      description="scale-down-delay (s)")
+    sync_period_s: float = Field(default=2.0, gt=0, description="tick-interval (s)")
+
+
+class Kpa(Strategy):
+    """Knative KPA: ``ceil(concurrency / (target_concurrency * target_utilization))`` over the
+    stable window, or over the panic window while panicking (never scaling down in panic)."""
+
+    name = "kpa"
+    source = "knative/serving pkg/autoscaler/scaling/autoscaler.go; knative.dev KPA docs"
+    Params = KpaParams
+
+    def __init__(self, target_concurrency: float = 10.0, target_utilization: float = 0.7,
+                 stable_window_s: float = 60.0, panic_window_percentage: float = 10.0,
+                 panic_threshold_percentage: float = 200.0, max_scale_up_rate: float = 1000.0,
+                 max_scale_down_rate: float = 2.0, scale_to_zero_grace_period_s: float = 30.0,
+                 scale_down_delay_s: float = 0.0, sync_period_s: float = 2.0):
+        self.target_concurrency = target_concurrency
+        self.target_utilization = target_utilization
+        self.stable_window_s = stable_window_s
+        self.panic_window_percentage = panic_window_percentage
+        self.panic_threshold_percentage = panic_threshold_percentage
+        self.max_scale_up_rate = max_scale_up_rate
+        self.max_scale_down_rate = max_scale_down_rate
+        self.scale_to_zero_grace_period_s = scale_to_zero_grace_period_s
+        self.scale_down_delay_s = scale_down_delay_s
+        self.sync_period_s = sync_period_s
+
+    @property
+    def panic_window_s(self) -> float:
+        """The panic window (s)."""
+        return self.stable_window_s * self.panic_window_percentage / 100.0
+
+    def setup(self, ctx: ServiceContext) -> None:
+        super().setup(ctx)
+        self.concurrency: list[tuple[float, float]] = []  # (time_s, in_flight) per tick
+        self.panic_since_s: float | None = None  # last time the panic threshold was crossed
+        self.max_panic_pods = 0
+        self.zero_since_s: float | None = None
+        self.rate_limit = RelativeRateLimit(self.max_scale_up_rate, self.max_scale_down_rate)
+        self.governors = Chain(StabilizationWindow(0.0, self.scale_down_delay_s,
+                                                   seed_with_current=False), Bounds())
+
+    def _average(self, now: float, window_s: float) -> float:
+        values = [c for t, c in self.concurrency if t > now - window_s]
+        return sum(values) / len(values) if values else 0.0
+
+    def decide(self, obs: Observation) -> Decision:
+        now = obs.time_s
+        self.concurrency.append((now, float(obs.in_flight)))
+        self.concurrency = [(t, c) for t, c in self.concurrency if t > now - self.stable_window_s]
+        stable = self._average(now, self.stable_window_s)
+        panic = self._average(now, self.panic_window_s)
+        ready = max(1, obs.replicas.ready)
+        target = self.target_concurrency * self.target_utilization
+        dspc = math.ceil(stable / target - 1e-9)
+        dppc = math.ceil(panic / target - 1e-9)
+        low, high = self.rate_limit.limits(obs.replicas.ready)
+        stable_pods = min(max(dspc, low), high)
+        panic_pods = min(max(dppc, low), high)
+
+        over = dppc / ready >= self.panic_threshold_percentage / 100.0
+        if over:
+            self.panic_since_s = now
+        elif self.panic_since_s is not None and self.panic_since_s + self.stable_window_s < now:
+            self.panic_since_s = None
+            self.max_panic_pods = 0
+
+        desired = stable_pods
+        if self.panic_since_s is not None:
+            desired = max(desired, panic_pods, self.max_panic_pods)
+            self.max_panic_pods = desired
+
+        current = obs.replicas.desired_total
+        if desired == 0:  # scale to zero only after the grace period
+            if self.zero_since_s is None:
+                self.zero_since_s = now
+            if now - self.zero_since_s < self.scale_to_zero_grace_period_s:
+                desired = min(1, current)
+        else:
+            self.zero_since_s = None
+        final = self.governors(Step(now, current, desired, obs.min_replicas, obs.max_replicas,
+                                    obs.replicas.ready))
+        return Decision(replicas=final, info={
+            "panic": 1.0 if self.panic_since_s is not None else 0.0,
+            "stable_concurrency": stable, "panic_concurrency": panic})
