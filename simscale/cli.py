@@ -20,7 +20,10 @@ from simscale.errors import UserError
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=120)
+    return console
 
 
 def _int_list(flag: str, value: str | None, minimum: int = 1) -> list[int] | None:
@@ -174,7 +177,8 @@ def _json_default(obj: Any) -> Any:
 
 
 def print_summary_table(summary: dict[str, Any], console: Any) -> None:
-    """Print one table of the runs of a summary (means when there are replications)."""
+    """Print one table per service of a summary's runs (means over replications), with cost and
+    SLO attainment relative to the oracle when the oracle was run."""
     import pandas as pd
     from rich.table import Table
 
@@ -184,40 +188,48 @@ def print_summary_table(summary: dict[str, Any], console: Any) -> None:
         return
     cols = {
         "latency_ms.p50": "p50 ms", "latency_ms.p95": "p95 ms", "latency_ms.p99": "p99 ms",
-        "slo_attainment": "SLO", "dropped": "dropped", "cost_usd": "cost $",
+        "slo_attainment": "SLO met", "dropped": "dropped", "cost_usd": "cost $",
         "mean_replicas": "replicas", "scale_events": "events",
     }
-    grouped = runs.groupby(["service", "label"], sort=False)[list(cols)].mean().reset_index()
-    title = f"{summary['scenario']} — {summary['duration_s']:.0f} s, seed {summary['seed']}"
-    if summary.get("replications", 1) > 1:
-        title += f", mean of {summary['replications']} replications"
-    table = Table(title=title, title_justify="left")
-    table.add_column("service")
-    table.add_column("strategy")
-    for name in cols.values():
-        table.add_column(name, justify="right")
-    last_service = None
-    for row in grouped.itertuples(index=False):
-        service, label, *vals = row
-        if last_service is not None and service != last_service:
-            table.add_section()
-        last_service = service
-        cells = []
-        for key, v in zip(cols, vals, strict=True):
-            if v != v:  # NaN
-                cells.append("—")
-            elif key == "slo_attainment":
-                cells.append(f"{100 * v:.1f}%")
-            elif key == "cost_usd":
-                cells.append(f"{v:.3f}")
-            elif key in ("dropped", "scale_events"):
-                cells.append(f"{v:.0f}")
-            elif key == "mean_replicas":
-                cells.append(f"{v:.2f}")
-            else:
-                cells.append(f"{v:.1f}")
-        table.add_row(str(service), str(label), *cells)
-    console.print(table)
+    means = runs.groupby(["service", "label"], sort=False)[list(cols)].mean()
+    strategy_of = dict(zip(runs["label"], runs["strategy"], strict=False))
+    n = summary.get("replications", 1)
+    head = f"{summary['scenario']}: {summary['duration_s']:.0f} s simulated, seed {summary['seed']}"
+    if n > 1:
+        head += f", means of {n} replications"
+    console.print(f"[bold]{head}[/bold]")
+    for service in dict.fromkeys(runs["service"]):
+        rows = means.loc[service]
+        oracle = [lab for lab in rows.index if strategy_of.get(lab) == "oracle"]
+        ref = rows.loc[oracle[0]] if oracle else None
+        slo_ms = runs.loc[runs["service"] == service, "slo_ms"].iloc[0]
+        table = Table(title=f"{service} (SLO {slo_ms:g} ms)", title_justify="left")
+        table.add_column("strategy")
+        for name in cols.values():
+            table.add_column(name, justify="right")
+        if ref is not None:
+            table.add_column("cost/oracle", justify="right")
+        for label, vals in rows.iterrows():
+            cells = [_fmt(key, vals[key]) for key in cols]
+            if ref is not None:
+                ratio = vals["cost_usd"] / ref["cost_usd"] if ref["cost_usd"] > 0 else float("nan")
+                cells.append("—" if ratio != ratio else f"{ratio:.2f}x")
+            table.add_row(str(label), *cells)
+        console.print(table)
+
+
+def _fmt(key: str, v: float) -> str:
+    if v != v:  # NaN
+        return "—"
+    if key == "slo_attainment":
+        return f"{100 * v:.1f}%"
+    if key == "cost_usd":
+        return f"{v:.3f}"
+    if key in ("dropped", "scale_events"):
+        return f"{v:.0f}"
+    if key == "mean_replicas":
+        return f"{v:.2f}"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
 # --------------------------------------------------------------------------- report

@@ -1,0 +1,653 @@
+"""The control plane: SimPy drives autoscaler ticks, replica life cycles and faults.
+
+Each service has a :class:`~simscale.simulator.requestplane.RequestPlane` for its requests; the
+control plane only schedules control events and, before acting at time ``t``, advances the
+service's request plane exactly to ``t``. One :func:`run_strategy` call simulates one strategy
+on all services of a scenario (one strategy object per service).
+
+Semantics (times in seconds):
+
+- Replica life cycle: ``pending`` (does not fit the cluster: ``threads`` cores and the profiled
+  peak memory per replica; placement is first-come first-served over all services) ->
+  ``starting`` (cold start) -> ``ready`` -> ``draining`` -> stopped. The ``initial`` replicas
+  are warm: ready at time 0 (when they fit). Billing covers every second a replica exists
+  (starting, ready, draining), at ``cost_per_replica_hour * threads / service.threads``.
+- The autoscaler calls ``strategy.decide(obs)`` every ``strategy.sync_period_s`` (default 15 s),
+  first at ``sync_period_s``. The requested count is clamped to the service's
+  ``replicas.min..max``. Scaling down cancels pending replicas first, then starting ones (newest
+  first), then drains the ready replicas with the fewest outstanding requests (ties: newest).
+- ``Decision.threads``/``device``/``max_batch_size``: applied in place to every live replica
+  after ``resize_delay_s`` (default 0); a batch in service keeps its time. Thread counts the
+  profile has not measured are replaced by the nearest measured one. With a distribution as
+  service time, only the service's own size exists. Resizing does not re-check cluster room.
+- Observations: histories are whole seconds ending at ``t - metrics.lag_s`` (at most
+  ``metrics.history_s`` of them); queue length, in-flight and latency percentiles are taken at
+  ``t - lag_s``; replica counts are the controller's current ones (not lagged).
+  ``utilization`` = busy time / serving time of replicas that are ready or draining.
+- Faults: each serving replica crashes after an exponential time with mean ``crash_mtbf_s``;
+  a crashed replica disappears (the strategy's next decision replaces it). Each new replica is a
+  straggler with probability ``straggler_fraction`` (service times x ``straggler_slowdown``).
+- Service times with ``service_time: profile``: the median line of the replica's size times a
+  noise draw of the service's configured size (one uniform per request: common random numbers).
+- ``Decision.info``: the run's ``info`` holds the mean over decisions of each reported figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from simscale.errors import UserError
+from simscale.simulator.requestplane import DROP_NONE, DROP_QUEUE_FULL, RequestPlane
+from simscale.simulator.scenario import Distribution, Scenario, Service
+from simscale.strategies.base import (
+    Decision,
+    Observation,
+    ReplicaCounts,
+    ServiceContext,
+    SizeOption,
+)
+
+__all__ = ["ReplicaRecord", "ServiceInputs", "ServiceRun", "run_strategy", "size_options"]
+
+_POLL_S = 1e-3
+
+
+@dataclass
+class ReplicaRecord:
+    """One replica's life (times in seconds; NaN = did not happen)."""
+
+    rid: int
+    requested_s: float
+    threads: int
+    slowdown: float = 1.0
+    cores: float = 1.0
+    memory_mb: float = 0.0
+    placed_s: float = math.nan
+    ready_s: float = math.nan
+    drain_s: float = math.nan
+    stop_s: float = math.nan
+    state: str = "pending"
+    crashed: bool = False
+    #: an initial replica, ready at once when placed at time 0
+    warm: bool = False
+    #: (time_s, threads) from placement on
+    sizes: list[tuple[float, int]] = field(default_factory=list)
+
+
+@dataclass
+class ServiceInputs:
+    """What one service's runs share across strategies (common random numbers)."""
+
+    arrival_s: np.ndarray
+    unit_service: np.ndarray
+    route_u: np.ndarray | None
+    cold_start_seq: np.random.SeedSequence  #: cold-start draws (same stream per strategy)
+    fault_seq: np.random.SeedSequence  #: crash and straggler draws (same stream per strategy)
+
+
+@dataclass
+class ServiceRun:
+    """Raw outcome of one strategy on one service, turned into figures by ``metrics``."""
+
+    service: Service
+    plane: RequestPlane
+    replicas: list[ReplicaRecord]
+    events: list[dict[str, Any]]
+    info: dict[str, float]
+    #: (time_s, threads) of the size new replicas get
+    size_timeline: list[tuple[float, int]]
+    duration_s: float
+    price_per_thread_hour: float
+
+
+# ============================================================================ sizes
+def _cold_start_mean(svc: Service, profile: Any) -> float:
+    cs = svc.cold_start_s
+    if cs == "profile":
+        return float(profile.cold_start(svc.model, svc.device).mean_s)
+    if isinstance(cs, Distribution):
+        return cs.mean_seconds
+    return float(cs)
+
+
+def size_options(svc: Service, profile: Any, max_batch_size: int) -> tuple[SizeOption, ...]:
+    """The replica sizes of ``svc``: one per measured thread count of (model, device) when the
+    service time comes from the profile; only the service's own size for a distribution."""
+    price = svc.cost_per_replica_hour / svc.threads
+    cold = _cold_start_mean(svc, profile)
+    if isinstance(svc.service_time, Distribution):
+        d = svc.service_time
+        m_ms = d.mean_seconds * 1000.0
+        return (SizeOption(svc.device, svc.threads, m_ms, 0.0, 1.0, d.effective_cv ** 2,
+                           max_batch_size, price * svc.threads, cold),)
+    opts = []
+    for t in profile.threads_available(svc.model, svc.device):
+        stm = profile.service_model(svc.model, svc.device, t)
+        opts.append(SizeOption(svc.device, t, float(stm.fit.alpha_ms), float(stm.fit.beta_ms),
+                               float(stm._noise_mean), float(stm.scv), max_batch_size,
+                               price * t, cold))
+    return tuple(opts)
+
+
+class _Cluster:
+    """Room for replicas shared by all services; pending replicas are placed first come, first
+    served (first fit in request order)."""
+
+    def __init__(self, cores: float, memory_mb: float) -> None:
+        self.free_cores = cores
+        self.free_mb = memory_mb
+        self.pending: list[tuple[_ServiceSim, ReplicaRecord]] = []
+
+    def fits(self, rec: ReplicaRecord) -> bool:
+        return rec.cores <= self.free_cores + 1e-9 and rec.memory_mb <= self.free_mb + 1e-9
+
+    def take(self, rec: ReplicaRecord) -> None:
+        self.free_cores -= rec.cores
+        self.free_mb -= rec.memory_mb
+
+    def release(self, rec: ReplicaRecord) -> None:
+        self.free_cores += rec.cores
+        self.free_mb += rec.memory_mb
+        self.place_pending()
+
+    def place_pending(self) -> None:
+        keep = []
+        for sim, rec in self.pending:
+            if rec.state == "pending" and self.fits(rec):
+                self.take(rec)
+                sim._placed(rec)
+            elif rec.state == "pending":
+                keep.append((sim, rec))
+        self.pending = keep
+
+
+# ============================================================================ one service
+class _ServiceSim:
+    def __init__(self, env: simpy.Environment, scenario: Scenario, svc: Service,
+                 strategy: Any, inputs: ServiceInputs, profile: Any,
+                 cluster: _Cluster | None) -> None:
+        self.env = env
+        self.svc = svc
+        self.scenario = scenario
+        self.strategy = strategy
+        self.profile = profile
+        self.cluster = cluster
+        self.duration_s = scenario.duration_s
+        self.rng_cold = np.random.default_rng(inputs.cold_start_seq)
+        self.rng_fault = np.random.default_rng(inputs.fault_seq)
+        self.faults = scenario.faults
+        self.maxb = svc.batching.max_batch_size
+        self.max_wait_s = svc.batching.max_wait_ms / 1000.0
+        self.plane = RequestPlane(
+            inputs.arrival_s, inputs.unit_service, routing=svc.routing,
+            max_batch_size=self.maxb, max_wait_s=self.max_wait_s,
+            capacity=svc.queue.capacity,
+            timeout_s=None if svc.queue.timeout_ms is None else svc.queue.timeout_ms / 1000.0,
+            route_u=inputs.route_u)
+        self.options = size_options(svc, profile, self.maxb)
+        self.size = self._option(svc.device, svc.threads) or self.options[0]
+        self._stm_cache: dict[tuple[str, int], Any] = {}
+        self.records: list[ReplicaRecord] = []
+        self.events: list[dict[str, Any]] = []
+        self.info_sum: dict[str, float] = {}
+        self.info_n: dict[str, int] = {}
+        self.size_timeline: list[tuple[float, int]] = [(0.0, self.size.threads)]
+        self.monitor = _Monitor(self, scenario)
+        self._next_rid = 0
+
+    # -- sizes ------------------------------------------------------------------------------
+    def _option(self, device: str, threads: int) -> SizeOption | None:
+        same = [o for o in self.options if o.device == device]
+        if not same:
+            return None
+        return min(same, key=lambda o: (abs(o.threads - threads), o.threads))
+
+    def _factors(self, size: SizeOption, slowdown: float, maxb: int) -> list[float]:
+        b = np.arange(0, maxb + 1)
+        if isinstance(self.svc.service_time, Distribution):
+            return [slowdown] * (maxb + 1)
+        key = (size.device, size.threads)
+        stm = self._stm_cache.get(key)
+        if stm is None:
+            stm = self.profile.service_model(self.svc.model, size.device, size.threads)
+            self._stm_cache[key] = stm
+        med = stm.median_s(np.maximum(b, 1)) * slowdown
+        return med.tolist()
+
+    def _memory_mb(self, size: SizeOption) -> float:
+        if self.profile is None or self.svc.model not in self.profile.models:
+            return 0.0
+        try:
+            return float(self.profile.memory_mb(self.svc.model, size.device, size.threads,
+                                                self.maxb))
+        except Exception:  # noqa: BLE001 - no measurement of that size: memory unknown
+            return 0.0
+
+    def _cold_start_s(self) -> float:
+        cs = self.svc.cold_start_s
+        if cs == "profile":
+            samples = self.profile.cold_start(self.svc.model, self.svc.device).samples_s
+            return float(samples[int(self.rng_cold.integers(len(samples)))])
+        if isinstance(cs, Distribution):
+            from simscale.simulator.distributions import duration_sampler
+
+            return float(duration_sampler(cs)(self.rng_cold.random(1))[0])
+        return float(cs)
+
+    # -- life cycle -------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Advance the request plane to now and stop draining replicas that finished."""
+        now = self.env.now
+        self.plane.advance(now)
+        if self.plane.stopped:
+            for rid, t in list(self.plane.stopped.items()):
+                rec = self.records[rid]
+                if rec.state == "draining":
+                    self._stop(rec, t)
+
+    def counts(self) -> ReplicaCounts:
+        c = {"pending": 0, "starting": 0, "ready": 0, "draining": 0}
+        for r in self.records:
+            if r.state in c:
+                c[r.state] += 1
+        return ReplicaCounts(**c)
+
+    def _new_replica(self, warm: bool) -> None:
+        f = self.faults
+        straggler = bool(f and f.straggler_fraction > 0
+                         and self.rng_fault.random() < f.straggler_fraction)
+        rec = ReplicaRecord(rid=self._next_rid, requested_s=self.env.now,
+                            threads=self.size.threads,
+                            slowdown=f.straggler_slowdown if (straggler and f) else 1.0,
+                            cores=float(self.size.threads), memory_mb=self._memory_mb(self.size))
+        self._next_rid += 1
+        self.records.append(rec)
+        rec.warm = warm
+        if self.cluster is None or (not self.cluster.pending and self.cluster.fits(rec)):
+            if self.cluster is not None:
+                self.cluster.take(rec)
+            self._placed(rec)
+        else:
+            self.cluster.pending.append((self, rec))
+
+    def _placed(self, rec: ReplicaRecord) -> None:
+        now = self.env.now
+        rec.placed_s = now
+        rec.sizes.append((now, rec.threads))
+        if rec.warm and now == 0.0:
+            self._ready(rec)
+        else:
+            rec.state = "starting"
+            self.env.process(self._cold_start(rec, self._cold_start_s()))
+
+    def _cold_start(self, rec: ReplicaRecord, delay_s: float):  # noqa: ANN202 - generator
+        yield self.env.timeout(delay_s)
+        if rec.state == "starting":
+            self.sync()
+            self._ready(rec)
+
+    def _ready(self, rec: ReplicaRecord) -> None:
+        now = self.env.now
+        rec.state = "ready"
+        rec.ready_s = now
+        self.plane.add_replica(rec.rid, now, self._factors(self.size_of(rec), rec.slowdown,
+                                                            self.maxb))
+        f = self.faults
+        if f is not None and f.crash_mtbf_s is not None:
+            self.env.process(self._crash_after(rec, float(self.rng_fault.exponential(
+                f.crash_mtbf_s))))
+
+    def size_of(self, rec: ReplicaRecord) -> SizeOption:
+        return self._option(self.size.device, rec.threads) or self.size
+
+    def _crash_after(self, rec: ReplicaRecord, delay_s: float):  # noqa: ANN202
+        yield self.env.timeout(delay_s)
+        if rec.state in ("ready", "draining"):
+            self.sync()
+            if rec.state not in ("ready", "draining"):
+                return
+            before = self.counts().desired_total
+            n = self.plane.crash(rec.rid, self.env.now)
+            rec.crashed = True
+            self._stop(rec, self.env.now, remove=False)
+            self.events.append(self._event("crash", before, self.counts().desired_total,
+                                           f"crash (dropped {n})"))
+
+    def _stop(self, rec: ReplicaRecord, t_s: float, remove: bool = True) -> None:
+        was_placed = not math.isnan(rec.placed_s)
+        rec.state = "stopped"
+        rec.stop_s = t_s
+        if remove:
+            self.plane.remove(rec.rid)
+        if self.cluster is not None and was_placed:
+            self.cluster.release(rec)
+
+    def _drain(self, rec: ReplicaRecord) -> None:
+        now = self.env.now
+        rec.state = "draining"
+        rec.drain_s = now
+        stop = self.plane.drain(rec.rid, now)
+        if stop is not None and stop <= now:
+            self._stop(rec, now)
+        else:
+            self.env.process(self._await_stop(rec, stop))
+
+    def _await_stop(self, rec: ReplicaRecord, stop_s: float | None):  # noqa: ANN202
+        if stop_s is not None:
+            yield self.env.timeout(stop_s - self.env.now)
+            if rec.state == "draining":
+                self.sync()
+                if rec.state == "draining":
+                    self._stop(rec, stop_s)
+            return
+        while rec.state == "draining":
+            f = self.plane.free_at.get(rec.rid, self.env.now)
+            dt = f - self.env.now if f > self.env.now else max(self.max_wait_s, _POLL_S)
+            yield self.env.timeout(dt)
+            if rec.state == "draining":
+                self.sync()
+
+    # -- decisions --------------------------------------------------------------------------
+    def _event(self, action: str, before: int, after: int, reason: str) -> dict[str, Any]:
+        return {"time_s": float(self.env.now), "action": action, "from_replicas": int(before),
+                "to_replicas": int(after), "threads": int(self.size.threads), "reason": reason}
+
+    def start(self) -> None:
+        for _ in range(self.svc.replicas.initial):
+            self._new_replica(warm=True)
+        self.env.process(self._autoscaler())
+
+    def _autoscaler(self):  # noqa: ANN202
+        period = float(getattr(self.strategy, "sync_period_s", 15.0) or 15.0)
+        if not period > 0:
+            raise UserError(f"sync_period_s must be positive, got {period}",
+                            field=f"strategies.{type(self.strategy).__name__}")
+        while True:
+            yield self.env.timeout(period)
+            self.sync()
+            obs = self.monitor.observe(self.env.now)
+            decision = self.strategy.decide(obs)
+            if isinstance(decision, (int, np.integer)):  # a bare count is accepted too
+                decision = Decision(replicas=int(decision))
+            self.apply(decision)
+
+    def apply(self, d: Decision) -> None:
+        now = self.env.now
+        for k, v in (getattr(d, "info", None) or {}).items():
+            try:
+                fv = float(v)
+            except (TypeError, ValueError):
+                continue
+            if math.isfinite(fv):
+                self.info_sum[k] = self.info_sum.get(k, 0.0) + fv
+                self.info_n[k] = self.info_n.get(k, 0) + 1
+        # size / batching
+        new_size = self.size
+        if d.threads is not None or d.device is not None:
+            dev = d.device or self.size.device
+            opt = self._option(dev, d.threads if d.threads is not None else self.size.threads)
+            if opt is not None:
+                new_size = opt
+        new_maxb = self.maxb if d.max_batch_size is None else max(1, int(d.max_batch_size))
+        if (new_size.threads, new_size.device) != (self.size.threads, self.size.device) \
+                or new_maxb != self.maxb:
+            n = self.counts().desired_total
+            ev = self._event("resize", n, n, "strategy")
+            ev["threads"] = int(new_size.threads)
+            self.events.append(ev)
+            delay = float(d.resize_delay_s or 0.0)
+            if delay > 0:
+                self.env.process(self._resize_later(delay, new_size, new_maxb))
+            else:
+                self._resize(new_size, new_maxb)
+        # count
+        want = min(max(int(d.replicas), self.svc.replicas.min), self.svc.replicas.max)
+        c = self.counts()
+        have = c.desired_total
+        if want > have:
+            for _ in range(want - have):
+                self._new_replica(warm=False)
+            self.events.append(self._event("scale_up", have, want, "strategy"))
+        elif want < have:
+            self._scale_down(have - want)
+            self.events.append(self._event("scale_down", have, want, "strategy"))
+        del now
+
+    def _resize_later(self, delay_s: float, size: SizeOption, maxb: int):  # noqa: ANN202
+        yield self.env.timeout(delay_s)
+        self.sync()
+        self._resize(size, maxb)
+
+    def _resize(self, size: SizeOption, maxb: int) -> None:
+        now = self.env.now
+        self.size = SizeOption(**{**size.__dict__, "max_batch_size": maxb})
+        self.maxb = maxb
+        self.plane.set_batching(maxb, self.max_wait_s)
+        self.options = tuple(SizeOption(**{**o.__dict__, "max_batch_size": maxb})
+                             for o in self.options)
+        self.size_timeline.append((now, size.threads))
+        for rec in self.records:
+            if rec.state == "stopped":
+                continue
+            if rec.threads != size.threads:
+                if self.cluster is not None and not math.isnan(rec.placed_s):
+                    self.cluster.free_cores -= size.threads - rec.threads
+                rec.cores = float(size.threads)
+                rec.threads = size.threads
+                if not math.isnan(rec.placed_s):
+                    rec.sizes.append((now, size.threads))
+            if rec.state in ("ready", "draining"):
+                self.plane.set_factors(rec.rid, self._factors(size, rec.slowdown, maxb))
+
+    def _scale_down(self, k: int) -> None:
+        for state in ("pending", "starting"):
+            for rec in sorted((r for r in self.records if r.state == state),
+                              key=lambda r: -r.rid):
+                if k == 0:
+                    return
+                self._stop(rec, self.env.now, remove=False)
+                k -= 1
+        ready = [r for r in self.records if r.state == "ready"]
+        ready.sort(key=lambda r: (self.plane.outstanding(r.rid), -r.rid))
+        for rec in ready[:k]:
+            self._drain(rec)
+
+    def result(self) -> ServiceRun:
+        info = {k: self.info_sum[k] / self.info_n[k] for k in self.info_sum}
+        return ServiceRun(self.svc, self.plane, self.records, self.events, info,
+                          self.size_timeline, self.duration_s,
+                          self.svc.cost_per_replica_hour / self.svc.threads)
+
+
+# ============================================================================ observations
+class _Monitor:
+    """Builds lagged :class:`Observation` values from the request plane's arrays.
+
+    Per-second histories are accumulated once per second bin, when the bin lies wholly before
+    the (lagged) observation time; everything about it is then final."""
+
+    def __init__(self, sim: _ServiceSim, scenario: Scenario) -> None:
+        self.sim = sim
+        self.lag_s = scenario.metrics.lag_s
+        self.history_s = int(scenario.metrics.history_s)
+        self.n_bins = int(math.ceil(scenario.duration_s))
+        arr = sim.plane.arrival_s
+        self.arr_bins = np.bincount(arr.astype(np.int64), minlength=self.n_bins)[: self.n_bins]
+        self.arr_bins = self.arr_bins.astype(np.float64)
+        self.comp_bins = np.zeros(self.n_bins)
+        self.busy_bins = np.zeros(self.n_bins)
+        self.serve_bins = np.zeros(self.n_bins)
+        self.fin = 0
+        self.p_hist = 0
+        self.p_win = 0  # all requests before it finished before t_obs - latency window
+        self.p_1s = 0  # ... before t_obs - 1 s
+        self.p_now = 0  # ... before t_obs
+
+    def _pointer(self, p: int, hi: int, bound: float) -> int:
+        if hi <= p:
+            return p
+        done = self.sim.plane.end_s[p:hi] < bound
+        if done.all():
+            return hi
+        return p + int(np.argmin(done))
+
+    def _finalize(self, t_obs: float) -> None:
+        new = min(int(math.floor(t_obs)), self.n_bins)
+        old = self.fin
+        if new <= old:
+            return
+        pl = self.sim.plane
+        arr = pl.arrival_s
+        hi = int(np.searchsorted(arr, float(new), side="left"))
+        p = self.p_hist
+        if hi > p:
+            end = pl.end_s[p:hi]
+            ok = (pl.drop[p:hi] == DROP_NONE) & (end >= old) & (end < new)
+            if ok.any():
+                self.comp_bins += np.bincount(end[ok].astype(np.int64), minlength=self.n_bins
+                                              )[: self.n_bins]
+            st = pl.start_s[p:hi]
+            started = ~np.isnan(st)
+            if started.any():
+                s = st[started]
+                e = end[started]
+                w = 1.0 / pl.batch_size[p:hi][started]
+                edges = np.arange(old, new + 1, dtype=np.float64)
+                cum = _busy_cumulative(s, e, w, edges)
+                self.busy_bins[old:new] += np.diff(cum)
+        self.p_hist = self._pointer(p, hi, float(new))
+        edges = np.arange(old, new + 1, dtype=np.float64)
+        for rec in self.sim.records:
+            if math.isnan(rec.ready_s) or rec.ready_s >= new:
+                continue
+            stop = rec.stop_s if rec.state == "stopped" else math.inf
+            if stop <= old:
+                continue
+            cov = np.clip(edges, rec.ready_s, stop)
+            self.serve_bins[old:new] += np.diff(cov)
+        self.fin = new
+
+    def observe(self, t_s: float) -> Observation:
+        sim = self.sim
+        pl = sim.plane
+        t_obs = max(t_s - self.lag_s, 0.0)
+        self._finalize(t_obs)
+        kb1 = self.fin
+        kb0 = max(0, kb1 - self.history_s)
+        serve = self.serve_bins[kb0:kb1]
+        util = np.divide(self.busy_bins[kb0:kb1], serve, out=np.zeros(kb1 - kb0),
+                         where=serve > 0)
+        util = np.minimum(util, 1.0)
+        window_s = float(getattr(sim.strategy, "latency_window_s", 60.0) or 60.0)
+        hi = int(np.searchsorted(pl.arrival_s, t_obs, side="left"))
+        self.p_win = self._pointer(self.p_win, hi, t_obs - window_s)
+        self.p_now = self._pointer(max(self.p_now, self.p_win), hi, t_obs)
+        self.p_1s = self._pointer(max(self.p_1s, self.p_win), hi, t_obs - 1.0)
+        # queued / in flight at t_obs: only requests not finished before t_obs
+        p = self.p_now
+        st = pl.start_s[p:hi]
+        end = pl.end_s[p:hi]
+        drop = pl.drop[p:hi]
+        keep = drop != DROP_QUEUE_FULL
+        leave = np.where(np.isnan(st), np.where(drop != DROP_NONE, end, np.inf), st)
+        qlen = int(np.count_nonzero((leave > t_obs) & keep))
+        infl = int(np.count_nonzero(~(end <= t_obs) & keep))
+        # latency percentiles of the requests completed in the window
+        p = self.p_win
+        end = pl.end_s[p:hi]
+        comp = (pl.drop[p:hi] == DROP_NONE) & (end >= t_obs - window_s) & (end < t_obs)
+        if comp.any():
+            lat_ms = (end[comp] - pl.arrival_s[p:hi][comp]) * 1000.0
+            p50, p95, p99 = (float(x) for x in np.percentile(lat_ms, [50, 95, 99]))
+        else:
+            p50 = p95 = p99 = math.nan
+        # per-replica busy fraction over the last second
+        ready = [r for r in sim.records if r.state == "ready"]
+        per_rep = []
+        if ready:
+            p = self.p_1s
+            st = pl.start_s[p:hi]
+            started = ~np.isnan(st)
+            s, e = st[started], pl.end_s[p:hi][started]
+            w = 1.0 / pl.batch_size[p:hi][started]
+            rep = pl.replica[p:hi][started]
+            a, b = t_obs - 1.0, t_obs
+            ov = np.clip(np.minimum(e, b) - np.maximum(s, a), 0.0, None) * w
+            busy_by = np.bincount(rep, weights=ov, minlength=sim._next_rid)
+            for rec in ready:
+                span = b - max(a, rec.ready_s)
+                busy = float(busy_by[rec.rid]) if rec.rid < len(busy_by) else 0.0
+                per_rep.append(min(busy / span, 1.0) if span > 0 else 0.0)
+        return Observation(
+            time_s=float(t_s), service=sim.svc.name, slo_ms=sim.svc.slo_ms,
+            metric_lag_s=self.lag_s,
+            arrivals_per_s=self.arr_bins[kb0:kb1].copy(),
+            completions_per_s=self.comp_bins[kb0:kb1].copy(),
+            utilization_per_s=util,
+            utilization_per_replica=tuple(per_rep),
+            queue_length=qlen, in_flight=infl,
+            latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
+            latency_window_s=window_s,
+            replicas=sim.counts(),
+            min_replicas=sim.svc.replicas.min, max_replicas=sim.svc.replicas.max,
+            current_size=sim.size, size_options=sim.options,
+            max_wait_ms=sim.max_wait_s * 1000.0,
+        )
+
+
+def _busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray,
+                     edges: np.ndarray) -> np.ndarray:
+    """``B(x) = sum_j weight_j * clip(x - start_j, 0, end_j - start_j)`` at each edge ``x``
+    (busy time accumulated up to ``x``), by sorting instead of an n x m matrix."""
+    out = np.zeros(len(edges))
+    for times, sign in ((start, 1.0), (end, -1.0)):
+        order = np.argsort(times, kind="stable")
+        ts = times[order]
+        ws = weight[order]
+        cw = np.concatenate(([0.0], np.cumsum(ws)))
+        cwt = np.concatenate(([0.0], np.cumsum(ws * ts)))
+        k = np.searchsorted(ts, edges, side="right")
+        out += sign * (cw[k] * edges - cwt[k])
+    return out
+
+
+# ============================================================================ one run
+def run_strategy(
+    scenario: Scenario,
+    strategies: dict[str, Any],
+    inputs: dict[str, ServiceInputs],
+    profile: Any,
+    *,
+    true_rate: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+) -> list[ServiceRun]:
+    """Simulate one strategy (one object per service, keyed by service name) over the whole
+    scenario; returns one :class:`ServiceRun` per service, in the scenario's order."""
+    env = simpy.Environment()
+    cluster = (_Cluster(scenario.cluster.cores, scenario.cluster.memory_mb)
+               if scenario.cluster is not None else None)
+    sims = []
+    for svc in scenario.services:
+        strat = strategies[svc.name]
+        sim = _ServiceSim(env, scenario, svc, strat, inputs[svc.name], profile, cluster)
+        ctx = ServiceContext(
+            service=svc.name, slo_ms=svc.slo_ms, min_replicas=svc.replicas.min,
+            max_replicas=svc.replicas.max, duration_s=scenario.duration_s,
+            initial_replicas=svc.replicas.initial, size_options=sim.options,
+            initial_size=sim.size,
+            true_rate_rps=(true_rate or {}).get(svc.name))
+        setup = getattr(strat, "setup", None)
+        if callable(setup):
+            setup(ctx)
+        sims.append(sim)
+    for sim in sims:
+        sim.start()
+    env.run(until=scenario.duration_s)
+    for sim in sims:
+        sim.sync()  # env.now == duration_s: the plane is advanced to the end
+    return [sim.result() for sim in sims]

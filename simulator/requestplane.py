@@ -1,0 +1,793 @@
+"""The request plane: queueing, batching and routing of one service, advanced exactly.
+
+Requests are not SimPy processes. Their arrival times are a sorted numpy array given up front;
+between two control events (an autoscaler decision, a replica becoming ready, a drain, a crash,
+a resize) the set of serving replicas is fixed, so :meth:`RequestPlane.advance` moves the queues
+forward to the next control time ``T`` in a tight pure-Python loop:
+
+- every arrival with time ``< T`` is processed (queued, started, or dropped), and
+- every batch whose start time is ``< T`` is started (its end time is known at its start);
+- requests that cannot start before ``T`` stay queued for the next segment, so a replica that
+  becomes ready at ``T`` may serve them. Events at exactly ``T`` belong to the next segment.
+
+Semantics (times in seconds):
+
+- ``shared_queue``: one FIFO queue; a free replica takes the head. When several replicas are
+  idle, the one idle the longest takes the work (ties: the lowest replica id).
+- ``round_robin`` / ``least_outstanding`` / ``power_of_two`` / ``random``: each arrival is
+  routed at once to one ready replica's own FIFO queue (``outstanding`` = queued + in service;
+  ties go to the lowest replica id, or to the first of the two random choices). While no
+  replica is ready, arrivals wait in the router's buffer and are routed, in order, as soon as
+  one is (at the start of the next segment).
+- Batching: an idle replica starts a batch when ``max_batch_size`` requests are queued or the
+  oldest queued one has waited ``max_wait_s``; it takes all queued requests up to
+  ``max_batch_size``. A batch of ``b`` started by request ``h`` on replica ``r`` takes
+  ``factors[r][b] * unit_service[h]`` seconds (common random numbers: ``unit_service`` is one
+  draw per request, the same for every strategy).
+- Queue ``capacity``: an arrival that finds ``capacity`` requests already waiting (in the shared
+  queue, or in the queue of the replica it is routed to) is dropped (``queue_full``) at arrival.
+  ``timeout_s``: a request that has waited longer than ``timeout_s`` without starting is dropped
+  (``timeout``) at ``arrival + timeout_s``.
+- Drain: the replica takes nothing new; it finishes its batch in service (and, with per-replica
+  queues, its own queue), then stops. Crash: its batch in service and its own queue are dropped
+  (``crash``) at the crash time; the replica is gone at once.
+
+Three loops implement these semantics (tests check they agree with each other and with a
+textbook SimPy model): a shared FIFO queue without batching is a heap of replica free times
+(Lindley-style, ~3-4e6 requests per CPU second); a shared queue with batching is a two-event
+loop (next arrival, next batch start); per-replica queues use a general event loop.
+
+Per-request results live in compact numpy arrays (``start_s``, ``end_s`` float64,
+``batch_size``, ``replica`` int32, ``drop`` int8): for a dropped request ``end_s`` holds the drop
+time and ``start_s`` is NaN unless it was in service (crash). Every request is accounted for:
+arrived = served + dropped + still queued/in service.
+"""
+
+from __future__ import annotations
+
+import gc
+import heapq
+import math
+from collections import deque
+
+import numpy as np
+
+__all__ = [
+    "DROP_CRASH",
+    "DROP_NONE",
+    "DROP_QUEUE_FULL",
+    "DROP_REASONS",
+    "DROP_TIMEOUT",
+    "ROUTINGS",
+    "RequestPlane",
+]
+
+DROP_NONE, DROP_QUEUE_FULL, DROP_TIMEOUT, DROP_CRASH = 0, 1, 2, 3
+#: drop codes -> the names used in results
+DROP_REASONS: tuple[str, ...] = ("", "queue_full", "timeout", "crash")
+ROUTINGS = ("shared_queue", "round_robin", "least_outstanding", "power_of_two", "random")
+_INF = math.inf
+_NAN = math.nan
+_COMPLETE, _DEADLINE = 0, 1
+
+
+class RequestPlane:
+    """Queues, batching and routing of one service over a fixed array of arrivals.
+
+    Parameters
+    ----------
+    arrival_s:
+        Sorted arrival times (s).
+    unit_service:
+        One service draw per request (a multiplier or seconds, see ``factors`` of
+        :meth:`add_replica`); the draw of a batch's first request sets the batch's time.
+    routing:
+        One of :data:`ROUTINGS`.
+    max_batch_size, max_wait_s:
+        Batching limits (see module docstring).
+    capacity:
+        Most requests waiting per queue, or ``None`` for unbounded.
+    timeout_s:
+        Longest wait before a request is dropped, or ``None`` for never.
+    route_u:
+        Uniforms for ``random`` (shape ``(n,)``) and ``power_of_two`` (shape ``(n, 2)``).
+    """
+
+    def __init__(
+        self,
+        arrival_s: np.ndarray,
+        unit_service: np.ndarray,
+        *,
+        routing: str = "shared_queue",
+        max_batch_size: int = 1,
+        max_wait_s: float = 0.0,
+        capacity: int | None = None,
+        timeout_s: float | None = None,
+        route_u: np.ndarray | None = None,
+    ) -> None:
+        if routing not in ROUTINGS:
+            raise ValueError(f"unknown routing {routing!r}")
+        self.arrival_s = np.ascontiguousarray(arrival_s, dtype=np.float64)
+        self.unit_service = np.ascontiguousarray(unit_service, dtype=np.float64)
+        n = len(self.arrival_s)
+        if len(self.unit_service) != n:
+            raise ValueError("unit_service must have one value per arrival")
+        self.n = n
+        self.routing = routing
+        self.max_batch_size = int(max_batch_size)
+        self.max_wait_s = float(max_wait_s)
+        self.capacity = capacity
+        self.timeout_s = timeout_s
+        if routing in ("random", "power_of_two") and route_u is None:
+            raise ValueError(f"routing {routing} needs route_u")
+        self.route_u = route_u
+        # per-request results
+        self.start_s = np.full(n, np.nan)
+        self.end_s = np.full(n, np.nan)
+        self.batch_size = np.zeros(n, dtype=np.int32)
+        self.replica = np.full(n, -1, dtype=np.int32)
+        self.drop = np.zeros(n, dtype=np.int8)
+        # state
+        self.now = 0.0  #: time (s) the plane has been advanced to
+        self.next_i = 0  #: first arrival not yet processed
+        self.queue: deque[int] = deque()  #: shared queue, or the router buffer
+        self.rq: dict[int, deque[int]] = {}  #: per-replica queues
+        self.free_at: dict[int, float] = {}  #: end of the current batch / time it went idle
+        self.nserv: dict[int, int] = {}  #: size of the batch in service
+        self.factors: dict[int, list[float]] = {}
+        self.accepting: list[int] = []  #: ready replicas (sorted ids) that take new work
+        self.draining: set[int] = set()
+        #: draining replicas that finished their work (id -> stop time), for the control plane
+        self.stopped: dict[int, float] = {}
+        self._rr = 0
+        self._crash_lo = 0
+
+    # ------------------------------------------------------------------ control operations
+    def add_replica(self, rid: int, t_s: float, factors: list[float]) -> None:
+        """Replica ``rid`` serves from ``t_s`` (call after ``advance(t_s)``).
+
+        ``factors[b]`` multiplies the unit draw of a batch of ``b`` (``b`` = 1..max batch)."""
+        self.free_at[rid] = t_s
+        self.nserv[rid] = 0
+        self.factors[rid] = list(factors)
+        if self.routing != "shared_queue":
+            self.rq[rid] = deque()
+        self.accepting.append(rid)
+        self.accepting.sort()
+
+    def set_factors(self, rid: int, factors: list[float]) -> None:
+        """New service-time factors of ``rid`` (resize); the batch in service keeps its time."""
+        self.factors[rid] = list(factors)
+
+    def set_batching(self, max_batch_size: int, max_wait_s: float) -> None:
+        """Change the batching limits from now on (factors must cover ``max_batch_size``)."""
+        self.max_batch_size = int(max_batch_size)
+        self.max_wait_s = float(max_wait_s)
+
+    def busy(self, rid: int) -> bool:
+        """Whether ``rid`` has a batch in service at :attr:`now`."""
+        return self.free_at[rid] > self.now
+
+    def outstanding(self, rid: int) -> int:
+        """Requests queued at or in service on ``rid`` at :attr:`now`."""
+        q = self.rq.get(rid)
+        return (len(q) if q else 0) + (self.nserv[rid] if self.free_at[rid] > self.now else 0)
+
+    def queue_length(self) -> int:
+        """Requests waiting (not in service) at :attr:`now`."""
+        return len(self.queue) + sum(len(q) for q in self.rq.values())
+
+    def in_service(self) -> int:
+        """Requests in service at :attr:`now`."""
+        now = self.now
+        return sum(self.nserv[r] for r, f in self.free_at.items() if f > now)
+
+    def drain(self, rid: int, t_s: float) -> float | None:
+        """Stop giving ``rid`` new work at ``t_s`` (call after ``advance(t_s)``).
+
+        Returns its stop time when that is already known (its own queue is empty: the end of
+        its batch in service, or ``t_s``); otherwise ``None`` and the stop time appears in
+        :attr:`stopped` once an :meth:`advance` has processed its last batch."""
+        if rid in self.accepting:
+            self.accepting.remove(rid)
+        self.draining.add(rid)
+        q = self.rq.get(rid)
+        if not q:
+            return max(self.free_at[rid], t_s)
+        return None
+
+    def remove(self, rid: int) -> None:
+        """Forget a stopped replica."""
+        self.free_at.pop(rid, None)
+        self.nserv.pop(rid, None)
+        self.factors.pop(rid, None)
+        self.rq.pop(rid, None)
+        self.draining.discard(rid)
+        self.stopped.pop(rid, None)
+        if rid in self.accepting:
+            self.accepting.remove(rid)
+
+    def crash(self, rid: int, t_s: float) -> int:
+        """Replica ``rid`` crashes at ``t_s`` (call after ``advance(t_s)``): its batch in
+        service and its own queue are dropped (``crash``); returns how many were dropped."""
+        dropped = 0
+        if self.free_at.get(rid, -_INF) > t_s:
+            lo = self._advance_crash_lo(t_s)
+            hi = self.next_i
+            sl = slice(lo, hi)
+            hit = np.nonzero((self.replica[sl] == rid) & (self.end_s[sl] > t_s)
+                             & (self.drop[sl] == DROP_NONE))[0] + lo
+            self.drop[hit] = DROP_CRASH
+            self.end_s[hit] = t_s
+            dropped += len(hit)
+        q = self.rq.get(rid)
+        if q:
+            idx = np.fromiter(q, dtype=np.int64, count=len(q))
+            self.drop[idx] = DROP_CRASH
+            self.end_s[idx] = t_s
+            dropped += len(idx)
+            q.clear()
+        self.remove(rid)
+        return dropped
+
+    def _advance_crash_lo(self, t_s: float) -> int:
+        lo, hi = self._crash_lo, self.next_i
+        if hi > lo:
+            seg = self.end_s[lo:hi]
+            done = seg <= t_s
+            if done.all():
+                lo = hi
+            else:
+                lo += int(np.argmin(done))
+            self._crash_lo = lo
+        return lo
+
+    # ------------------------------------------------------------------ advancing
+    def advance(self, t_end_s: float) -> None:
+        """Process every arrival before ``t_end_s`` and start every batch that starts before it.
+
+        Draining replicas that finish their last batch before ``t_end_s`` appear in
+        :attr:`stopped`."""
+        if t_end_s <= self.now:
+            return
+        # the loops allocate many short-lived tuples and no reference cycles: the cyclic
+        # garbage collector only costs time here
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            if self.routing == "shared_queue":
+                if self.max_batch_size == 1:
+                    self._advance_fifo(t_end_s)
+                else:
+                    self._advance_shared(t_end_s)
+            else:
+                self._advance_general(t_end_s)
+        finally:
+            if gc_was_on:
+                gc.enable()
+        self.now = t_end_s
+
+    # -- fast path: shared FIFO queue, no batching ------------------------------------------
+    def _advance_fifo(self, T: float) -> None:
+        arr = self.arrival_s
+        i0 = self.next_i
+        i1 = int(np.searchsorted(arr, T, side="left"))
+        self.next_i = i1
+        fa = self.free_at
+        heap = [(fa[r], r) for r in self.accepting]
+        heapq.heapify(heap)
+        fac = {r: self.factors[r][1] for r in self.accepting}
+        same = next(iter(fac.values())) if len(set(fac.values())) == 1 else None
+        cap = self.capacity
+        tmo = self.timeout_s
+        pend = list(self.queue)
+        self.queue.clear()
+        stuck: list[int] = []
+        drops: list[tuple[int, int, float]] = []
+        lv: deque[float] = deque()
+        nstuck = 0
+        # 1) requests queued since an earlier segment, then 2) the new arrivals
+        for part in (0, 1):
+            if part == 0:
+                if not pend:
+                    continue
+                idx_arr = np.asarray(pend, dtype=np.int64)
+                al = arr[idx_arr].tolist()
+                ul = self.unit_service[idx_arr].tolist()
+                base = 0
+            else:
+                if i1 <= i0:
+                    continue
+                idx_arr = None
+                al = arr[i0:i1].tolist()
+                ul = self.unit_service[i0:i1].tolist()
+                base = i0
+            n = len(al)
+            k = 0
+            S: list[float] = []
+            E: list[float] = []
+            R: list[int] = []
+            served: list[int] = []  # positions served (only when drops can interleave)
+            if heap and not stuck:
+                if cap is None and tmo is None:
+                    if same is not None:  # one factor for all: multiply outside the loop
+                        ul = (self.unit_service[idx_arr if idx_arr is not None
+                                                else slice(i0, i1)] * same).tolist()
+                        k = _fifo_same(al, ul, heap, T, S, E, R)
+                    else:
+                        k = _fifo_plain(al, ul, heap, fac, T, S, E, R)
+                    served_plain = True
+                else:
+                    k = _fifo_checked(al, ul, heap, fac, T, cap, tmo, lv, S, E, R, served,
+                                      drops, idx_arr, base)
+                    served_plain = False
+            else:
+                served_plain = True
+            # write back what started
+            if S:
+                if served_plain:
+                    pos = np.arange(len(S)) if idx_arr is not None else None
+                    if idx_arr is not None:
+                        tgt = idx_arr[pos]
+                        self._write(tgt, S, E, R)
+                    else:
+                        self._write(slice(base, base + len(S)), S, E, R)
+                else:
+                    p = np.asarray(served, dtype=np.int64)
+                    tgt = idx_arr[p] if idx_arr is not None else p + base
+                    self._write(tgt, S, E, R)
+            # the rest cannot start before T: queue them (capacity still applies)
+            for j in range(k, n):
+                a = al[j]
+                if tmo is not None and a + tmo < T:  # only when no replica could take it
+                    drops.append((int(idx_arr[j]) if idx_arr is not None else base + j,
+                                  DROP_TIMEOUT, a + tmo))
+                    lv.append(a + tmo)
+                    continue
+                if cap is not None:
+                    while lv and lv[0] <= a:
+                        lv.popleft()
+                    if len(lv) + nstuck >= cap and part == 1:
+                        drops.append((base + j, DROP_QUEUE_FULL, a))
+                        continue
+                stuck.append(int(idx_arr[j]) if idx_arr is not None else base + j)
+                nstuck += 1
+        self.queue.extend(stuck)
+        for _f, r in heap:
+            fa[r] = _f
+        if drops:
+            d = np.asarray(drops, dtype=np.float64)
+            idx = d[:, 0].astype(np.int64)
+            self.drop[idx] = d[:, 1].astype(np.int8)
+            self.end_s[idx] = d[:, 2]
+        for r in self.accepting:
+            self.nserv[r] = 1
+
+    def _write(self, tgt: slice | np.ndarray, S: list[float], E: list[float], R: list[int],
+               bs: list[int] | int = 1) -> None:
+        self.start_s[tgt] = S
+        self.end_s[tgt] = E
+        self.replica[tgt] = R
+        self.batch_size[tgt] = bs
+
+    # -- shared queue with batching ----------------------------------------------------------
+    def _advance_shared(self, T: float) -> None:
+        """Shared FIFO queue with batching, capacity and timeouts: a loop over two kinds of
+        event, the next arrival and the next batch start (the replica free the longest, or
+        first, takes the head batch), with no per-replica events."""
+        arr = self.arrival_s
+        t0 = self.now
+        i0 = self.next_i
+        i1 = int(np.searchsorted(arr, T, side="left"))
+        self.next_i = i1
+        q = self.queue
+        lo = q[0] if q else i0
+        al = arr[lo:i1].tolist()
+        ul = self.unit_service[lo:i1].tolist()
+        fa = self.free_at
+        heap = [(fa[r], r) for r in self.accepting]
+        heapq.heapify(heap)
+        factors = self.factors
+        maxb = self.max_batch_size
+        maxw = self.max_wait_s
+        cap = -1 if self.capacity is None else self.capacity
+        tmo = self.timeout_s
+        use_tmo = tmo is not None
+        tmo_s = tmo if tmo is not None else 0.0
+        oi: list[int] = []
+        os_: list[float] = []
+        oe: list[float] = []
+        ob: list[int] = []
+        orr: list[int] = []
+        drops: list[tuple[int, int, float]] = []
+        inf = _INF
+        last_k: dict[int, int] = {}
+        i = i0
+        ta = al[i - lo] if i < i1 else inf
+        while True:
+            if q and heap:
+                f, r = heap[0]
+                if len(q) >= maxb:
+                    tb = al[q[maxb - 1] - lo]
+                else:
+                    tb = al[q[0] - lo] + maxw
+                if f > tb:
+                    tb = f
+                if tb < t0:
+                    tb = t0
+            else:
+                tb = inf
+            t = tb if tb <= ta else ta
+            if use_tmo and q:
+                a_h = al[q[0] - lo]
+                if a_h + tmo_s < (t if t < T else T):
+                    h = q.popleft()
+                    drops.append((h, DROP_TIMEOUT, a_h + tmo_s))
+                    continue
+            if t >= T:
+                break
+            if tb <= ta:
+                k = len(q)
+                if k > maxb:
+                    k = maxb
+                h = q[0]
+                e = tb + factors[r][k] * ul[h - lo]
+                for _ in range(k):
+                    oi.append(q.popleft())
+                os_.extend([tb] * k)
+                oe.extend([e] * k)
+                ob.extend([k] * k)
+                orr.extend([r] * k)
+                heapq.heapreplace(heap, (e, r))
+                last_k[r] = k
+            else:
+                if cap >= 0 and len(q) >= cap:
+                    drops.append((i, DROP_QUEUE_FULL, ta))
+                else:
+                    q.append(i)
+                i += 1
+                ta = al[i - lo] if i < i1 else inf
+        for f, r in heap:
+            fa[r] = f
+        self.nserv.update(last_k)
+        if oi:
+            self._write(np.asarray(oi, dtype=np.int64), os_, oe, orr, ob)
+        if drops:
+            d = np.asarray(drops, dtype=np.float64)
+            idx = d[:, 0].astype(np.int64)
+            self.drop[idx] = d[:, 1].astype(np.int8)
+            self.end_s[idx] = d[:, 2]
+
+    # -- general path: batching, per-replica queues, timeouts --------------------------------
+    def _advance_general(self, T: float) -> None:  # noqa: C901 - one loop, kept together
+        arr = self.arrival_s
+        t0 = self.now
+        i0 = self.next_i
+        i1 = int(np.searchsorted(arr, T, side="left"))
+        self.next_i = i1
+        shared = self.routing == "shared_queue"
+        queue = self.queue
+        rq = self.rq
+        lo = i0
+        if queue:
+            lo = min(lo, queue[0])
+        for q in rq.values():
+            if q:
+                lo = min(lo, q[0])
+        hi = max(i1, lo)
+        al = arr[lo:hi].tolist()
+        ul = self.unit_service[lo:hi].tolist()
+        maxb = self.max_batch_size
+        maxw = self.max_wait_s
+        cap = self.capacity
+        tmo = self.timeout_s
+        fa = self.free_at
+        nserv = self.nserv
+        factors = self.factors
+        accepting = self.accepting
+        draining = self.draining
+        stopped = self.stopped
+        routing = self.routing
+        route_u = self.route_u[lo:hi].tolist() if self.route_u is not None else None
+        events: list[tuple[float, int, int, int]] = []
+        seq = 0
+        deadline_at: dict[int, float] = {}
+        # outputs
+        oi: list[int] = []
+        os_: list[float] = []
+        oe: list[float] = []
+        ob: list[int] = []
+        orr: list[int] = []
+        drops: list[tuple[int, int, float]] = []
+        # timeouts: queued requests in enqueue (= arrival) order
+        tq: deque[int] = deque()
+        where: dict[int, deque[int]] = {}
+        if tmo is not None:
+            qs = [queue, *rq.values()]
+            for q in qs:
+                for idx in q:
+                    where[idx] = q
+            tq.extend(sorted(where))
+
+        busy: dict[int, bool] = {}
+        idle: deque[int] = deque()
+        for r in sorted(fa, key=lambda x: (fa[x], x)):
+            f = fa[r]
+            if f > t0:
+                busy[r] = True
+                heapq.heappush(events, (f, seq, _COMPLETE, r))
+                seq += 1
+            else:
+                busy[r] = False
+                if r in draining:
+                    q = rq.get(r)
+                    if not q and r not in stopped:
+                        stopped[r] = t0
+                elif shared:
+                    idle.append(r)
+
+        def expire(t: float) -> None:
+            while tq:
+                idx = tq[0]
+                a = al[idx - lo]
+                if a + tmo >= t:  # type: ignore[operator]
+                    return
+                tq.popleft()
+                q = where.pop(idx, None)
+                if q is not None:
+                    q.popleft()
+                    drops.append((idx, DROP_TIMEOUT, a + tmo))  # type: ignore[operator]
+
+        def start_batch(r: int, t: float, q: deque[int]) -> None:
+            nonlocal seq
+            k = len(q)
+            if k > maxb:
+                k = maxb
+            h = q[0]
+            e = t + factors[r][k] * ul[h - lo]
+            for _ in range(k):
+                idx = q.popleft()
+                if tmo is not None:
+                    where.pop(idx, None)
+                oi.append(idx)
+                os_.append(t)
+                oe.append(e)
+                ob.append(k)
+                orr.append(r)
+            fa[r] = e
+            nserv[r] = k
+            busy[r] = True
+            heapq.heappush(events, (e, seq, _COMPLETE, r))
+            seq += 1
+
+        def schedule_deadline(key: int, td: float) -> None:
+            nonlocal seq
+            if deadline_at.get(key) != td:
+                deadline_at[key] = td
+                heapq.heappush(events, (td, seq, _DEADLINE, key))
+                seq += 1
+
+        def dispatch(t: float) -> None:
+            while idle and queue:
+                h = queue[0]
+                if len(queue) < maxb and al[h - lo] + maxw > t:
+                    schedule_deadline(-1, al[h - lo] + maxw)
+                    return
+                start_batch(idle.popleft(), t, queue)
+
+        def try_start(r: int, t: float) -> None:
+            q = rq[r]
+            if not q:
+                return
+            h = q[0]
+            if len(q) < maxb and al[h - lo] + maxw > t:
+                schedule_deadline(r, al[h - lo] + maxw)
+                return
+            start_batch(r, t, q)
+
+        def route(idx: int) -> int:
+            m = len(accepting)
+            if m == 1:
+                return accepting[0]
+            if routing == "round_robin":
+                r = accepting[self._rr % m]
+                self._rr += 1
+                return r
+            if routing == "random":
+                return accepting[min(int(route_u[idx - lo] * m), m - 1)]  # type: ignore[index]
+            if routing == "power_of_two":
+                u1, u2 = route_u[idx - lo]  # type: ignore[index]
+                j1 = min(int(u1 * m), m - 1)
+                j2 = min(int(u2 * (m - 1)), m - 2)
+                if j2 >= j1:
+                    j2 += 1
+                r1, r2 = accepting[j1], accepting[j2]
+                o1 = len(rq[r1]) + (nserv[r1] if busy[r1] else 0)
+                o2 = len(rq[r2]) + (nserv[r2] if busy[r2] else 0)
+                return r2 if o2 < o1 else r1
+            # least_outstanding
+            best = accepting[0]
+            bo = len(rq[best]) + (nserv[best] if busy[best] else 0)
+            for r in accepting:
+                o = len(rq[r]) + (nserv[r] if busy[r] else 0)
+                if o < bo:
+                    best, bo = r, o
+            return best
+
+        def enqueue(idx: int, q: deque[int]) -> None:
+            q.append(idx)
+            if tmo is not None:
+                where[idx] = q
+                tq.append(idx)
+
+        # kick at t0
+        if tmo is not None:
+            expire(t0)
+        if shared:
+            dispatch(t0)
+        else:
+            if accepting and queue:
+                buf = list(queue)
+                queue.clear()
+                for idx in buf:
+                    r = route(idx)
+                    rq[r].append(idx)
+                    if tmo is not None:
+                        where[idx] = rq[r]
+            for r in sorted(rq):
+                if not busy[r]:
+                    try_start(r, t0)
+
+        i = i0
+        while True:
+            if events and events[0][0] < T and (i >= i1 or events[0][0] <= al[i - lo]):
+                t, _s, kind, r = heapq.heappop(events)
+                if tmo is not None:
+                    expire(t)
+                if kind == _COMPLETE:
+                    if r not in fa or fa[r] != t or not busy.get(r):
+                        continue
+                    busy[r] = False
+                    nserv[r] = 0
+                    if r in draining:
+                        if shared or not rq[r]:
+                            stopped[r] = t
+                        else:
+                            try_start(r, t)
+                    elif shared:
+                        idle.append(r)
+                        dispatch(t)
+                    else:
+                        try_start(r, t)
+                else:
+                    deadline_at.pop(r, None)
+                    if shared:
+                        dispatch(t)
+                    elif r in fa and not busy[r]:
+                        try_start(r, t)
+            elif i < i1:
+                t = al[i - lo]
+                idx = i
+                i += 1
+                if tmo is not None:
+                    expire(t)
+                if shared:
+                    if cap is not None and len(queue) >= cap:
+                        drops.append((idx, DROP_QUEUE_FULL, t))
+                        continue
+                    enqueue(idx, queue)
+                    dispatch(t)
+                elif not accepting:
+                    if cap is not None and len(queue) >= cap:
+                        drops.append((idx, DROP_QUEUE_FULL, t))
+                        continue
+                    enqueue(idx, queue)
+                else:
+                    r = route(idx)
+                    q = rq[r]
+                    if cap is not None and len(q) >= cap:
+                        drops.append((idx, DROP_QUEUE_FULL, t))
+                        continue
+                    enqueue(idx, q)
+                    if not busy[r]:
+                        try_start(r, t)
+            else:
+                break
+        if tmo is not None:
+            expire(T)  # everything that waited too long by T (drops are at arrival + timeout)
+        if oi:
+            tgt = np.asarray(oi, dtype=np.int64)
+            self._write(tgt, os_, oe, orr, ob)
+        if drops:
+            d = np.asarray(drops, dtype=np.float64)
+            idx = d[:, 0].astype(np.int64)
+            self.drop[idx] = d[:, 1].astype(np.int8)
+            self.end_s[idx] = d[:, 2]
+
+
+def _fifo_plain(al: list[float], ul: list[float], heap: list[tuple[float, int]],
+                fac: dict[int, float], T: float, S: list[float], E: list[float],
+                R: list[int]) -> int:
+    """The hot loop: FIFO, one request per batch, no capacity or timeout. Returns how many of
+    ``al`` started before ``T`` (a prefix, since starts are in arrival order)."""
+    hr = heapq.heapreplace
+    sa = S.append
+    ea = E.append
+    ra = R.append
+    f, r = heap[0]
+    k = 0
+    for a, u in zip(al, ul):  # noqa: B905 - same length by construction
+        s = a if a > f else f
+        if s >= T:
+            return k
+        e = s + fac[r] * u
+        hr(heap, (e, r))
+        sa(s)
+        ea(e)
+        ra(r)
+        f, r = heap[0]
+        k += 1
+    return k
+
+
+def _fifo_same(al: list[float], ul: list[float], heap: list[tuple[float, int]], T: float,
+               S: list[float], E: list[float], R: list[int]) -> int:
+    """:func:`_fifo_plain` when every replica has the same factor (``ul`` already holds the
+    service times)."""
+    hr = heapq.heapreplace
+    sa = S.append
+    ea = E.append
+    ra = R.append
+    f, r = heap[0]
+    k = 0
+    for a, u in zip(al, ul):  # noqa: B905 - same length by construction
+        s = a if a > f else f
+        if s >= T:
+            return k
+        e = s + u
+        hr(heap, (e, r))
+        sa(s)
+        ea(e)
+        ra(r)
+        f, r = heap[0]
+        k += 1
+    return k
+
+
+def _fifo_checked(al: list[float], ul: list[float], heap: list[tuple[float, int]],
+                  fac: dict[int, float], T: float, cap: int | None, tmo: float | None,
+                  lv: deque[float], S: list[float], E: list[float], R: list[int],
+                  served: list[int], drops: list[tuple[int, int, float]],
+                  idx_arr: np.ndarray | None, base: int) -> int:
+    """FIFO, one request per batch, with queue capacity and/or timeout. ``lv`` holds the times
+    at which accepted requests leave the queue (start or timeout), non-decreasing. Returns the
+    position of the first request that must stay queued (``len(al)`` when none)."""
+    big = _INF if tmo is None else tmo
+    n = len(al)
+    for k in range(n):
+        a = al[k]
+        if cap is not None:
+            while lv and lv[0] <= a:
+                lv.popleft()
+            if len(lv) >= cap and idx_arr is None:
+                drops.append((base + k, DROP_QUEUE_FULL, a))
+                continue
+        f, r = heap[0]
+        s = a if a > f else f
+        if s - a > big:
+            if a + big < T:
+                gi = int(idx_arr[k]) if idx_arr is not None else base + k
+                drops.append((gi, DROP_TIMEOUT, a + big))
+                lv.append(a + big)
+                continue
+            return k
+        if s >= T:
+            return k
+        e = s + fac[r] * ul[k]
+        heapq.heapreplace(heap, (e, r))
+        S.append(s)
+        E.append(e)
+        R.append(r)
+        served.append(k)
+        lv.append(s)
+    return n

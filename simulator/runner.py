@@ -1,0 +1,270 @@
+"""Run a scenario's strategies on common random numbers and gather a :class:`SimulationResult`.
+
+Random streams: replication ``r`` uses seed ``seed + r``; its ``SeedSequence`` spawns one child
+per service (in scenario order), and each service's child spawns five streams: arrivals,
+service-time noise (one uniform per request), cold starts, faults and routing. Arrivals and
+service draws are generated once per (replication, service) and shared by every strategy; the
+cold-start, fault and routing streams restart from the same state for every strategy.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from simscale.errors import UserError
+from simscale.simulator.engine import ServiceInputs, run_strategy
+from simscale.simulator.metrics import run_figures
+from simscale.simulator.results import SimulationResult, aggregate_runs
+from simscale.simulator.scenario import Distribution, Scenario, Service, StrategySpec
+
+__all__ = ["run_scenario", "select_strategies", "service_inputs", "BYTES_PER_REQUEST"]
+
+#: memory the engine needs per request and service while a run is simulated (inputs, outputs
+#: and the temporaries of the figures), bytes; a kept requests table adds about 60 per run
+BYTES_PER_REQUEST = 200
+_REQUEST_TABLE_BYTES = 60
+
+
+def select_strategies(scenario: Scenario, names: list[str] | None) -> list[StrategySpec]:
+    """The scenario's strategies whose name or label is in ``names`` (all when ``None``)."""
+    if not names:
+        return list(scenario.strategies)
+    chosen = []
+    for n in names:
+        hit = [s for s in scenario.strategies if n in (s.display_label, s.name)]
+        if not hit:
+            have = ", ".join(s.display_label for s in scenario.strategies)
+            raise UserError(f"strategy '{n}' is not in the scenario (it has: {have})",
+                            source=_source(scenario), field="strategies")
+        for s in hit:
+            if s not in chosen:
+                chosen.append(s)
+    return chosen
+
+
+def _source(scenario: Scenario) -> str:
+    """The scenario's file, for error messages: ``<name>.yaml`` in its folder, else the one
+    YAML file there whose ``name`` is the scenario's, else ``scenario '<name>'``."""
+    if scenario.base_dir is not None:
+        folder = Path(scenario.base_dir)
+        p = folder / f"{scenario.name}.yaml"
+        if p.exists():
+            return str(p)
+        try:
+            import yaml
+
+            hits = []
+            for f in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])[:200]:
+                try:
+                    data = yaml.safe_load(f.read_text(encoding="utf-8"))
+                except Exception:  # noqa: BLE001 - not a scenario: skip it
+                    continue
+                if isinstance(data, dict) and data.get("name") == scenario.name:
+                    hits.append(f)
+            if len(hits) == 1:
+                return str(hits[0])
+        except OSError:
+            pass
+    return f"scenario '{scenario.name}'"
+
+
+def _naming_scenario(err: UserError, scenario: Scenario, field: str) -> UserError:
+    """``err`` (e.g. about a trace file) re-raised as one line that names the scenario file
+    and the field first."""
+    return UserError(err.format(), source=_source(scenario), field=field)
+
+
+def _needs_profile(scenario: Scenario) -> bool:
+    return any(s.service_time == "profile" or s.cold_start_s == "profile"
+               for s in scenario.services)
+
+
+def _load_profile(scenario: Scenario, profile: Any) -> Any:
+    if profile is None and not _needs_profile(scenario):
+        return None  # (importing the profile schema pulls in scipy.stats: skip when unused)
+    from simscale.profiler.schema import Profile, load_profile
+
+    if isinstance(profile, Profile):
+        return profile
+    if profile is not None:
+        return load_profile(profile)
+    src = scenario.profile
+    if src == "default":
+        return load_profile(None)
+    return load_profile(scenario.resolve_path(src))
+
+
+def _check_memory(scenario: Scenario, n_runs: int, keep_requests: bool) -> None:
+    from simscale.simulator.workload import expected_arrivals
+
+    total = 0.0
+    for k, svc in enumerate(scenario.services):
+        try:
+            total += expected_arrivals(svc.workload, scenario.duration_s,
+                                       base_dir=scenario.base_dir)
+        except UserError as err:
+            raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
+    need = total * (BYTES_PER_REQUEST + (_REQUEST_TABLE_BYTES * n_runs if keep_requests else 0))
+    try:
+        import psutil
+
+        avail = float(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - no psutil: do not guess
+        return
+    if need > 0.5 * avail:
+        raise UserError(
+            f"about {total:,.0f} requests expected; simulating them needs about "
+            f"{need / 2**30:.1f} GiB of memory, more than half of the {avail / 2**30:.1f} GiB "
+            "available "
+            "(shorten duration_s, lower the rates, or do not keep requests)",
+            source=_source(scenario), field="duration_s")
+
+
+def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence,
+                   profile: Any) -> ServiceInputs:
+    """Arrivals, per-request service draws and the other streams of one service."""
+    from simscale.simulator.workload import generate_arrivals
+
+    arr_ss, noise_ss, cold_ss, fault_ss, route_ss = seq.spawn(5)
+    arrivals = generate_arrivals(svc.workload, scenario.duration_s, np.random.default_rng(arr_ss),
+                                 base_dir=scenario.base_dir)
+    n = len(arrivals)
+    u = np.random.default_rng(noise_ss).random(n)
+    if isinstance(svc.service_time, Distribution):
+        from simscale.simulator.distributions import duration_sampler
+
+        unit = duration_sampler(svc.service_time)(u)
+    else:
+        stm = profile.service_model(svc.model, svc.device, svc.threads)
+        unit = np.maximum(stm._noise.ppf(np.clip(u, 1e-12, 1 - 1e-12)), 1e-3)
+    del u
+    route_u = None
+    rr = np.random.default_rng(route_ss)
+    if svc.routing == "random":
+        route_u = rr.random(n)
+    elif svc.routing == "power_of_two":
+        route_u = rr.random((n, 2))
+    return ServiceInputs(np.asarray(arrivals, dtype=np.float64), unit, route_u, cold_ss,
+                         fault_ss)
+
+
+def run_scenario(
+    scenario: Scenario,
+    *,
+    strategies: list[str] | None = None,
+    seed: int | None = None,
+    replications: int = 1,
+    profile: Any = None,
+    keep_requests: bool = False,
+    progress: bool = False,
+) -> SimulationResult:
+    """Simulate the scenario's strategies (or those named/labelled in ``strategies``) for
+    ``replications`` seeds (``seed + r``; default seed: the scenario's) on common random
+    numbers. ``profile``: a loaded profile or a path; by default the scenario's ``profile``
+    field, loaded only when some service uses ``service_time: profile`` or
+    ``cold_start_s: profile``. Raises :class:`UserError` for unknown strategies or when the
+    run would not fit in memory."""
+    from simscale.strategies import make_strategy
+
+    if replications < 1:
+        raise UserError("replications must be at least 1", field="replications")
+    t_all = time.perf_counter()
+    specs = select_strategies(scenario, strategies)
+    base_seed = scenario.seed if seed is None else int(seed)
+    prof = _load_profile(scenario, profile)
+    src = _source(scenario)
+    for k, svc in enumerate(scenario.services):
+        uses = [f for f, v in (("service_time", svc.service_time),
+                               ("cold_start_s", svc.cold_start_s)) if v == "profile"]
+        if uses:
+            try:
+                prof.config(svc.model, svc.device, svc.threads)
+            except UserError as err:
+                raise _naming_scenario(err, scenario, f"services.{k}.model") from None
+    from simscale.simulator.workload import rate_function
+
+    true_rate = {}
+    for k, svc in enumerate(scenario.services):
+        try:
+            true_rate[svc.name] = rate_function(svc.workload, base_dir=scenario.base_dir)
+        except UserError as err:
+            raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
+    _check_memory(scenario, len(specs) * replications, keep_requests)
+    runs: list[dict[str, Any]] = []
+    ts_parts: list[pd.DataFrame] = []
+    req_parts: list[pd.DataFrame] = []
+    for rep in range(replications):
+        seed_r = base_seed + rep
+        children = np.random.SeedSequence(seed_r).spawn(len(scenario.services))
+        inputs = {}
+        for k, (svc, ss) in enumerate(zip(scenario.services, children, strict=True)):
+            try:
+                inputs[svc.name] = service_inputs(svc, scenario, ss, prof)
+            except UserError as err:
+                raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
+        for spec in specs:
+            t0 = time.perf_counter()
+            strats = {svc.name: make_strategy(spec.name, spec.params, source=src)
+                      for svc in scenario.services}
+            out = run_strategy(scenario, strats, inputs, prof, true_rate=true_rate)
+            wall = time.perf_counter() - t0
+            for srun in out:
+                summ, ts, req = run_figures(srun, scenario.warmup_s, keep_requests=keep_requests)
+                ident = {"strategy": spec.name, "label": spec.display_label,
+                         "service": srun.service.name, "replication": rep}
+                runs.append({**ident, "seed": seed_r, **summ, "wall_s": wall})
+                ts.insert(0, "replication", rep)
+                ts.insert(0, "service", srun.service.name)
+                ts.insert(0, "label", spec.display_label)
+                ts.insert(0, "strategy", spec.name)
+                ts_parts.append(ts)
+                if req is not None:
+                    for col, val in reversed(list(ident.items())):
+                        req.insert(0, col, val)
+                    req_parts.append(req)
+            if progress:
+                print(f"  {spec.display_label} (replication {rep}): {wall:.2f} s",
+                      file=sys.stderr)
+    summary: dict[str, Any] = {
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "seed": base_seed,
+        "duration_s": float(scenario.duration_s),
+        "warmup_s": float(scenario.warmup_s),
+        "simscale_version": _version(),
+        "replications": replications,
+        "wall_s": 0.0,
+        "profile": None if prof is None else {
+            "source": str(prof.source), "machine": prof.machine.model_dump(mode="json"),
+            "created_at": prof.created_at},
+        "services": [{"name": s.name, "model": s.model, "device": s.device,
+                      "threads": s.threads, "slo_ms": s.slo_ms, "routing": s.routing,
+                      "max_batch_size": s.batching.max_batch_size,
+                      "cost_per_replica_hour": s.cost_per_replica_hour}
+                     for s in scenario.services],
+        "runs": runs,
+    }
+    if replications > 1:
+        summary["aggregate"] = aggregate_runs(runs)
+    timeseries = pd.concat(ts_parts, ignore_index=True) if ts_parts else pd.DataFrame()
+    for col in ("strategy", "label", "service"):
+        if col in timeseries:
+            timeseries[col] = timeseries[col].astype("category")
+    requests = pd.concat(req_parts, ignore_index=True) if req_parts else None
+    if requests is not None:
+        for col in ("strategy", "label", "service"):
+            requests[col] = requests[col].astype("category")
+    summary["wall_s"] = time.perf_counter() - t_all
+    return SimulationResult(summary, timeseries, requests)
+
+
+def _version() -> str:
+    from simscale import __version__
+
+    return __version__
