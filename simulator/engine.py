@@ -128,10 +128,15 @@ def size_options(svc: Service, profile: Any, max_batch_size: int) -> tuple[SizeO
                            max_batch_size, price * svc.threads, cold),)
     opts = []
     for t in profile.threads_available(svc.model, svc.device):
-        stm = profile.service_model(svc.model, svc.device, t)
-        opts.append(SizeOption(svc.device, t, float(stm.fit.alpha_ms), float(stm.fit.beta_ms),
-                               float(stm._noise_mean), float(stm.scv), max_batch_size,
-                               price * t, cold))
+        cfg = profile.config(svc.model, svc.device, t)
+        # The queueing models take one noise figure: the measured mean/median ratio and squared
+        # coefficient of variation of the smallest batch (the fitted noise may have heavy tails
+        # with no finite variance; the measurements always have one).
+        b0 = min(cfg.batches, key=lambda st: st.batch_size)
+        mean_factor = b0.mean_ms / b0.p50_ms if b0.p50_ms > 0 else 1.0
+        scv = (b0.std_ms / b0.mean_ms) ** 2 if b0.mean_ms > 0 else 1.0
+        opts.append(SizeOption(svc.device, t, float(cfg.fit.alpha_ms), float(cfg.fit.beta_ms),
+                               float(mean_factor), float(scv), max_batch_size, price * t, cold))
     return tuple(opts)
 
 
@@ -208,17 +213,20 @@ class _ServiceSim:
             return None
         return min(same, key=lambda o: (abs(o.threads - threads), o.threads))
 
-    def _factors(self, size: SizeOption, slowdown: float, maxb: int) -> list[float]:
+    def _factors(self, size: SizeOption, slowdown: float,
+                 maxb: int) -> tuple[list[float], list[float]]:
+        """Per batch size b = 0..maxb, the (factors, offsets) of the request plane: a batch
+        whose first request drew ``X`` takes ``offsets[b] + factors[b] * X`` seconds."""
         b = np.arange(0, maxb + 1)
         if isinstance(self.svc.service_time, Distribution):
-            return [slowdown] * (maxb + 1)
+            return [slowdown] * (maxb + 1), [0.0] * (maxb + 1)
         key = (size.device, size.threads)
         stm = self._stm_cache.get(key)
         if stm is None:
             stm = self.profile.service_model(self.svc.model, size.device, size.threads)
             self._stm_cache[key] = stm
-        med = stm.median_s(np.maximum(b, 1)) * slowdown
-        return med.tolist()
+        offset_s, scale_s = stm.affine_s(np.maximum(b, 1))
+        return (scale_s * slowdown).tolist(), (offset_s * slowdown).tolist()
 
     def _memory_mb(self, size: SizeOption) -> float:
         if self.profile is None or self.svc.model not in self.profile.models:
@@ -296,7 +304,7 @@ class _ServiceSim:
         now = self.env.now
         rec.state = "ready"
         rec.ready_s = now
-        self.plane.add_replica(rec.rid, now, self._factors(self.size_of(rec), rec.slowdown,
+        self.plane.add_replica(rec.rid, now, *self._factors(self.size_of(rec), rec.slowdown,
                                                             self.maxb))
         f = self.faults
         if f is not None and f.crash_mtbf_s is not None:
@@ -443,7 +451,7 @@ class _ServiceSim:
                 if not math.isnan(rec.placed_s):
                     rec.sizes.append((now, size.threads))
             if rec.state in ("ready", "draining"):
-                self.plane.set_factors(rec.rid, self._factors(size, rec.slowdown, maxb))
+                self.plane.set_factors(rec.rid, *self._factors(size, rec.slowdown, maxb))
 
     def _scale_down(self, k: int) -> None:
         for state in ("pending", "starting"):

@@ -135,6 +135,8 @@ class RequestPlane:
         self.free_at: dict[int, float] = {}  #: end of the current batch / time it went idle
         self.nserv: dict[int, int] = {}  #: size of the batch in service
         self.factors: dict[int, list[float]] = {}
+        #: per replica, seconds added to a batch of b whatever its draw (``offsets[r][b]``)
+        self.offsets: dict[int, list[float]] = {}
         self.accepting: list[int] = []  #: ready replicas (sorted ids) that take new work
         self.draining: set[int] = set()
         #: draining replicas that finished their work (id -> stop time), for the control plane
@@ -143,21 +145,26 @@ class RequestPlane:
         self._crash_lo = 0
 
     # ------------------------------------------------------------------ control operations
-    def add_replica(self, rid: int, t_s: float, factors: list[float]) -> None:
+    def add_replica(self, rid: int, t_s: float, factors: list[float],
+                    offsets: list[float] | None = None) -> None:
         """Replica ``rid`` serves from ``t_s`` (call after ``advance(t_s)``).
 
-        ``factors[b]`` multiplies the unit draw of a batch of ``b`` (``b`` = 1..max batch)."""
+        A batch of ``b`` (``b`` = 1..max batch) whose first request has unit draw ``u`` takes
+        ``offsets[b] + factors[b] * u`` seconds (``offsets`` default to zero)."""
         self.free_at[rid] = t_s
         self.nserv[rid] = 0
-        self.factors[rid] = list(factors)
+        self.set_factors(rid, factors, offsets)
         if self.routing != "shared_queue":
             self.rq[rid] = deque()
         self.accepting.append(rid)
         self.accepting.sort()
 
-    def set_factors(self, rid: int, factors: list[float]) -> None:
-        """New service-time factors of ``rid`` (resize); the batch in service keeps its time."""
+    def set_factors(self, rid: int, factors: list[float],
+                    offsets: list[float] | None = None) -> None:
+        """New service-time factors (and offsets) of ``rid`` (resize); the batch in service
+        keeps its time."""
         self.factors[rid] = list(factors)
+        self.offsets[rid] = [0.0] * len(factors) if offsets is None else list(offsets)
 
     def set_batching(self, max_batch_size: int, max_wait_s: float) -> None:
         """Change the batching limits from now on (factors must cover ``max_batch_size``)."""
@@ -201,6 +208,7 @@ class RequestPlane:
         self.free_at.pop(rid, None)
         self.nserv.pop(rid, None)
         self.factors.pop(rid, None)
+        self.offsets.pop(rid, None)
         self.rq.pop(rid, None)
         self.draining.discard(rid)
         self.stopped.pop(rid, None)
@@ -256,7 +264,7 @@ class RequestPlane:
         gc.disable()
         try:
             if self.routing == "shared_queue":
-                if self.max_batch_size == 1:
+                if self.max_batch_size == 1 and self._fifo_fast_ok():
                     self._advance_fifo(t_end_s)
                 else:
                     self._advance_shared(t_end_s)
@@ -266,6 +274,15 @@ class RequestPlane:
             if gc_was_on:
                 gc.enable()
         self.now = t_end_s
+
+    def _fifo_fast_ok(self) -> bool:
+        """The unbatched fast path handles zero offsets, or, without capacity and timeout, one
+        (offset, factor) shared by all replicas; the batching loop handles the rest exactly."""
+        offs = {self.offsets[r][1] for r in self.accepting}
+        if offs <= {0.0}:
+            return True
+        return (len(offs) == 1 and self.capacity is None and self.timeout_s is None
+                and len({self.factors[r][1] for r in self.accepting}) == 1)
 
     # -- fast path: shared FIFO queue, no batching ------------------------------------------
     def _advance_fifo(self, T: float) -> None:
@@ -278,6 +295,9 @@ class RequestPlane:
         heapq.heapify(heap)
         fac = {r: self.factors[r][1] for r in self.accepting}
         same = next(iter(fac.values())) if len(set(fac.values())) == 1 else None
+        # non-zero offsets reach here only when all replicas share them and there is neither
+        # capacity nor timeout (see _fifo_fast_ok), i.e. on the ``same`` path below
+        off1 = self.offsets[self.accepting[0]][1] if self.accepting else 0.0
         cap = self.capacity
         tmo = self.timeout_s
         pend = list(self.queue)
@@ -312,7 +332,7 @@ class RequestPlane:
                 if cap is None and tmo is None:
                     if same is not None:  # one factor for all: multiply outside the loop
                         ul = (self.unit_service[idx_arr if idx_arr is not None
-                                                else slice(i0, i1)] * same).tolist()
+                                                else slice(i0, i1)] * same + off1).tolist()
                         k = _fifo_same(al, ul, heap, T, S, E, R)
                     else:
                         k = _fifo_plain(al, ul, heap, fac, T, S, E, R)
@@ -388,6 +408,7 @@ class RequestPlane:
         heap = [(fa[r], r) for r in self.accepting]
         heapq.heapify(heap)
         factors = self.factors
+        offsets = self.offsets
         maxb = self.max_batch_size
         maxw = self.max_wait_s
         cap = -1 if self.capacity is None else self.capacity
@@ -431,7 +452,7 @@ class RequestPlane:
                 if k > maxb:
                     k = maxb
                 h = q[0]
-                e = tb + factors[r][k] * ul[h - lo]
+                e = tb + offsets[r][k] + factors[r][k] * ul[h - lo]
                 for _ in range(k):
                     oi.append(q.popleft())
                 os_.extend([tb] * k)
@@ -484,6 +505,7 @@ class RequestPlane:
         fa = self.free_at
         nserv = self.nserv
         factors = self.factors
+        offsets = self.offsets
         accepting = self.accepting
         draining = self.draining
         stopped = self.stopped
@@ -544,7 +566,7 @@ class RequestPlane:
             if k > maxb:
                 k = maxb
             h = q[0]
-            e = t + factors[r][k] * ul[h - lo]
+            e = t + offsets[r][k] + factors[r][k] * ul[h - lo]
             for _ in range(k):
                 idx = q.popleft()
                 if tmo is not None:

@@ -142,7 +142,7 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
         unit = duration_sampler(svc.service_time)(u)
     else:
         stm = profile.service_model(svc.model, svc.device, svc.threads)
-        unit = np.maximum(stm._noise.ppf(np.clip(u, 1e-12, 1 - 1e-12)), 1e-3)
+        unit = stm.unit_noise(u)
     del u
     route_u = None
     rr = np.random.default_rng(route_ss)
