@@ -123,7 +123,7 @@ def size_options(svc: Service, profile: Any, max_batch_size: int) -> tuple[SizeO
     cold = _cold_start_mean(svc, profile)
     if isinstance(svc.service_time, Distribution):
         d = svc.service_time
-        m_ms = d.mean_seconds * 1000.0
+        m_ms = d.mean_seconds * 1000.0 / svc.cpu_speed
         return (SizeOption(svc.device, svc.threads, m_ms, 0.0, 1.0, d.effective_cv ** 2,
                            max_batch_size, price * svc.threads, cold),)
     opts = []
@@ -135,7 +135,8 @@ def size_options(svc: Service, profile: Any, max_batch_size: int) -> tuple[SizeO
         b0 = min(cfg.batches, key=lambda st: st.batch_size)
         mean_factor = b0.mean_ms / b0.p50_ms if b0.p50_ms > 0 else 1.0
         scv = (b0.std_ms / b0.mean_ms) ** 2 if b0.mean_ms > 0 else 1.0
-        opts.append(SizeOption(svc.device, t, float(cfg.fit.alpha_ms), float(cfg.fit.beta_ms),
+        opts.append(SizeOption(svc.device, t, float(cfg.fit.alpha_ms) / svc.cpu_speed,
+                               float(cfg.fit.beta_ms) / svc.cpu_speed,
                                float(mean_factor), float(scv), max_batch_size, price * t, cold))
     return tuple(opts)
 
@@ -218,6 +219,7 @@ class _ServiceSim:
         """Per batch size b = 0..maxb, the (factors, offsets) of the request plane: a batch
         whose first request drew ``X`` takes ``offsets[b] + factors[b] * X`` seconds."""
         b = np.arange(0, maxb + 1)
+        slowdown = slowdown / self.svc.cpu_speed
         if isinstance(self.svc.service_time, Distribution):
             return [slowdown] * (maxb + 1), [0.0] * (maxb + 1)
         key = (size.device, size.threads)

@@ -243,6 +243,9 @@ class Service(_Model):
     model: str
     device: Literal["cpu", "cuda"] = "cpu"
     threads: Annotated[int, Field(ge=1)] = 1
+    #: speed of the CPUs (or GPU) the replicas run on relative to the machine that measured
+    #: the profile: service times are divided by it (0.5 = half as fast, times double)
+    cpu_speed: PositiveFloat = 1.0
     slo_ms: PositiveFloat
     batching: Batching = Batching()
     queue: Queue = Queue()
