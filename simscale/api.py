@@ -54,9 +54,10 @@ def simulate(
 
     if not isinstance(scenario, Scenario) or overrides:
         if isinstance(scenario, Scenario):
-            base_dir = scenario.base_dir
+            base_dir, source = scenario.base_dir, scenario.source
             scenario = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
             scenario["__base_dir__"] = base_dir
+            scenario["__source__"] = source
         scenario = load_scenario(scenario, overrides)
     return run_scenario(
         scenario,

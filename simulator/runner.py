@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,29 +48,8 @@ def select_strategies(scenario: Scenario, names: list[str] | None) -> list[Strat
 
 
 def _source(scenario: Scenario) -> str:
-    """The scenario's file, for error messages: ``<name>.yaml`` in its folder, else the one
-    YAML file there whose ``name`` is the scenario's, else ``scenario '<name>'``."""
-    if scenario.base_dir is not None:
-        folder = Path(scenario.base_dir)
-        p = folder / f"{scenario.name}.yaml"
-        if p.exists():
-            return str(p)
-        try:
-            import yaml
-
-            hits = []
-            for f in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])[:200]:
-                try:
-                    data = yaml.safe_load(f.read_text(encoding="utf-8"))
-                except Exception:  # noqa: BLE001 - not a scenario: skip it
-                    continue
-                if isinstance(data, dict) and data.get("name") == scenario.name:
-                    hits.append(f)
-            if len(hits) == 1:
-                return str(hits[0])
-        except OSError:
-            pass
-    return f"scenario '{scenario.name}'"
+    """The scenario's file, for error messages (``scenario '<name>'`` when built in code)."""
+    return scenario.source or f"scenario '{scenario.name}'"
 
 
 def _naming_scenario(err: UserError, scenario: Scenario, field: str) -> UserError:

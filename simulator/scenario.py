@@ -317,6 +317,8 @@ class Scenario(_Model):
     metrics: Metrics = Metrics()
     #: folder of the scenario file (trace and profile paths are relative to it); not in YAML
     base_dir: str | None = Field(default=None, exclude=True)
+    #: the scenario file (for error messages); not in YAML
+    source: str | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _checks(self) -> Scenario:
@@ -381,7 +383,7 @@ def load_scenario(
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise pydantic_error_to_user_error(exc, src_name) from None
-    return scenario.model_copy(update={"base_dir": base_dir})
+    return scenario.model_copy(update={"base_dir": base_dir, "source": src_name})
 
 
 def apply_override(data: dict[str, Any], item: str, *, source: str | None = None) -> None:
