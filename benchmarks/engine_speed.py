@@ -7,8 +7,10 @@ One M/M/c queue (10 servers, utilization 0.8, mean service 10 ms, no batching) i
 - a textbook SimPy model: a process per request holding a ``simpy.Resource``;
 - Ciw (``ciw.Simulation``).
 
-For each it prints simulated requests per wall second (median of ``--repeats`` timed runs after
-one warm-up run), the ratio of simscale to the others, the mean queueing wait with a 95%
+For each it prints simulated requests per wall second and per CPU second (medians of ``--repeats``
+timed runs, ``--repeats - 2`` for the peers, after one warm-up run each; the runs of all four
+alternate, round by round, so that load from other processes on a shared machine falls on all
+of them alike), the ratio of simscale to the others, the mean queueing wait with a 95%
 batch-means interval next to Erlang-C, and simscale's memory per kept request. Finally, the
 wall time of ``simscale simulate scenarios/flash_crowd.yaml`` (subprocess) when that file
 exists.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import statistics
 import subprocess
@@ -142,15 +145,27 @@ def ciw_run(n: int, seed: int) -> tuple[float, int, np.ndarray]:
 def timed(fn, n: int, repeats: int) -> tuple[float, float, object]:
     """Median requests per wall second and per CPU second over ``repeats`` runs after one
     warm-up run (CPU seconds show the speed when the machine is shared)."""
-    fn(min(n, 20_000), 0)
-    rates = []
-    cpu_rates = []
-    last = None
-    for r in range(repeats):
-        wall, cpu, count, last = fn(n, r + 1)
-        rates.append(count / wall)
-        cpu_rates.append(count / max(cpu, 1e-9))
-    return statistics.median(rates), statistics.median(cpu_rates), last
+    (rate, cpu_rate), last = timed_rounds({"x": (fn, n, repeats)}, repeats)["x"]
+    return rate, cpu_rate, last
+
+
+def timed_rounds(jobs: dict[str, tuple], rounds: int) -> dict[str, tuple]:
+    """``jobs``: name -> (fn, requests, runs). One warm-up run each, then ``rounds`` rounds
+    in which every job still owed a run runs once, in turn: on a shared machine a burst of
+    load then falls on all of them alike instead of on whichever was being timed. Returns
+    name -> ((median requests per wall s, per CPU s), the last run's result)."""
+    for fn, n, _ in jobs.values():
+        fn(min(n, 20_000), 0)
+    rates: dict[str, list[tuple[float, float]]] = {k: [] for k in jobs}
+    last: dict[str, object] = {}
+    for r in range(rounds):
+        for name, (fn, n, runs) in jobs.items():
+            if r >= runs:
+                continue
+            wall, cpu, count, last[name] = fn(n, r + 1)
+            rates[name].append((count / wall, count / max(cpu, 1e-9)))
+    return {k: ((statistics.median(x for x, _ in v), statistics.median(y for _, y in v)),
+                last[k]) for k, v in rates.items()}
 
 
 def memory_per_request(n: int) -> tuple[float, float]:
@@ -196,11 +211,17 @@ def main(argv: list[str] | None = None) -> None:
     theory = erlang_c_wait_s(LAM, 1 / MEAN_S, SERVERS)
     print(f"M/M/{SERVERS}, utilization {RHO}, mean service {MEAN_S * 1000:g} ms; "
           f"Erlang-C mean wait {theory * 1000:.4f} ms")
-    e2e, e2e_cpu, _ = timed(simscale_end_to_end, args.requests, args.repeats)
-    eng, eng_cpu, plane = timed(simscale_engine, args.requests, args.repeats)
     peers = max(args.repeats - 2, 1)
-    sp, sp_cpu, sp_waits = timed(textbook_simpy, args.peer_requests, peers)
-    cw, cw_cpu, cw_waits = timed(ciw_run, args.peer_requests, peers)
+    load0 = os.getloadavg()
+    out = timed_rounds({"e2e": (simscale_end_to_end, args.requests, args.repeats),
+                        "engine": (simscale_engine, args.requests, args.repeats),
+                        "simpy": (textbook_simpy, args.peer_requests, peers),
+                        "ciw": (ciw_run, args.peer_requests, peers)}, args.repeats)
+    load1 = os.getloadavg()
+    (e2e, e2e_cpu), _ = out["e2e"]
+    (eng, eng_cpu), plane = out["engine"]
+    (sp, sp_cpu), sp_waits = out["simpy"]
+    (cw, cw_cpu), cw_waits = out["ciw"]
     ss_waits = plane.start_s - plane.arrival_s  # type: ignore[attr-defined]
     rows = [("simscale end to end (run_scenario)", e2e, e2e_cpu, ss_waits),
             ("simscale engine (run_strategy)", eng, eng_cpu, ss_waits),
@@ -217,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     kept, peak = memory_per_request(args.requests)
     print(f"memory per kept request: {kept:.0f} bytes (engine arrays); peak of a whole "
           f"run_scenario: {peak:.0f} bytes per request")
+    print(f"load average (1 min) before / after the timed runs: {load0[0]:.2f} / {load1[0]:.2f} "
+          f"on {os.cpu_count()} CPUs")
     print(f"simscale simulate scenarios/flash_crowd.yaml: {flash_crowd_wall()}")
 
 

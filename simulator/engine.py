@@ -487,9 +487,9 @@ class _Monitor:
         self.lag_s = scenario.metrics.lag_s
         self.history_s = int(scenario.metrics.history_s)
         self.n_bins = int(math.ceil(scenario.duration_s))
-        arr = sim.plane.arrival_s
-        self.arr_bins = np.bincount(arr.astype(np.int64), minlength=self.n_bins)[: self.n_bins]
-        self.arr_bins = self.arr_bins.astype(np.float64)
+        arr = sim.plane.arrival_s  # sorted, >= 0: arrivals per bin [k, k + 1) by bisection
+        cuts = np.searchsorted(arr, np.arange(self.n_bins + 1, dtype=np.float64), side="left")
+        self.arr_bins = np.diff(cuts).astype(np.float64)
         self.comp_bins = np.zeros(self.n_bins)
         self.busy_bins = np.zeros(self.n_bins)
         self.serve_bins = np.zeros(self.n_bins)
@@ -520,27 +520,40 @@ class _Monitor:
             end = pl.end_s[p:hi]
             ok = (pl.drop[p:hi] == DROP_NONE) & (end >= old) & (end < new)
             if ok.any():
-                self.comp_bins += np.bincount(end[ok].astype(np.int64), minlength=self.n_bins
-                                              )[: self.n_bins]
+                self.comp_bins[old:new] += np.bincount(end[ok].astype(np.int64) - old,
+                                                       minlength=new - old)[: new - old]
             st = pl.start_s[p:hi]
             started = ~np.isnan(st)
-            if started.any():
-                s = st[started]
-                e = end[started]
-                w = 1.0 / pl.batch_size[p:hi][started]
+            if started.all():
+                s, e, bs = st, end, pl.batch_size[p:hi]
+            elif started.any():
+                s, e, bs = st[started], end[started], pl.batch_size[p:hi][started]
+            else:
+                bs = None
+            if bs is not None:
                 edges = np.arange(old, new + 1, dtype=np.float64)
+                unit = bool(bs.min() == 1 and bs.max() == 1)
+                w = None if unit else 1.0 / bs
                 cum = _busy_cumulative(s, e, w, edges)
                 self.busy_bins[old:new] += np.diff(cum)
         self.p_hist = self._pointer(p, hi, float(new))
-        edges = np.arange(old, new + 1, dtype=np.float64)
+        # serving time per bin: each ready-or-draining span clipped to the bins, added replica
+        # by replica (in record order)
+        spans = []
         for rec in self.sim.records:
             if math.isnan(rec.ready_s) or rec.ready_s >= new:
                 continue
             stop = rec.stop_s if rec.state == "stopped" else math.inf
             if stop <= old:
                 continue
-            cov = np.clip(edges, rec.ready_s, stop)
-            self.serve_bins[old:new] += np.diff(cov)
+            spans.append((rec.ready_s, stop))
+        if spans:
+            edges = np.arange(old, new + 1, dtype=np.float64)
+            sp = np.asarray(spans)
+            cov = np.diff(np.clip(edges, sp[:, :1], sp[:, 1:]), axis=1)
+            acc = self.serve_bins[old:new]
+            for row in cov:
+                acc += row
         self.fin = new
 
     def observe(self, t_s: float) -> Observation:
@@ -574,7 +587,7 @@ class _Monitor:
         comp = (pl.drop[p:hi] == DROP_NONE) & (end >= t_obs - window_s) & (end < t_obs)
         if comp.any():
             lat_ms = (end[comp] - pl.arrival_s[p:hi][comp]) * 1000.0
-            p50, p95, p99 = (float(x) for x in np.percentile(lat_ms, [50, 95, 99]))
+            p50, p95, p99 = percentiles_linear(lat_ms, (50, 95, 99))
         else:
             p50 = p95 = p99 = math.nan
         # per-replica busy fraction over the last second
@@ -611,20 +624,82 @@ class _Monitor:
         )
 
 
-def _busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray,
+def _busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None,
                      edges: np.ndarray) -> np.ndarray:
     """``B(x) = sum_j weight_j * clip(x - start_j, 0, end_j - start_j)`` at each edge ``x``
-    (busy time accumulated up to ``x``), by sorting instead of an n x m matrix."""
+    (busy time accumulated up to ``x``), by sorting instead of an n x m matrix.
+
+    ``weight=None`` means all ones: then the sorted times alone (not a stable argsort) give
+    the same cumulative sums, and sorted starts (FIFO) are not sorted again."""
     out = np.zeros(len(edges))
     for times, sign in ((start, 1.0), (end, -1.0)):
-        order = np.argsort(times, kind="stable")
-        ts = times[order]
-        ws = weight[order]
-        cw = np.concatenate(([0.0], np.cumsum(ws)))
-        cwt = np.concatenate(([0.0], np.cumsum(ws * ts)))
-        k = np.searchsorted(ts, edges, side="right")
+        if weight is None:
+            if len(times) > 1 and not bool(np.all(times[1:] >= times[:-1])):
+                times = np.sort(times)
+            cw = np.arange(len(times) + 1, dtype=np.float64)
+            cwt = np.empty(len(times) + 1)
+            cwt[0] = 0.0
+            np.cumsum(times, out=cwt[1:])
+            k = np.searchsorted(times, edges, side="right")
+        else:
+            order = np.argsort(times, kind="stable")
+            ts = times[order]
+            ws = weight[order]
+            cw = np.concatenate(([0.0], np.cumsum(ws)))
+            cwt = np.concatenate(([0.0], np.cumsum(ws * ts)))
+            k = np.searchsorted(ts, edges, side="right")
         out += sign * (cw[k] * edges - cwt[k])
     return out
+
+
+def percentiles_linear(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``np.percentile(x, qs)`` (the default linear method) of a 1-d float array without NaN,
+    bit for bit, as floats; ``x`` is reordered in place.
+
+    One single-``kth`` partition per order statistic needed (numpy's partition with several
+    ``kth`` at once is several times slower), then numpy's own interpolation arithmetic."""
+    n = len(x)
+    virt = (n - 1) * np.true_divide(np.asarray(qs), 100)
+    prev = np.floor(virt).astype(np.intp)
+    nxt = prev + 1
+    above = virt >= n - 1
+    prev[above] = -1
+    nxt[above] = -1
+    gamma = virt - prev  # as numpy computes it (-1 above the bounds, where it does not matter)
+    prev[above] = n - 1
+    nxt[above] = n - 1
+    vals: dict[int, float] = {}
+    ks = sorted(set(prev.tolist()) | set(nxt.tolist()))
+    # numpy's partition is very slow when many values equal the minimum (waits of 0): those
+    # order statistics are the minimum, the others come from the values above it
+    off = 0
+    if n > 64:
+        xmin = x.min()
+        c0 = int(np.count_nonzero(x == xmin))
+        if c0 * 16 > n:
+            for k in ks:
+                if k < c0:
+                    vals[k] = xmin
+            ks = [k - c0 for k in ks if k >= c0]
+            off = c0
+            if ks:
+                x = x[x > xmin]
+    lo = 0  # x[lo:] holds the order statistics lo, lo + 1, ... (of x)
+    last = -2
+    for k in ks:
+        if k == last + 1:
+            vals[k + off] = x[lo:].min()
+        else:
+            x[lo:].partition(k - lo)
+            vals[k + off] = x[k]
+            lo = k + 1
+            last = k
+    a = np.array([vals[k] for k in prev.tolist()])
+    b = np.array([vals[k] for k in nxt.tolist()])
+    diff = b - a
+    res = a + diff * gamma
+    np.subtract(b, diff * (1 - gamma), out=res, where=gamma >= 0.5)
+    return res.tolist()
 
 
 # ============================================================================ one run

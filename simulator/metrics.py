@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simscale.simulator.engine import ReplicaRecord, ServiceRun
+from simscale.simulator.engine import ReplicaRecord, ServiceRun, percentiles_linear
 from simscale.simulator.requestplane import (
     DROP_CRASH,
     DROP_NONE,
@@ -57,19 +57,29 @@ def busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray,
     return out
 
 
-def busy_per_bin(start: np.ndarray, end: np.ndarray, weight: np.ndarray, n_bins: int
+def busy_per_bin(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None, n_bins: int
                  ) -> np.ndarray:
     """``sum_j weight_j * |[start_j, end_j) & [k, k+1)|`` for each 1 s bin ``k`` (O(n), no
-    sort); intervals must lie within ``[0, n_bins]``."""
-    fs = np.floor(start).astype(np.int64)
-    fe = np.floor(end).astype(np.int64)
-    out = np.zeros(n_bins + 1)
-    same = fs == fe
-    out += np.bincount(fs[same], weights=(end[same] - start[same]) * weight[same],
-                       minlength=n_bins + 1)[: n_bins + 1]
-    d = ~same
-    if d.any():
-        s, e, w, a, b = start[d], end[d], weight[d], fs[d], fe[d]
+    sort); intervals must lie within ``[0, n_bins]``; ``weight=None``: all ones."""
+    if len(start) and start.min() >= 0:  # floor by truncation (times before 0 do not occur)
+        fs = start.astype(np.int64)
+        fe = end.astype(np.int64)
+    else:
+        fs = np.floor(start).astype(np.int64)
+        fe = np.floor(end).astype(np.int64)
+    d = np.flatnonzero(fs != fe)
+    b = fe[d]
+    del fe
+    # pieces within one bin; the others add 0.0 to their bin, which changes no sum
+    wts = end - start
+    if weight is not None:
+        wts *= weight
+    wts[d] = 0.0
+    out = np.bincount(fs, weights=wts, minlength=n_bins + 1)[: n_bins + 1]
+    del wts
+    if len(d):
+        s, e, a = start[d], end[d], fs[d]
+        w = np.ones(len(d)) if weight is None else weight[d]
         out += np.bincount(a, weights=(a + 1 - s) * w, minlength=n_bins + 1)[: n_bins + 1]
         out += np.bincount(b, weights=(e - b) * w, minlength=n_bins + 1)[: n_bins + 1]
         full = np.bincount(a + 1, weights=w, minlength=n_bins + 2)[: n_bins + 2]
@@ -78,12 +88,46 @@ def busy_per_bin(start: np.ndarray, end: np.ndarray, weight: np.ndarray, n_bins:
     return out[:n_bins]
 
 
-def _count_le(times: np.ndarray, n_bins: int) -> np.ndarray:
-    """How many of ``times`` are <= each bin end ``k + 1`` (O(n), inf ignored)."""
-    t = times[np.isfinite(times)]
-    idx = np.maximum(np.ceil(t).astype(np.int64) - 1, 0)
-    idx = idx[idx < n_bins]
-    return np.cumsum(np.bincount(idx, minlength=n_bins)[:n_bins])
+def _is_sorted(x: np.ndarray) -> bool:
+    return len(x) < 2 or bool(np.all(x[1:] >= x[:-1]))
+
+
+def _per_bin(times: np.ndarray, n_bins: int) -> np.ndarray:
+    """How many of ``times`` (>= 0) fall in each bin ``[k, k + 1)``, the last bin taking
+    everything from ``n_bins - 1`` on."""
+    if len(times) and times[0] >= 0 and _is_sorted(times):
+        lo = np.searchsorted(times, np.arange(n_bins, dtype=np.float64), side="left")
+        return np.diff(np.append(lo, len(times)))
+    return np.bincount(np.minimum(times.astype(np.int64), n_bins - 1), minlength=n_bins)[:n_bins]
+
+
+def _count_le(times: np.ndarray, n_bins: int, floor: np.ndarray | None = None) -> np.ndarray:
+    """How many of ``times`` are <= each bin end ``k + 1`` (inf ignored; NaN not allowed).
+    ``floor``: ``times`` as int64 when the caller has it (times >= 0)."""
+    n = len(times)
+    if n == 0:
+        return np.zeros(n_bins, dtype=np.int64)
+    if floor is None and math.isfinite(times[0]) and _is_sorted(times):
+        return np.searchsorted(times, np.arange(1, n_bins + 1, dtype=np.float64),
+                               side="right").astype(np.int64)
+    if floor is None:
+        t = times[np.isfinite(times)]
+        if len(t) == 0:
+            return np.zeros(n_bins, dtype=np.int64)
+        if t.min() < 0:  # (times before 0 do not occur in simulations)
+            idx = np.maximum(np.ceil(t).astype(np.int64) - 1, 0)
+            idx = idx[idx < n_bins]
+            return np.cumsum(np.bincount(idx, minlength=n_bins)[:n_bins])
+        floor = t.astype(np.int64)
+    else:
+        t = times
+    # t <= k + 1  <=>  floor(t) <= k, or t is the integer k + 1
+    out = np.cumsum(np.bincount(np.minimum(floor, n_bins), minlength=n_bins + 1)[:n_bins])
+    ints = floor[floor == t]
+    ints = ints[(ints >= 1) & (ints <= n_bins)] - 1
+    if len(ints):
+        out += np.bincount(ints, minlength=n_bins)[:n_bins]
+    return out
 
 
 def grouped_quantile(groups: np.ndarray, values: np.ndarray, q: float, n_groups: int
@@ -97,13 +141,15 @@ def grouped_quantile(groups: np.ndarray, values: np.ndarray, q: float, n_groups:
     # near-equal values may swap (by < 1e-9 of the value range), never across groups
     vmin = float(values.min())
     span = float(values.max()) - vmin
-    key = groups.astype(np.float64)
     if span > 0:
-        key += (values - vmin) * (0.5 / span)
+        key = values - vmin
+        key *= 0.5 / span
+        key += groups
+    else:
+        key = groups.astype(np.float64)
     order = np.argsort(key)
-    g = groups[order]
-    v = values[order]
-    counts = np.bincount(g, minlength=n_groups)[:n_groups]
+    del key
+    counts = np.bincount(groups, minlength=n_groups)[:n_groups]
     offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
     has = counts > 0
     pos = q * (counts[has] - 1)
@@ -111,19 +157,23 @@ def grouped_quantile(groups: np.ndarray, values: np.ndarray, q: float, n_groups:
     frac = pos - lo
     base = offsets[has]
     hi = np.minimum(lo + 1, counts[has] - 1)
-    out[has] = v[base + lo] + frac * (v[base + hi] - v[base + lo])
+    v_lo = values[order[base + lo]]
+    v_hi = values[order[base + hi]]
+    out[has] = v_lo + frac * (v_hi - v_lo)
     return out
 
 
-def _stats_ms(x_s: np.ndarray, with_max: bool) -> dict[str, float]:
+def _stats_ms(ms: np.ndarray, with_max: bool) -> dict[str, float]:
+    """Mean, percentiles (and max) of ``ms`` (milliseconds), which is reordered in place."""
     keys = ["mean", "p50", "p95", "p99"] + (["max"] if with_max else [])
-    if len(x_s) == 0:
+    if len(ms) == 0:
         return {k: math.nan for k in keys}
-    ms = x_s * 1000.0
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    out = {"mean": float(ms.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+    out = {"mean": float(ms.mean())}
+    mx = float(ms.max()) if with_max else 0.0
+    p50, p95, p99 = percentiles_linear(ms, (50, 95, 99))
+    out.update({"p50": p50, "p95": p95, "p99": p99})
     if with_max:
-        out["max"] = float(ms.max())
+        out["max"] = mx
     return out
 
 
@@ -183,19 +233,40 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
     end = pl.end_s
     drop = pl.drop
     n = len(arr)
+    # Few full-length temporaries: every new array of this size costs page faults too.
     dropped_mask = drop != DROP_NONE
-    completed_mask = (~dropped_mask) & (end <= D)  # NaN compares False
-    n_completed = int(np.count_nonzero(completed_mask))
     n_dropped = int(np.count_nonzero(dropped_mask))
-    by_reason = np.bincount(drop, minlength=4)
+    completed_mask = end <= D  # NaN compares False
+    if n_dropped:
+        completed_mask &= ~dropped_mask
+        by_reason = np.bincount(drop[dropped_mask], minlength=4)
+    else:
+        by_reason = np.zeros(4, dtype=np.int64)
+    n_completed = int(np.count_nonzero(completed_mask))
     svc = run.service
-    post = arr >= warmup_s
-    cm = completed_mask & post
-    lat = end[cm] - arr[cm]
-    wait = st[cm] - arr[cm]
-    finished = (completed_mask | dropped_mask) & post
-    n_fin = int(np.count_nonzero(finished))
-    slo_ok = int(np.count_nonzero(lat * 1000.0 <= svc.slo_ms))
+    comp_end = end[completed_mask]
+    comp_arr = arr[completed_mask]
+    lat_all_ms = comp_end - comp_arr  # latencies of all completed requests (ms)
+    lat_all_ms *= 1000.0
+    # after the warm-up: a suffix of the (sorted) arrivals, so of the completed ones too
+    if _is_sorted(arr):
+        i_w = int(np.searchsorted(arr, warmup_s, side="left"))
+        j_w = int(np.count_nonzero(completed_mask[:i_w]))
+        lat_ms = lat_all_ms[j_w:]
+        wait_ms = st[i_w:][completed_mask[i_w:]]
+        wait_ms -= comp_arr[j_w:]
+        n_fin = len(lat_ms) + (int(np.count_nonzero(dropped_mask[i_w:])) if n_dropped else 0)
+    else:
+        post = arr >= warmup_s
+        cm = completed_mask & post
+        lat_ms = lat_all_ms[post[completed_mask]]
+        wait_ms = st[cm] - arr[cm]
+        n_fin = int(np.count_nonzero((completed_mask | dropped_mask) & post))
+    del comp_arr
+    wait_ms *= 1000.0
+    wait_stats = _stats_ms(wait_ms, False)
+    del wait_ms
+    slo_ok = int(np.count_nonzero(lat_ms <= svc.slo_ms))
     ivs = _intervals(run.replicas)
     ex_a, ex_b = ivs["exists"]
     replica_seconds = float(np.sum(np.minimum(ex_b, D) - np.minimum(ex_a, D)))
@@ -211,10 +282,18 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
     pieces = _price_pieces(run.replicas, run.price_per_thread_hour, D)
     cost = float(sum((b - a) * p for a, b, p in pieces) / 3600.0)
     started = ~np.isnan(st)
-    s_st = st[started]
-    s_end = np.minimum(end[started], D)
-    w = 1.0 / np.maximum(pl.batch_size[started], 1)
-    busy_total = float(np.sum(np.clip(s_end - s_st, 0.0, None) * w))
+    if started.all():
+        s_st, s_end, bs = st, np.minimum(end, D), pl.batch_size
+    else:
+        s_st, s_end, bs = st[started], np.minimum(end[started], D), pl.batch_size[started]
+    w = None if len(bs) == 0 or bs.max() <= 1 else 1.0 / np.maximum(bs, 1)  # None: all 1
+    dur = s_end - s_st
+    if w is not None or (len(dur) and not dur.min() >= 0):
+        dur = np.clip(dur, 0.0, None)
+        if w is not None:
+            dur *= w
+    busy_total = float(np.sum(dur))
+    del dur
     sv_a, sv_b = ivs["serving"]
     serve_total = float(np.sum(np.clip(np.minimum(sv_b, D) - sv_a, 0.0, None)))
     events = run.events
@@ -226,8 +305,8 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
         "dropped_by_reason": {"queue_full": int(by_reason[DROP_QUEUE_FULL]),
                               "timeout": int(by_reason[DROP_TIMEOUT]),
                               "crash": int(by_reason[DROP_CRASH])},
-        "latency_ms": _stats_ms(lat, True),
-        "queue_wait_ms": _stats_ms(wait, False),
+        "latency_ms": None,
+        "queue_wait_ms": None,
         "slo_ms": float(svc.slo_ms),
         "slo_attainment": slo_ok / n_fin if n_fin else math.nan,
         "replica_seconds": replica_seconds,
@@ -239,7 +318,12 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
         "events": list(events),
         "info": dict(run.info),
     }
-    ts = _timeseries(run, ivs, pieces, completed_mask, dropped_mask)
+    ts = _timeseries(run, ivs, pieces, completed_mask, dropped_mask, n_dropped, comp_end,
+                     lat_all_ms, started, s_st, s_end, w)
+    del comp_end
+    # (after the time series, which reads the latencies in their order)
+    summary["latency_ms"] = _stats_ms(lat_ms, True)
+    summary["queue_wait_ms"] = wait_stats
     req = None
     if keep_requests:
         end_out = np.where(completed_mask, end, np.nan)
@@ -275,7 +359,12 @@ def _price_pieces(recs: list[ReplicaRecord], price_per_thread_hour: float, D: fl
 
 def _timeseries(run: ServiceRun, ivs: dict[str, tuple[np.ndarray, np.ndarray]],
                 pieces: list[tuple[float, float, float]], completed_mask: np.ndarray,
-                dropped_mask: np.ndarray) -> pd.DataFrame:
+                dropped_mask: np.ndarray, n_dropped: int, comp_end: np.ndarray,
+                lat_ms: np.ndarray, started: np.ndarray, s_st: np.ndarray, s_end: np.ndarray,
+                w: np.ndarray | None) -> pd.DataFrame:
+    """The 1 s time series; ``comp_end``/``lat_ms``: end times and latencies of the completed
+    requests, ``s_st``/``s_end``/``w``: starts, ends (clipped to the run) and weights of the
+    started ones (``w=None``: all 1)."""
     pl = run.plane
     D = float(run.duration_s)
     nb = int(math.ceil(D))
@@ -285,23 +374,29 @@ def _timeseries(run: ServiceRun, ivs: dict[str, tuple[np.ndarray, np.ndarray]],
     edges = np.concatenate([starts, [D]])
     arr, st, end, drop = pl.arrival_s, pl.start_s, pl.end_s, pl.drop
 
-    def per_bin(times: np.ndarray) -> np.ndarray:
-        return np.bincount(np.minimum(times.astype(np.int64), nb - 1), minlength=nb)[:nb]
-
-    arrivals = per_bin(arr)
-    comp_end = end[completed_mask]
-    thr = per_bin(comp_end)
-    drp = per_bin(end[dropped_mask])
-    # queue: from arrival to start (served) or drop time (dropped while waiting)
-    leave = np.where(~np.isnan(st), st, np.where(dropped_mask, end, np.inf))
-    leave = np.where(drop == DROP_QUEUE_FULL, arr, leave)
-    finish = np.where(completed_mask | dropped_mask, end, np.inf)
+    arrivals = _per_bin(arr, nb)
+    nonneg = len(comp_end) == 0 or comp_end.min() >= 0
+    fc = comp_end.astype(np.int64)  # (truncation, as a bin index)
     arr_le = np.searchsorted(arr, ends, side="right")
-    q = arr_le - _count_le(leave, nb)
-    infl = arr_le - _count_le(finish, nb)
-    started = ~np.isnan(st)
-    w = 1.0 / np.maximum(pl.batch_size[started], 1)
-    busy = busy_per_bin(st[started], np.minimum(end[started], D), w, nb)
+    # in flight: arrived and not yet finished (completed, or dropped)
+    fin_le = _count_le(comp_end, nb, fc if nonneg else None)
+    groups = np.minimum(fc, nb - 1, out=fc)
+    thr = np.bincount(groups, minlength=nb)[:nb]
+    # queue: from arrival to start (served) or drop time (dropped while waiting)
+    if n_dropped:
+        dropped = end[dropped_mask]
+        drp = _per_bin(dropped, nb)
+        fin_le += _count_le(dropped, nb)
+        qf = drop == DROP_QUEUE_FULL
+        q_le = _count_le(st[started & ~qf], nb)
+        q_le += _count_le(end[~started & dropped_mask & ~qf], nb)
+        q_le += _count_le(arr[qf], nb)
+    else:
+        drp = np.zeros(nb, dtype=np.int64)
+        q_le = _count_le(s_st, nb)
+    q = arr_le - q_le
+    infl = arr_le - fin_le
+    busy = busy_per_bin(s_st, s_end, w, nb)
     serve = _overlap_per_bin(ivs["serving"], edges)
     util = np.divide(busy, serve, out=np.full(nb, np.nan), where=serve > 0)
     # threads of the size new replicas get, at each bin end
@@ -316,8 +411,7 @@ def _timeseries(run: ServiceRun, ivs: dict[str, tuple[np.ndarray, np.ndarray]],
         if b >= D:
             hi = nb
         cost_rate[lo:hi] += p
-    lat_ms = (comp_end - arr[completed_mask]) * 1000.0
-    p95 = grouped_quantile(np.minimum(comp_end.astype(np.int64), nb - 1), lat_ms, 0.95, nb)
+    p95 = grouped_quantile(groups, lat_ms, 0.95, nb)
     return pd.DataFrame({
         "time_s": starts,
         "arrival_rate_rps": arrivals / width,

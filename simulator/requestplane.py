@@ -34,7 +34,7 @@ Semantics (times in seconds):
 
 Three loops implement these semantics (tests check they agree with each other and with a
 textbook SimPy model): a shared FIFO queue without batching is a heap of replica free times
-(Lindley-style, ~3-4e6 requests per CPU second); a shared queue with batching is a two-event
+(Lindley-style, ~5e6 requests per CPU second); a shared queue with batching is a two-event
 loop (next arrival, next batch start); per-replica queues use a general event loop.
 
 Per-request results live in compact numpy arrays (``start_s``, ``end_s`` float64,
@@ -48,6 +48,7 @@ from __future__ import annotations
 import gc
 import heapq
 import math
+from array import array
 from collections import deque
 
 import numpy as np
@@ -312,50 +313,55 @@ class RequestPlane:
                 if not pend:
                     continue
                 idx_arr = np.asarray(pend, dtype=np.int64)
-                al = arr[idx_arr].tolist()
-                ul = self.unit_service[idx_arr].tolist()
+                sel: slice | np.ndarray = idx_arr
                 base = 0
             else:
                 if i1 <= i0:
                     continue
                 idx_arr = None
-                al = arr[i0:i1].tolist()
-                ul = self.unit_service[i0:i1].tolist()
+                sel = slice(i0, i1)
                 base = i0
-            n = len(al)
+            a_arr = arr[sel]
+            # floats are read from the arrays' buffers as the loops go (no list of them)
+            al = memoryview(a_arr)
+            n = len(a_arr)
             k = 0
-            S: list[float] = []
-            E: list[float] = []
-            R: list[int] = []
-            served: list[int] = []  # positions served (only when drops can interleave)
             if heap and not stuck:
                 if cap is None and tmo is None:
+                    # the hot loop records starts and replicas only (in C arrays); the end
+                    # times are the same float operations, done vectorised afterwards
                     if same is not None:  # one factor for all: multiply outside the loop
-                        ul = (self.unit_service[idx_arr if idx_arr is not None
-                                                else slice(i0, i1)] * same + off1).tolist()
-                        k = _fifo_same(al, ul, heap, T, S, E, R)
+                        u_arr = self.unit_service[sel] * same + off1
                     else:
-                        k = _fifo_plain(al, ul, heap, fac, T, S, E, R)
-                    served_plain = True
+                        u_arr = self.unit_service[sel]
+                    S_a = array("d")
+                    R_a = array("i")
+                    k = _fifo_kernel(al, memoryview(u_arr), heap,
+                                     None if same is not None else fac, T, S_a, R_a)
+                    if k:
+                        s_np = np.frombuffer(S_a, dtype=np.float64)
+                        r_np = np.frombuffer(R_a, dtype=np.intc)
+                        if same is not None:
+                            e_np = s_np + u_arr[:k]
+                        else:
+                            fac_np = np.zeros(max(fac) + 1)
+                            for r_, f_ in fac.items():
+                                fac_np[r_] = f_
+                            e_np = s_np + fac_np[r_np] * u_arr[:k]
+                        tgt = idx_arr[:k] if idx_arr is not None else slice(base, base + k)
+                        self._write(tgt, s_np, e_np, r_np)
                 else:
-                    k = _fifo_checked(al, ul, heap, fac, T, cap, tmo, lv, S, E, R, served,
-                                      drops, idx_arr, base)
-                    served_plain = False
-            else:
-                served_plain = True
-            # write back what started
-            if S:
-                if served_plain:
-                    pos = np.arange(len(S)) if idx_arr is not None else None
-                    if idx_arr is not None:
-                        tgt = idx_arr[pos]
+                    S: list[float] = []
+                    E: list[float] = []
+                    R: list[int] = []
+                    served: list[int] = []  # positions served (drops can interleave)
+                    k = _fifo_checked(a_arr.tolist(), self.unit_service[sel].tolist(), heap,
+                                      fac, T, cap, tmo, lv, S, E, R, served, drops, idx_arr,
+                                      base)
+                    if S:
+                        p = np.asarray(served, dtype=np.int64)
+                        tgt = idx_arr[p] if idx_arr is not None else p + base
                         self._write(tgt, S, E, R)
-                    else:
-                        self._write(slice(base, base + len(S)), S, E, R)
-                else:
-                    p = np.asarray(served, dtype=np.int64)
-                    tgt = idx_arr[p] if idx_arr is not None else p + base
-                    self._write(tgt, S, E, R)
             # the rest cannot start before T: queue them (capacity still applies)
             for j in range(k, n):
                 a = al[j]
@@ -727,53 +733,40 @@ class RequestPlane:
             self.end_s[idx] = d[:, 2]
 
 
-def _fifo_plain(al: list[float], ul: list[float], heap: list[tuple[float, int]],
-                fac: dict[int, float], T: float, S: list[float], E: list[float],
-                R: list[int]) -> int:
-    """The hot loop: FIFO, one request per batch, no capacity or timeout. Returns how many of
-    ``al`` started before ``T`` (a prefix, since starts are in arrival order)."""
+def _fifo_kernel(al: memoryview, ul: memoryview, heap: list[tuple[float, int]],
+                 fac: dict[int, float] | None, T: float, S: array, R: array) -> int:
+    """The hot loop: FIFO, one request per batch, no capacity or timeout. The replica free
+    the longest (lowest ``(free time, id)``) takes the head; request ``k`` starts at
+    ``max(al[k], free time)`` and ends ``ul[k]`` (``fac=None``: ``ul`` holds service times)
+    or ``fac[r] * ul[k]`` seconds later. Appends the start and the replica of each request
+    that starts before ``T`` to ``S`` and ``R`` and returns how many did (a prefix, since
+    starts are in arrival order)."""
     hr = heapq.heapreplace
     sa = S.append
-    ea = E.append
     ra = R.append
-    f, r = heap[0]
-    k = 0
-    for a, u in zip(al, ul):  # noqa: B905 - same length by construction
-        s = a if a > f else f
-        if s >= T:
-            return k
-        e = s + fac[r] * u
-        hr(heap, (e, r))
-        sa(s)
-        ea(e)
-        ra(r)
-        f, r = heap[0]
-        k += 1
-    return k
-
-
-def _fifo_same(al: list[float], ul: list[float], heap: list[tuple[float, int]], T: float,
-               S: list[float], E: list[float], R: list[int]) -> int:
-    """:func:`_fifo_plain` when every replica has the same factor (``ul`` already holds the
-    service times)."""
-    hr = heapq.heapreplace
-    sa = S.append
-    ea = E.append
-    ra = R.append
-    f, r = heap[0]
-    k = 0
-    for a, u in zip(al, ul):  # noqa: B905 - same length by construction
-        s = a if a > f else f
-        if s >= T:
-            return k
-        e = s + u
-        hr(heap, (e, r))
-        sa(s)
-        ea(e)
-        ra(r)
-        f, r = heap[0]
-        k += 1
-    return k
+    h = heap
+    f, r = h[0]
+    if fac is None:
+        for a, u in zip(al, ul):  # noqa: B905 - same length by construction
+            if a > f:
+                f = a  # (< T: every arrival here is before T)
+            elif f >= T:
+                break
+            sa(f)
+            ra(r)
+            hr(h, (f + u, r))
+            f, r = h[0]
+    else:
+        for a, u in zip(al, ul):  # noqa: B905 - same length by construction
+            if a > f:
+                f = a  # (< T: every arrival here is before T)
+            elif f >= T:
+                break
+            sa(f)
+            ra(r)
+            hr(h, (f + fac[r] * u, r))
+            f, r = h[0]
+    return len(S)
 
 
 def _fifo_checked(al: list[float], ul: list[float], heap: list[tuple[float, int]],
