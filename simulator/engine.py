@@ -89,6 +89,9 @@ class ServiceInputs:
     route_u: np.ndarray | None
     cold_start_seq: np.random.SeedSequence  #: cold-start draws (same stream per strategy)
     fault_seq: np.random.SeedSequence  #: crash and straggler draws (same stream per strategy)
+    #: the true arrival rate (requests/s) of this realization, for the oracle; MMPP paths are
+    #: the ones drawn for ``arrival_s``
+    true_rate_rps: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass
@@ -725,7 +728,7 @@ def run_strategy(
             max_replicas=svc.replicas.max, duration_s=scenario.duration_s,
             initial_replicas=svc.replicas.initial, size_options=sim.options,
             initial_size=sim.size,
-            true_rate_rps=(true_rate or {}).get(svc.name))
+            true_rate_rps=(true_rate or {}).get(svc.name) or inputs[svc.name].true_rate_rps)
         setup = getattr(strat, "setup", None)
         if callable(setup):
             setup(ctx)

@@ -107,11 +107,13 @@ def _check_memory(scenario: Scenario, n_runs: int, keep_requests: bool) -> None:
 def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence,
                    profile: Any) -> ServiceInputs:
     """Arrivals, per-request service draws and the other streams of one service."""
-    from simscale.simulator.workload import generate_arrivals
+    from simscale.simulator.workload import generate_arrivals, rate_function
 
     arr_ss, noise_ss, cold_ss, fault_ss, route_ss = seq.spawn(5)
+    paths: list[Any] = []
     arrivals = generate_arrivals(svc.workload, scenario.duration_s, np.random.default_rng(arr_ss),
-                                 base_dir=scenario.base_dir)
+                                 base_dir=scenario.base_dir, paths=paths)
+    true_rate = rate_function(svc.workload, base_dir=scenario.base_dir, paths=paths)
     n = len(arrivals)
     u = np.random.default_rng(noise_ss).random(n)
     if isinstance(svc.service_time, Distribution):
@@ -129,7 +131,7 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
     elif svc.routing == "power_of_two":
         route_u = rr.random((n, 2))
     return ServiceInputs(np.asarray(arrivals, dtype=np.float64), unit, route_u, cold_ss,
-                         fault_ss)
+                         fault_ss, true_rate)
 
 
 def run_scenario(
@@ -165,14 +167,6 @@ def run_scenario(
                 prof.config(svc.model, svc.device, svc.threads)
             except UserError as err:
                 raise _naming_scenario(err, scenario, f"services.{k}.model") from None
-    from simscale.simulator.workload import rate_function
-
-    true_rate = {}
-    for k, svc in enumerate(scenario.services):
-        try:
-            true_rate[svc.name] = rate_function(svc.workload, base_dir=scenario.base_dir)
-        except UserError as err:
-            raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
     _check_memory(scenario, len(specs) * replications, keep_requests)
     runs: list[dict[str, Any]] = []
     ts_parts: list[pd.DataFrame] = []
@@ -190,7 +184,7 @@ def run_scenario(
             t0 = time.perf_counter()
             strats = {svc.name: make_strategy(spec.name, spec.params, source=src)
                       for svc in scenario.services}
-            out = run_strategy(scenario, strats, inputs, prof, true_rate=true_rate)
+            out = run_strategy(scenario, strats, inputs, prof)
             wall = time.perf_counter() - t0
             for srun in out:
                 summ, ts, req = run_figures(srun, scenario.warmup_s, keep_requests=keep_requests)

@@ -59,10 +59,11 @@ Determinism: the same workload, duration and generator state give the same array
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,7 @@ def generate_arrivals(
     rng: np.random.Generator,
     *,
     base_dir: str | None = None,
+    paths: list[Any] | None = None,
 ) -> np.ndarray:
     """Draw the arrival times of ``workload`` over ``[0, duration_s)``.
 
@@ -115,15 +117,17 @@ def generate_arrivals(
     paths are relative to (the scenario file's folder; the working directory when ``None``).
     Raises :class:`UserError` for a bad trace, or for an MMPP that would change state more than
     5e7 times (its path would not fit in memory); ``ValueError`` for a negative or non-finite
-    ``duration_s``.
+    ``duration_s``. When ``paths`` is a list, the random rate paths drawn (one per MMPP, in
+    workload order) are appended to it, for :func:`rate_function`'s ``paths``.
     """
     duration = _check_duration(duration_s)
     if duration == 0.0:
         return _EMPTY.copy()
-    return _generate(workload, duration, rng, base_dir)
+    return _generate(workload, duration, rng, base_dir, paths)
 
 
-def rate_function(workload: Workload, *, base_dir: str | None = None) -> RateFunction:
+def rate_function(workload: Workload, *, base_dir: str | None = None,
+                  paths: list[Any] | None = None) -> RateFunction:
     """Return the arrival rate ``lambda(t)`` in requests per second, for times ``t >= 0`` in
     seconds (0 for negative times).
 
@@ -132,9 +136,10 @@ def rate_function(workload: Workload, *, base_dir: str | None = None) -> RateFun
     it is the empirical rate: the number of replayed requests in each 1-second bin ``[k, k+1)`` of
     simulated time, times ``rate_scale``; for a count trace, each interval's
     ``count * rate_scale / (interval_s * time_scale)``; 0 after the trace ends. A sum adds its
-    parts.
+    parts. With ``paths`` (filled by :func:`generate_arrivals`), each MMPP's rate is the path that
+    was actually drawn instead of its stationary mean: the true rate of that realization.
     """
-    return _rate(workload, base_dir)
+    return _rate(workload, base_dir, iter(paths) if paths is not None else None)
 
 
 def expected_arrivals(workload: Workload, duration_s: float, *, base_dir: str | None = None
@@ -158,36 +163,41 @@ def clear_trace_cache() -> None:
 
 
 # ============================================================================ dispatch
-def _generate(w: Workload, duration: float, rng: np.random.Generator, base_dir: str | None
-              ) -> np.ndarray:
+def _generate(w: Workload, duration: float, rng: np.random.Generator, base_dir: str | None,
+              paths: list[Any] | None = None) -> np.ndarray:
     if isinstance(w, ConstantWorkload | StepWorkload | RampWorkload | FlashCrowdWorkload):
         return _pwl_arrivals(_pattern_pwl(w), duration, rng)
     if isinstance(w, DiurnalWorkload):
         return _diurnal_arrivals(w, duration, rng)
     if isinstance(w, MmppWorkload):
-        return _pwl_arrivals(_mmpp_path(w, duration, rng), duration, rng)
+        path = _mmpp_path(w, duration, rng)
+        if paths is not None:
+            paths.append(path)
+        return _pwl_arrivals(path, duration, rng)
     if isinstance(w, TraceWorkload):
         return _trace_arrivals(w, duration, rng, base_dir)
     if isinstance(w, SumWorkload):
-        parts = [_generate(p, duration, rng, base_dir) for p in w.workloads]
+        parts = [_generate(p, duration, rng, base_dir, paths) for p in w.workloads]
         out = np.concatenate(parts) if parts else _EMPTY.copy()
         out.sort(kind="stable")
         return out
     raise TypeError(f"not a workload: {type(w).__name__}")
 
 
-def _rate(w: Workload, base_dir: str | None) -> RateFunction:
+def _rate(w: Workload, base_dir: str | None, paths: Iterator[Any] | None = None) -> RateFunction:
     if isinstance(w, ConstantWorkload | StepWorkload | RampWorkload | FlashCrowdWorkload):
         return _pattern_pwl(w).rate
     if isinstance(w, DiurnalWorkload):
         return lambda t: _diurnal_rate(w, np.asarray(t, dtype=np.float64))
     if isinstance(w, MmppWorkload):
+        if paths is not None:
+            return next(paths).rate
         mean = _mmpp_mean_rate(w)
         return lambda t: np.where(np.asarray(t, dtype=np.float64) >= 0, mean, 0.0)
     if isinstance(w, TraceWorkload):
         return _trace_rate(w, base_dir)
     if isinstance(w, SumWorkload):
-        parts = [_rate(p, base_dir) for p in w.workloads]
+        parts = [_rate(p, base_dir, paths) for p in w.workloads]
 
         def total(t: np.ndarray) -> np.ndarray:
             t = np.asarray(t, dtype=np.float64)

@@ -7,6 +7,11 @@ now + cold_start + sync_period_s]`` (sampled every ``sample_step_s``), and asks 
 configuration whose predicted latency percentile meets the SLO at that rate — the same solver
 as ``cost_aware`` (:func:`~simscale.strategies.queueing.cheapest_config`). It still sees only
 the rate, not the random arrivals, so Poisson bursts can make it miss the SLO now and then.
+
+Scaling in looks further ahead: a replica removed now can be back at the earliest one sync
+period and one cold start later, so the oracle keeps (up to its current count) the replicas that
+the peak over ``[now, now + 2 * sync_period_s + cold_start]`` needs, instead of removing one
+and paying for a fresh cold start moments later.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from simscale.strategies.cost_aware import (
     keep_larger_batch,
 )
 from simscale.strategies.governors import clamp
-from simscale.strategies.queueing import cheapest_config
+from simscale.strategies.queueing import Config, cheapest_config
 
 
 class OracleParams(BaseModel):
@@ -38,6 +43,10 @@ class OracleParams(BaseModel):
     same_device_only: bool = Field(default=True, description="only sizes on the current device")
     sample_step_s: float = Field(default=1.0, gt=0,
                                  description="resolution of the search for the peak rate (s)")
+    smoothing_s: float = Field(default=10.0, ge=0,
+                               description="the rate is averaged over this window before its "
+                               "peak is taken (s): a replayed trace's rate is its requests per "
+                               "1 s bin, whose Poisson noise is not load to provision for")
     sync_period_s: float = Field(default=15.0, gt=0, description="how often to decide (s)")
 
 
@@ -51,13 +60,15 @@ class Oracle(Strategy):
 
     def __init__(self, slo_percentile: float = 0.95, tune_threads: bool = True,
                  tune_batch_size: bool = True, same_device_only: bool = True,
-                 sample_step_s: float = 1.0, sync_period_s: float = 15.0):
+                 sample_step_s: float = 1.0, sync_period_s: float = 15.0,
+                 smoothing_s: float = 10.0):
         self.slo_percentile = slo_percentile
         self.tune_threads = tune_threads
         self.tune_batch_size = tune_batch_size
         self.same_device_only = same_device_only
         self.sample_step_s = sample_step_s
         self.sync_period_s = sync_period_s
+        self.smoothing_s = smoothing_s
 
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)
@@ -68,22 +79,40 @@ class Oracle(Strategy):
         self.true_rate_rps = ctx.true_rate_rps
         self.max_batch_cap = batch_cap(ctx)
 
-    def peak_rate(self, time_s: float, cold_start_s: float) -> float:
-        """Highest true rate (requests/s) in ``[t + cold_start, t + cold_start + sync]``."""
+    def peak_rate(self, time_s: float, cold_start_s: float, span_s: float | None = None,
+                  ) -> float:
+        """Highest true rate (requests/s), averaged over ``smoothing_s``, in
+        ``[t + cold_start, t + cold_start + span]`` (``span`` defaults to the sync period)."""
+        span = self.sync_period_s if span_s is None else span_s
+        step = self.sample_step_s
         start = time_s + cold_start_s
-        n = max(2, int(np.ceil(self.sync_period_s / self.sample_step_s)) + 1)
-        times = np.linspace(start, start + self.sync_period_s, n)
-        return float(np.max(np.asarray(self.true_rate_rps(times), dtype=float)))
+        w = max(1, int(round(self.smoothing_s / step)))
+        half = (w - 1) / 2 * step
+        n = max(2, int(np.ceil(span / step)) + 1)
+        times = np.linspace(start - half, start + span + half, n + w - 1)
+        rate = np.asarray(self.true_rate_rps(np.maximum(times, 0.0)), dtype=float)
+        smooth = np.convolve(rate, np.full(w, 1.0 / w), mode="valid")
+        return float(np.max(smooth))
+
+    def _solve(self, rate: float, obs: Observation, options: list) -> Config:
+        return cheapest_config(rate, obs.slo_ms, options, percentile=self.slo_percentile,
+                               min_replicas=obs.min_replicas, max_replicas=obs.max_replicas,
+                               tune_batch_size=self.tune_batch_size,
+                               batch_size=obs.current_size.max_batch_size)
 
     def decide(self, obs: Observation) -> Decision:
-        rate = self.peak_rate(obs.time_s, obs.current_size.cold_start_s)
+        cold_s = obs.current_size.cold_start_s
+        rate = self.peak_rate(obs.time_s, cold_s)
         options = candidate_options(obs, self.tune_threads, self.same_device_only,
                                     self.max_batch_cap)
-        config = cheapest_config(rate, obs.slo_ms, options, percentile=self.slo_percentile,
-                                 min_replicas=obs.min_replicas, max_replicas=obs.max_replicas,
-                                 tune_batch_size=self.tune_batch_size,
-                                 batch_size=obs.current_size.max_batch_size)
+        config = self._solve(rate, obs, options)
         if self.tune_batch_size:
             config = keep_larger_batch(config, obs)
         replicas = clamp(config.replicas, obs.min_replicas, obs.max_replicas)
+        current = obs.replicas.desired_total
+        if replicas < current:  # scale in only what is not needed before it could return
+            keep_rate = self.peak_rate(obs.time_s, 0.0, 2 * self.sync_period_s + cold_s)
+            keep = self._solve(keep_rate, obs, options).replicas
+            replicas = clamp(max(replicas, min(current, keep)), obs.min_replicas,
+                             obs.max_replicas)
         return config_decision(config, obs, replicas, rate, self.slo_percentile, {})
