@@ -1,0 +1,102 @@
+"""The shipped scenarios: they validate, run, and show what they are shipped to show."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import simscale
+from simscale.simulator.scenario import load_scenario, scenarios_dir
+
+SHIPPED = sorted(p.stem for p in scenarios_dir().glob("*.yaml"))
+WITH_ORACLE = ["flash_crowd", "step", "diurnal", "bursty_mmpp", "trace_example"]
+
+
+def simulate(name: str, **kw: object) -> simscale.simulator.results.SimulationResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the shipped profile may come from another machine
+        return simscale.simulate(scenarios_dir() / f"{name}.yaml", **kw)
+
+
+def test_every_documented_scenario_ships() -> None:
+    expected = {"flash_crowd", "diurnal", "step", "bursty_mmpp", "trace_example", "seed_7min",
+                "validate_small"}
+    assert expected <= set(SHIPPED)
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    for name in expected:
+        assert f"`{name}`" in readme
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_scenario_validates(name: str) -> None:
+    sc = load_scenario(scenarios_dir() / f"{name}.yaml")
+    assert sc.name == name
+    assert sc.services and sc.strategies
+
+
+def test_flash_crowd_compares_all_strategies_with_conservation() -> None:
+    res = simulate("flash_crowd")
+    runs = res.runs
+    assert set(runs["strategy"]) == {"static", "threshold", "hpa", "kpa", "predictive",
+                                     "cost_aware", "oracle"}
+    assert set(runs["service"]) == {"linear_regression", "xgboost", "resnet50"}
+    assert (runs["arrivals"] == runs["completed"] + runs["dropped"]
+            + runs["in_flight_at_end"]).all()
+    resnet = runs[runs["service"] == "resnet50"].set_index("strategy")
+    # the crowd is ten times the base rate: one replica cannot keep up, autoscalers can
+    assert resnet.loc["static", "slo_attainment"] < 0.5
+    assert resnet.loc["oracle", "slo_attainment"] > 0.95
+    assert resnet.loc["oracle", "max_replicas"] > 1
+    # common random numbers: every strategy saw the same arrivals
+    assert resnet["arrivals"].nunique() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WITH_ORACLE)
+def test_oracle_is_cheapest_among_strategies_as_good(name: str) -> None:
+    """The oracle's cost is at most that of every strategy whose SLO attainment is at least
+    the oracle's (per service)."""
+    runs = simulate(name).runs
+    for service, group in runs.groupby("service"):
+        oracle = group[group["strategy"] == "oracle"].iloc[0]
+        as_good = group[(group["strategy"] != "oracle")
+                        & (group["slo_attainment"] >= oracle["slo_attainment"])]
+        cheaper = as_good[as_good["cost_usd"] < oracle["cost_usd"] - 1e-9]
+        assert cheaper.empty, (
+            f"{name}/{service}: oracle costs {oracle['cost_usd']:.4f} at SLO "
+            f"{oracle['slo_attainment']:.4f}, but {cheaper[['label', 'cost_usd', 'slo_attainment']].to_dict('records')}"  # noqa: E501
+        )
+
+
+def _queue(res: simscale.simulator.results.SimulationResult, label: str) -> pd.Series:
+    ts = res.timeseries
+    sel = ts[(ts["service"] == "resnet50") & (ts["label"] == label)]
+    return sel.set_index("time_s")["queue_length"]
+
+
+def test_seed_7min_no_scaling_queue_grows_without_bound() -> None:
+    res = simulate("seed_7min")
+    q = _queue(res, "no_scaling")
+    # ResNet50 at 1 request/s is more than one replica can serve: the queue grows through
+    # each doubled phase (60-180 s and 300-420 s), roughly linearly
+    for t0, t1 in ((60, 180), (300, 420)):
+        seg = q.loc[t0:t1 - 1]
+        slope = np.polyfit(seg.index.to_numpy(float), seg.to_numpy(float), 1)[0]
+        assert slope > 0.1, f"queue slope {slope:.3f}/s in {t0}-{t1} s"
+        assert seg.iloc[-10:].mean() > seg.iloc[:10].mean() + 15
+    assert q.loc[400:].mean() > 10
+    runs = res.runs.set_index(["service", "label"])
+    horizontal = runs.loc[("resnet50", "horizontal")]
+    assert horizontal["max_replicas"] > 1
+    assert _queue(res, "horizontal").max() < q.max()
+    assert horizontal["slo_attainment"] > runs.loc[("resnet50", "no_scaling"), "slo_attainment"]
+    # the vertical variant resizes in place (threads), never adds replicas
+    vertical = runs.loc[("resnet50", "vertical")]
+    assert vertical["max_replicas"] == 1
+    events = res.events
+    resized = events[(events["label"] == "vertical") & (events["action"] == "resize")]
+    assert len(resized) > 0
