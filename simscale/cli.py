@@ -381,8 +381,10 @@ def sweep(sweep_file: Path, outdir: Path | None, executor: str, workers: int | N
               help="Cut the scenario to this many seconds.")
 @click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: results/validate/<scenario name>).")
+@click.option("--profile", "profile_path",
+              help="Simulate with this profile instead of profiling the models first.")
 def validate(scenario: str, strategy: str | None, duration_s: float | None,
-             outdir: Path | None) -> None:
+             outdir: Path | None, profile_path: str | None) -> None:
     """Run SCENARIO against real inference here and compare it with the simulation."""
     try:
         from simscale.simulator.validate import validate_command
@@ -392,7 +394,8 @@ def validate(scenario: str, strategy: str | None, duration_s: float | None,
             source="simscale validate",
         ) from None
     outdir = outdir or Path("results") / "validate" / _safe_name(Path(scenario).stem)
-    validate_command(scenario, strategy=strategy, duration_s=duration_s, outdir=outdir)
+    validate_command(scenario, strategy=strategy, duration_s=duration_s, outdir=outdir,
+                     profile=profile_path)
 
 
 # --------------------------------------------------------------------------- entry point

@@ -104,6 +104,12 @@ def _check_memory(scenario: Scenario, n_runs: int, keep_requests: bool) -> None:
             source=_source(scenario), field="duration_s")
 
 
+def service_seed_sequences(scenario: Scenario, seed: int) -> list[np.random.SeedSequence]:
+    """One independent random stream per service for ``seed`` (same order as the services):
+    what :func:`service_inputs` draws a service's arrivals and service times from."""
+    return np.random.SeedSequence(seed).spawn(len(scenario.services))
+
+
 def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence,
                    profile: Any) -> ServiceInputs:
     """Arrivals, per-request service draws and the other streams of one service."""
@@ -173,7 +179,7 @@ def run_scenario(
     req_parts: list[pd.DataFrame] = []
     for rep in range(replications):
         seed_r = base_seed + rep
-        children = np.random.SeedSequence(seed_r).spawn(len(scenario.services))
+        children = service_seed_sequences(scenario, seed_r)
         inputs = {}
         for k, (svc, ss) in enumerate(zip(scenario.services, children, strict=True)):
             try:
