@@ -4,8 +4,9 @@ The profiler starts this module in fresh processes to measure what only a fresh 
 
 * ``--probe``: cold start. The process imports its libraries, loads the model artifact, runs one
   prediction of one item and prints a ``ready`` line. The parent times Popen -> that line.
-* ``--memory-batch B``: peak memory. The process loads the model, runs batches of ``B`` items
-  three times and prints its peak resident set size (and, on CUDA, the peak GPU memory).
+* ``--memory-batch B``: peak memory. The process loads the model, resets its peak-RSS mark, runs
+  batches of ``B`` items three times and prints its peak resident set size while serving (and,
+  on CUDA, the peak GPU memory).
 * ``--serve``: a minimal serving loop for real-replica runs: after the ``ready`` line it reads one
   batch size per line from stdin, runs a batch of that size and prints its service time; an empty
   line or EOF stops it.
@@ -48,6 +49,28 @@ def peak_rss_mb() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024.0
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS; false where Linux does
+    not allow it (``/proc/self/clear_refs``, Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_queue_wait_s() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU since it started (kernel
+    ``schedstat``; 0.0 where unavailable). For the main thread of a fresh process that is the
+    time other processes took from its start-up."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def current_rss_mb() -> float:
     """Current resident set size of this process in MiB (``VmRSS``)."""
     try:
@@ -81,6 +104,36 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _memory_probe(model: Any, batch_size: int, cuda: bool) -> dict[str, Any]:
+    """Peak memory of the loaded ``model`` serving batches of ``batch_size`` (see module doc)."""
+    import gc
+
+    gc.collect()
+    load_peak = peak_rss_mb()
+    rss_loaded = current_rss_mb()
+    reset = reset_peak_rss()  # the peak while serving, not the transient of loading
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    batch = model.make_inputs(batch_size)
+    for _ in range(3):
+        model.predict(batch)
+    out: dict[str, Any] = {
+        "event": "memory",
+        "batch_size": batch_size,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_includes_loading": not reset,
+        "load_peak_rss_mb": load_peak,
+        "rss_after_load_mb": rss_loaded,
+    }
+    if cuda:
+        torch.cuda.synchronize()
+        out["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu_peak_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a replica process; returns the exit status."""
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
@@ -104,28 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _emit({"event": "error", "message": exc.format()})
         return 2
     t_loaded = time.perf_counter()
-    cuda = args.device == "cuda"
-    if cuda:
-        import torch
 
     if args.memory_batch is not None:
-        rss_loaded = current_rss_mb()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        batch = model.make_inputs(args.memory_batch)
-        for _ in range(3):
-            model.predict(batch)
-        out = {
-            "event": "memory",
-            "batch_size": args.memory_batch,
-            "peak_rss_mb": peak_rss_mb(),
-            "rss_after_load_mb": rss_loaded,
-        }
-        if cuda:
-            torch.cuda.synchronize()
-            out["gpu_peak_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-            out["gpu_peak_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
-        _emit(out)
+        _emit(_memory_probe(model, args.memory_batch, args.device == "cuda"))
         return 0
 
     # cold start: the first request arrives once the model is loaded; building its input is the
@@ -143,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "import_and_load_s": t_loaded - t0,
             "inputs_s": inputs_s,
             "first_predict_s": t_done - t_pred,
+            "run_queue_wait_s": run_queue_wait_s(),
         }
     )
     if not args.serve:

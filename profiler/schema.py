@@ -13,6 +13,12 @@ fitted to the pooled ratios ``sample / median(b)``. A batch of ``b`` items then 
 ``t50(b) * X`` milliseconds. Where the straight line misses a measured median by more than the
 profile's tolerance, ``knots`` (measured batch size, median) are stored and the median is
 interpolated piecewise-linearly between them (and extrapolated with the line beyond them).
+
+Where the *spread* of the noise depends on the batch size (a 50 us tabular batch is relatively
+far noisier than a 2 s ResNet batch), ``noise_scale`` stores a factor ``s(b)`` per measured batch
+size and a batch takes ``t50(b) * (1 + s(b) * (X - 1))``: the median stays ``t50(b)`` and the
+spread around it is scaled by ``s(b)``. Without ``noise_scale``, ``s = 1`` and this is
+``t50(b) * X``.
 """
 
 from __future__ import annotations
@@ -79,6 +85,12 @@ class ServiceTimeFit(_Strict):
     )
     knots: list[tuple[int, float]] | None = Field(
         default=None, description="(batch size, median ms) where the straight line is not enough"
+    )
+    noise_scale: list[tuple[int, float]] | None = Field(
+        default=None,
+        description="(batch size, s) where the spread of the noise depends on the batch size: a "
+        "batch of b items takes t50(b) * (1 + s(b) * (X - 1)); s is interpolated linearly in "
+        "log(b) between the measured batch sizes and held constant beyond them. None: s = 1",
     )
 
 
@@ -236,8 +248,10 @@ class ServiceTimeModel:
         self.fit = fit
         self.max_measured_batch = max_measured_batch
         self._noise = fit.noise.frozen
-        self._noise_mean = float(self._noise.mean())
-        self._noise_var = float(self._noise.var())
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # scipy's higher moments
+            self._noise_mean = float(self._noise.mean())
+            self._noise_var = float(self._noise.var())
         if fit.knots:
             kb, km = zip(*sorted(fit.knots), strict=True)
             self._knot_b = np.asarray(kb, dtype=float)
@@ -245,6 +259,17 @@ class ServiceTimeModel:
         else:
             self._knot_b = None
             self._knot_ms = None
+        if fit.noise_scale:
+            sb, ss = zip(*sorted(fit.noise_scale), strict=True)
+            self._scale_logb = np.log(np.asarray(sb, dtype=float))
+            self._scale = np.asarray(ss, dtype=float)
+        else:
+            self._scale_logb = None
+            self._scale = None
+        # Floor of the unit noise X so that 1 + s*(X - 1) >= 1e-3 for every s(b) of this fit:
+        # service times stay positive and affine in X (see affine_s).
+        s_max = 1.0 if self._scale is None else max(float(self._scale.max()), 1e-12)
+        self._x_floor = 1.0 - (1.0 - 1e-3) / s_max
 
     def median_s(self, batch_size: Any) -> np.ndarray:
         """Median service time (s) of a batch of ``batch_size`` items."""
@@ -255,23 +280,57 @@ class ServiceTimeModel:
             line_ms = np.where(inside, np.interp(b, self._knot_b, self._knot_ms), line_ms)
         return np.maximum(line_ms, 1e-6) / 1000.0
 
+    def noise_scale(self, batch_size: Any) -> np.ndarray:
+        """Spread factor ``s(b)`` of the noise at ``batch_size`` (1 without ``noise_scale``)."""
+        b = np.asarray(batch_size, dtype=float)
+        if self._scale is None:
+            return np.ones_like(b)
+        return np.interp(np.log(np.maximum(b, 1e-12)), self._scale_logb, self._scale)
+
     def mean_s(self, batch_size: Any) -> np.ndarray:
         """Mean service time (s) of a batch of ``batch_size`` items."""
-        return self.median_s(batch_size) * self._noise_mean
+        s = self.noise_scale(batch_size)
+        return self.median_s(batch_size) * (1.0 + s * (self._noise_mean - 1.0))
 
     def quantile_s(self, batch_size: Any, q: float) -> np.ndarray:
         """The ``q`` quantile (0..1) of the service time (s) of a batch of ``batch_size``."""
-        return self.median_s(batch_size) * float(self._noise.ppf(q))
+        s = self.noise_scale(batch_size)
+        x = np.maximum(1.0 + s * (float(self._noise.ppf(q)) - 1.0), 1e-3)
+        return self.median_s(batch_size) * x
 
     def sample_s(self, batch_size: Any, u: np.ndarray) -> np.ndarray:
         """Service times (s) for batches of ``batch_size`` from uniforms ``u`` in (0, 1)."""
-        x = np.maximum(self._noise.ppf(np.clip(u, 1e-12, 1 - 1e-12)), 1e-3)
-        return self.median_s(batch_size) * x
+        offset_s, scale_s = self.affine_s(batch_size)
+        return offset_s + scale_s * self.unit_noise(u)
+
+    def unit_noise(self, u: np.ndarray) -> np.ndarray:
+        """The noise draw ``X`` (median 1) for uniforms ``u`` in (0, 1), by inverse CDF.
+
+        The simulator keeps one per request (common random numbers) and turns it into a batch's
+        time with :meth:`affine_s`."""
+        x = self._noise.ppf(np.clip(u, 1e-12, 1 - 1e-12))
+        return np.maximum(x, self._x_floor)
+
+    def affine_s(self, batch_size: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(offset_s, scale_s)`` with service time ``offset_s + scale_s * X`` for a batch of
+        ``batch_size`` whose noise draw is ``X`` (:meth:`unit_noise`): the median times
+        ``1 + s(b) * (X - 1)``."""
+        med = self.median_s(batch_size)
+        s = self.noise_scale(batch_size)
+        return med * (1.0 - s), med * s
 
     @property
     def scv(self) -> float:
-        """Squared coefficient of variation of the service time (noise var / mean**2)."""
+        """Squared coefficient of variation of the service time (noise var / mean**2).
+
+        This is the pooled noise ``X`` (``s = 1``); with ``noise_scale`` use :meth:`scv_at`.
+        """
         return self._noise_var / self._noise_mean**2
+
+    def scv_at(self, batch_size: Any) -> np.ndarray:
+        """Squared coefficient of variation of the service time at ``batch_size``."""
+        s = self.noise_scale(batch_size)
+        return s**2 * self._noise_var / (1.0 + s * (self._noise_mean - 1.0)) ** 2
 
 
 def load_profile(path: str | Path | None = None, *, warn: bool = True) -> Profile:

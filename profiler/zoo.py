@@ -73,7 +73,7 @@ MODELS: dict[str, ModelSpec] = {
         devices=("cpu",),
         batch_sizes_cpu=_POW2_1024,
         batch_sizes_cuda=_POW2_1024,
-        batch_sizes_quick=(1, 8, 64, 512),
+        batch_sizes_quick=(1, 32, 1024),
         artifact_suffix=".npz",
     ),
     "xgboost": ModelSpec(
@@ -84,7 +84,7 @@ MODELS: dict[str, ModelSpec] = {
         devices=("cpu", "cuda"),
         batch_sizes_cpu=_POW2_1024,
         batch_sizes_cuda=_POW2_1024,
-        batch_sizes_quick=(1, 8, 64, 512),
+        batch_sizes_quick=(1, 32, 1024),
         artifact_suffix=".ubj",
     ),
     "resnet50": ModelSpec(
@@ -220,14 +220,18 @@ def _tabular_data(name: str) -> tuple[Any, Any, Any, Any]:
     return tuple(train_test_split(x, y, test_size=0.25, random_state=0, stratify=y))
 
 
-def _rows_maker(x_rows: Any) -> MakeInputsFn:
+def _rows_maker(name: str) -> MakeInputsFn:
+    """``make_inputs`` of a tabular model: rows of its held-out split, loaded on first use."""
     import numpy as np
 
-    x_rows = np.ascontiguousarray(x_rows)
+    rows: list[Any] = []
 
     def make_inputs(batch_size: int) -> Any:
-        """A (batch_size, n_features) array of real rows (cycled when the batch is larger)."""
-        return np.ascontiguousarray(x_rows[np.arange(batch_size) % len(x_rows)])
+        """A (batch_size, n_features) float64 array of real held-out rows (cycled as needed)."""
+        if not rows:
+            rows.append(np.ascontiguousarray(_tabular_data(name)[1]))
+        x = rows[0]
+        return np.ascontiguousarray(x[np.arange(batch_size) % len(x)])
 
     return make_inputs
 
@@ -383,8 +387,8 @@ def _load_linear_regression(threads: int, weights_path: Path | str | None) -> Lo
     import numpy as np
     from sklearn.linear_model import LinearRegression
 
-    x_tr, x_te, y_tr, _ = _tabular_data("linear_regression")
     if weights_path is None:
+        x_tr, _, y_tr, _ = _tabular_data("linear_regression")
         est = LinearRegression().fit(x_tr, y_tr)
     else:
         try:
@@ -398,23 +402,18 @@ def _load_linear_regression(threads: int, weights_path: Path | str | None) -> Lo
         est.coef_ = np.asarray(coef, dtype=float)
         est.intercept_ = float(intercept)
         est.n_features_in_ = int(est.coef_.size)
+    n_features = int(est.coef_.size)
     return LoadedModel(
-        "linear_regression",
-        "cpu",
-        threads,
-        est.predict,
-        _rows_maker(x_te),
-        int(est.coef_.size + 1),
-        [int(x_te.shape[1])],
-        est,
+        "linear_regression", "cpu", threads, est.predict, _rows_maker("linear_regression"),
+        n_features + 1, [n_features], est,
     )
 
 
 def _load_xgboost(threads: int, device: str, weights_path: Path | str | None) -> LoadedModel:
     from xgboost import XGBClassifier
 
-    x_tr, x_te, y_tr, _ = _tabular_data("xgboost")
     if weights_path is None:
+        x_tr, _, y_tr, _ = _tabular_data("xgboost")
         est = XGBClassifier(
             n_estimators=100, max_depth=4, learning_rate=0.1, tree_method="hist",
             random_state=0, n_jobs=threads,
@@ -428,9 +427,10 @@ def _load_xgboost(threads: int, device: str, weights_path: Path | str | None) ->
                 f"not an xgboost artifact ({type(exc).__name__})", source=weights_path
             ) from None
     est.set_params(n_jobs=threads, device=device)
+    n_features = int(est.get_booster().num_features())
     return LoadedModel(
-        "xgboost", device, threads, est.predict, _rows_maker(x_te), _xgb_nodes(est),
-        [int(x_te.shape[1])], est,
+        "xgboost", device, threads, est.predict, _rows_maker("xgboost"), _xgb_nodes(est),
+        [n_features], est,
     )
 
 
@@ -441,11 +441,14 @@ def _load_resnet(threads: int, device: str, weights_path: Path | str | None) -> 
         model = _resnet50_module().to(device).eval()
     else:
         model = _load_resnet50(Path(weights_path), device)
-    transform = image_transform()
-    images = [preprocess_jpeg(data, transform) for data in sample_image_bytes()]
+    images: list[Any] = []
 
     def make_inputs(batch_size: int) -> Any:
-        """A (batch_size, 3, 224, 224) float32 CPU tensor of the preprocessed sample images."""
+        """A (batch_size, 3, 224, 224) float32 CPU tensor of the preprocessed sample images
+        (decoded and preprocessed on first use)."""
+        if not images:
+            transform = image_transform()
+            images.extend(preprocess_jpeg(data, transform) for data in sample_image_bytes())
         return torch.stack([images[i % len(images)] for i in range(batch_size)])
 
     if device == "cpu":

@@ -1,0 +1,506 @@
+"""Tests of the profiler: measurement, fitting, the profile file, the replica process.
+
+One quick profile of all three models is measured once per session (``quick_profile``) and shared
+by the tests that need real measurements (marked ``profile``: they need torch, xgboost,
+scikit-learn).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simscale.errors import UserError
+from simscale.profiler.fit import fit_service_time
+from simscale.profiler.schema import (
+    SCHEMA,
+    NoiseFit,
+    Profile,
+    ServiceTimeFit,
+    ServiceTimeModel,
+    load_profile,
+)
+
+DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "profiler" / "data" / "default_cpu.json"
+U = np.random.default_rng(12345).random(200_000)
+
+
+def simulated_p50_p95_ms(model: ServiceTimeModel, batch_size: int) -> tuple[float, float]:
+    """p50 and p95 (ms) of service times drawn the way the simulator draws them."""
+    draws = model.sample_s(batch_size, U) * 1000.0
+    p50, p95 = np.percentile(draws, [50, 95])
+    return float(p50), float(p95)
+
+
+def assert_reproduces(model: ServiceTimeModel, batches: dict[int, np.ndarray], tol: float = 0.10,
+                      where: str = "") -> None:
+    for b, samples in batches.items():
+        m50, m95 = np.percentile(samples, [50, 95])
+        s50, s95 = simulated_p50_p95_ms(model, b)
+        assert abs(s50 - m50) / m50 <= tol, f"{where} b={b}: p50 {s50:.4g} vs measured {m50:.4g}"
+        assert abs(s95 - m95) / m95 <= tol, f"{where} b={b}: p95 {s95:.4g} vs measured {m95:.4g}"
+
+
+# -- the quick profile, measured once -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def quick_profile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Profile, Path, float]:
+    pytest.importorskip("torch")
+    pytest.importorskip("xgboost")
+    from simscale.profiler.runner import run_profile
+
+    path = tmp_path_factory.mktemp("profile") / "quick.json"
+    t0 = time.perf_counter()
+    profile = run_profile(quick=True, output=path, progress=False)
+    return profile, path, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+@pytest.mark.profile
+def test_quick_profile_holds_every_model_with_all_parts(quick_profile):
+    profile, _, _ = quick_profile
+    assert profile.schema_ == SCHEMA and profile.quick
+    assert set(profile.models) == {"linear_regression", "xgboost", "resnet50"}
+    for name, m in profile.models.items():
+        assert m.n_parameters > 0 and m.model_size_mb > 0, name
+        assert m.cold_start and m.cold_start[0].device == "cpu"
+        cs = m.cold_start[0]
+        assert len(cs.samples_s) >= 2 and 0 < cs.p50_s <= cs.p95_s < 120
+        assert m.configs
+        for cfg in m.configs:
+            assert cfg.device == "cpu" and cfg.threads >= 1
+            assert len(cfg.batches) >= 2
+            for b in cfg.batches:
+                assert 1 <= len(b.samples_ms) <= 200
+                assert 0 < b.p50_ms <= b.p95_ms <= b.p99_ms
+                assert b.items_per_s == pytest.approx(b.batch_size / (b.mean_ms / 1000))
+                assert b.peak_memory_mb is not None and b.peak_memory_mb > 10
+            assert cfg.fit.alpha_ms >= 0 and cfg.fit.beta_ms >= 0
+            assert np.isfinite(cfg.fit.r2) and cfg.fit.max_rel_error >= 0
+    lr, xgb, rn = (profile.models[k] for k in ("linear_regression", "xgboost", "resnet50"))
+    assert set(lr.quality) == {"r2"} and 0 < lr.quality["r2"] < 1
+    assert xgb.quality["accuracy"] > 0.9
+    assert rn.n_parameters == 25_557_032 and 90 < rn.model_size_mb < 110
+    assert rn.input_shape == [3, 224, 224]
+    assert rn.preprocessing is not None and rn.preprocessing.p50_ms > 0
+    # ResNet50 memory grows with the batch
+    peaks = [b.peak_memory_mb for b in rn.configs[0].batches]
+    assert peaks[-1] >= peaks[0]
+    assert profile.machine.cores >= 1 and profile.machine.libraries.get("torch")
+
+
+@pytest.mark.slow
+@pytest.mark.profile
+def test_quick_profile_fit_reproduces_measured_p50_p95(quick_profile):
+    """The simulator's draws reproduce measured p50/p95 within 10 % at every batch size."""
+    profile, _, _ = quick_profile
+    for name, m in profile.models.items():
+        for cfg in m.configs:
+            model = profile.service_model(name, cfg.device, cfg.threads)
+            # the stored statistics are of all samples; compare against those
+            for b in cfg.batches:
+                s50, s95 = simulated_p50_p95_ms(model, b.batch_size)
+                where = f"{name}/{cfg.device}/{cfg.threads}t b={b.batch_size}"
+                assert abs(s50 - b.p50_ms) / b.p50_ms <= 0.10, f"{where}: p50 {s50} vs {b.p50_ms}"
+                assert abs(s95 - b.p95_ms) / b.p95_ms <= 0.10, f"{where}: p95 {s95} vs {b.p95_ms}"
+            assert cfg.fit.max_rel_error <= 0.10, (name, cfg.threads, cfg.fit)
+
+
+@pytest.mark.slow
+@pytest.mark.profile
+def test_quick_profile_file_validates_and_round_trips(quick_profile):
+    profile, path, _ = quick_profile
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == SCHEMA
+    loaded = load_profile(path, warn=False)
+    assert loaded.model_dump(exclude={"source"}) == profile.model_dump(exclude={"source"})
+    assert loaded.source == str(path)
+    assert path.stat().st_size < 1_000_000
+    assert oct(path.stat().st_mode & 0o077) != "0o0"  # not the 0600 of a temporary file
+
+
+@pytest.mark.slow
+@pytest.mark.profile
+def test_quick_profile_is_quick(quick_profile):
+    profile, _, wall_s = quick_profile
+    load = (profile.settings.get("load_average_before") or [0.0])[0]
+    if load > 1.5:
+        pytest.skip(f"machine busy (load {load}); quick took {wall_s:.0f} s")
+    assert wall_s < 60, profile.settings.get("phases_s")
+
+
+# -- fitting on synthetic data -------------------------------------------------------------------
+
+
+def synthetic(alpha_ms, beta_ms, sizes, n, sigma_fn, rng, curvature=1.0, dist="lognorm"):
+    out = {}
+    for b in sizes:
+        med = alpha_ms + beta_ms * b**curvature
+        sigma = sigma_fn(b)
+        if dist == "lognorm":
+            x = np.exp(rng.normal(0.0, sigma, n))
+        else:  # gamma with median ~1, right-skewed
+            k = 1.0 / sigma**2
+            g = rng.gamma(k, 1.0 / k, n)
+            x = g / np.median(g)
+        out[b] = med * x
+    return out
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    alpha=st.floats(0.01, 50.0),
+    beta=st.floats(0.001, 20.0),
+    sigma0=st.floats(0.01, 0.4),
+    decay=st.floats(0.0, 0.5),
+    dist=st.sampled_from(["lognorm", "gamma"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_fit_reproduces_synthetic_p50_p95(alpha, beta, sigma0, decay, dist, seed):
+    """Latencies whose noise spread shrinks with the batch size (as measured ones do)."""
+    rng = np.random.default_rng(seed)
+    sizes = [1, 2, 4, 8, 16, 32, 64, 128]
+    data = synthetic(alpha, beta, sizes, 300, lambda b: sigma0 * b ** (-decay), rng, dist=dist)
+    fit = fit_service_time(data)
+    assert_reproduces(ServiceTimeModel(fit), data, where=f"{dist} s0={sigma0} d={decay}")
+    assert fit.max_rel_error <= 0.10
+
+
+@settings(max_examples=8, deadline=None)
+@given(curvature=st.floats(1.2, 1.8), seed=st.integers(0, 2**31 - 1))
+def test_fit_adds_knots_where_the_line_misses(curvature, seed):
+    rng = np.random.default_rng(seed)
+    sizes = [1, 2, 4, 8, 16, 32]
+    data = synthetic(1.0, 2.0, sizes, 200, lambda b: 0.05, rng, curvature=curvature)
+    fit = fit_service_time(data)
+    model = ServiceTimeModel(fit)
+    line = fit.alpha_ms + fit.beta_ms * np.array(sizes)
+    med = np.array([np.median(data[b]) for b in sizes])
+    if np.max(np.abs(line - med) / med) > 0.05:
+        assert fit.knots is not None and [k[0] for k in fit.knots] == sizes
+        assert np.allclose(model.median_s(sizes) * 1000, med)
+    assert_reproduces(model, data)
+
+
+def test_fit_recovers_the_line_and_the_noise():
+    rng = np.random.default_rng(3)
+    data = synthetic(5.0, 2.0, [1, 4, 16, 64], 2000, lambda b: 0.1, rng)
+    fit = fit_service_time(data)
+    assert fit.alpha_ms == pytest.approx(5.0, rel=0.05)
+    assert fit.beta_ms == pytest.approx(2.0, rel=0.02)
+    assert fit.r2 > 0.999 and fit.knots is None and fit.noise_scale is None
+    assert fit.max_rel_error < 0.05
+    assert fit.noise.dist in ("lognorm", "gamma", "weibull_min", "fisk", "norm")
+    assert float(fit.noise.frozen.median()) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_fit_with_one_batch_size_goes_through_zero():
+    data = {8: np.random.default_rng(0).lognormal(np.log(40.0), 0.05, 100)}
+    fit = fit_service_time(data)
+    assert fit.alpha_ms == 0.0 and fit.beta_ms == pytest.approx(np.median(data[8]) / 8)
+    assert_reproduces(ServiceTimeModel(fit), data)
+
+
+def test_fit_rejects_empty_or_bad_samples():
+    with pytest.raises(ValueError):
+        fit_service_time({})
+    with pytest.raises(ValueError):
+        fit_service_time({1: [1.0, -1.0]})
+
+
+# -- the service-time model --------------------------------------------------------------------
+
+
+def _fit(**kw) -> ServiceTimeFit:
+    base = dict(alpha_ms=2.0, beta_ms=1.0, noise=NoiseFit(dist="lognorm", params=[0.2, 0, 1]),
+                r2=1.0, max_rel_error=0.0)
+    return ServiceTimeFit(**{**base, **kw})
+
+
+def test_service_time_model_median_and_quantiles():
+    model = ServiceTimeModel(_fit())
+    b = np.array([1, 10])
+    assert np.allclose(model.median_s(b), [0.003, 0.012])
+    assert np.allclose(model.quantile_s(b, 0.5), model.median_s(b))
+    x95 = np.exp(0.2 * 1.6448536)
+    assert np.allclose(model.quantile_s(b, 0.95), model.median_s(b) * x95)
+    draws = model.sample_s(10, U)
+    assert np.percentile(draws, 95) == pytest.approx(0.012 * x95, rel=0.01)
+    assert np.all(np.diff(model.sample_s(4, np.sort(U[:1000]))) >= 0)  # monotone in u
+
+
+def test_service_time_model_noise_scale_interpolates_in_log_b():
+    model = ServiceTimeModel(_fit(noise_scale=[(1, 2.0), (16, 0.5)]))
+    s = model.noise_scale([1, 4, 16, 64])
+    assert np.allclose(s, [2.0, 1.25, 0.5, 0.5])
+    assert np.allclose(model.quantile_s([1, 16], 0.5), model.median_s([1, 16]))
+    x95 = np.exp(0.2 * 1.6448536)
+    assert model.quantile_s(1, 0.95) == pytest.approx(0.003 * (1 + 2.0 * (x95 - 1)))
+    mean1 = float(np.mean(model.sample_s(1, U)))
+    assert mean1 == pytest.approx(float(model.mean_s(1)), rel=0.01)
+    assert model.scv_at(16) < model.scv_at(1)
+
+
+def test_service_time_model_knots():
+    model = ServiceTimeModel(_fit(knots=[(1, 3.0), (4, 10.0), (8, 12.0)]))
+    assert np.allclose(model.median_s([1, 2, 4, 8]) * 1000, [3.0, 16 / 3, 10.0, 12.0])
+    assert model.median_s(16) * 1000 == pytest.approx(2.0 + 16.0)  # the line beyond the knots
+
+
+# -- arguments, files ---------------------------------------------------------------------------
+
+
+@pytest.mark.profile
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"models": ["nope"]}, ["nope", "linear_regression", "xgboost", "resnet50"]),
+        ({"models": "linear_regression,nope"}, ["nope"]),
+        ({"batch_sizes": [1, 0]}, ["at least 1"]),
+        ({"batch_sizes": [-4]}, ["at least 1"]),
+        ({"threads": [0]}, ["at least 1"]),
+        ({"threads": ["two"]}, ["whole number"]),
+        ({"devices": ["tpu"]}, ["tpu", "cpu", "cuda"]),
+        ({"models": []}, ["empty"]),
+    ],
+)
+def test_bad_arguments_raise_user_error(tmp_path, kwargs, words):
+    pytest.importorskip("torch")
+    from simscale.profiler.runner import run_profile
+
+    out = tmp_path / "p.json"
+    with pytest.raises(UserError) as exc:
+        run_profile(**kwargs, output=out, progress=False, quick=True)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.profile
+def test_cuda_without_gpu_is_a_user_error(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from simscale.profiler import runner
+
+    monkeypatch.setattr(runner, "_cuda_available", lambda: False)
+    with pytest.raises(UserError, match="no GPU"):
+        runner.run_profile(devices=["cuda"], output=tmp_path / "p.json", progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.profile
+def test_bad_output_and_weights_are_user_errors(tmp_path):
+    pytest.importorskip("torch")
+    from simscale.profiler.runner import run_profile
+
+    with pytest.raises(UserError, match="directory"):
+        run_profile(output=tmp_path, progress=False, quick=True)
+    with pytest.raises(UserError, match="weights file not found"):
+        run_profile(weights_path=tmp_path / "missing.pt", output=tmp_path / "p.json",
+                    progress=False, quick=True)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    from simscale.profiler.zoo import train_model
+
+    with pytest.raises(UserError, match="bad.pt"):
+        train_model("resnet50", tmp_path / "art", weights_path=bad)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("{not json", ["not valid JSON"]),
+        ("[1, 2]", ["JSON object"]),
+        ('{"schema": "other/1"}', ["unsupported schema"]),
+        ('{"schema": "simscale.profile/1", "created_at": "x"}', ["machine"]),
+    ],
+)
+def test_malformed_profile_is_a_user_error_naming_the_file(tmp_path, content, words):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    with pytest.raises(UserError) as exc:
+        load_profile(path)
+    assert str(path) in str(exc.value)
+    for w in words:
+        assert w in str(exc.value)
+
+
+def test_unreadable_or_missing_profile_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found") as exc:
+        load_profile(tmp_path / "missing.json")
+    assert "missing.json" in str(exc.value)
+    with pytest.raises(UserError, match="cannot read") as exc:
+        load_profile(tmp_path)  # a directory
+    assert str(tmp_path) in str(exc.value)
+
+
+def _tiny_profile() -> Profile:
+    from simscale.profiler.fingerprint import machine_fingerprint
+
+    batch = dict(batch_size=1, samples_ms=[1.0, 1.1], mean_ms=1.05, std_ms=0.07, p50_ms=1.05,
+                 p95_ms=1.1, p99_ms=1.1, items_per_s=952.0)
+    return Profile.model_validate({
+        "schema": SCHEMA, "created_at": "2026-01-01T00:00:00+00:00",
+        "machine": machine_fingerprint(),
+        "models": {"m": {
+            "name": "m", "description": "d", "framework": "f", "n_parameters": 1,
+            "model_size_mb": 0.1,
+            "cold_start": [{"samples_s": [1.0], "mean_s": 1.0, "p50_s": 1.0, "p95_s": 1.0}],
+            "configs": [{"device": "cpu", "threads": 1, "batches": [batch],
+                         "fit": _fit().model_dump()}],
+        }},
+    })
+
+
+def test_save_profile_is_atomic(tmp_path, monkeypatch):
+    from simscale.profiler import runner
+
+    path = tmp_path / "profile.json"
+    runner.save_profile(_tiny_profile(), path)
+    before = path.read_bytes()
+    assert load_profile(path, warn=False).models["m"].n_parameters == 1
+
+    def broken_dump(obj, fh, **kw):
+        fh.write('{"schema": "simscale.profile/1", "models": {')
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(runner.json, "dump", broken_dump)
+    with pytest.raises(RuntimeError, match="disk full"):
+        runner.save_profile(_tiny_profile(), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["profile.json"]
+
+
+def test_show_profile_prints_tables():
+    from rich.console import Console
+
+    from simscale.profiler.show import show_profile, summary_table
+
+    console = Console(record=True, width=160)
+    profile = _tiny_profile()
+    show_profile(profile, console)
+    console.print(summary_table(profile))
+    text = console.export_text()
+    for word in ("Models", "m on cpu, 1 thread", "t50(b)", "max rel. error", "Profile summary"):
+        assert word in text
+
+
+def test_profile_command_prints_summary(tmp_path, monkeypatch, capsys):
+    from simscale.profiler import command, runner
+
+    calls = {}
+
+    def fake_run_profile(**kwargs):
+        calls.update(kwargs)
+        return _tiny_profile()
+
+    monkeypatch.setattr(runner, "run_profile", fake_run_profile)
+    out = tmp_path / "p.json"
+    profile = command.profile_command(["xgboost"], None, [1], [1, 2], True, out, None)
+    assert profile.models["m"]
+    assert calls["models"] == ["xgboost"] and calls["quick"] and calls["output"] == out
+    assert "Profile summary" in capsys.readouterr().out
+
+
+def test_fingerprint_is_cheap_and_complete():
+    code = (
+        "import sys; from simscale.profiler.fingerprint import machine_fingerprint as f; "
+        "m = f(); assert m.cores >= 1 and m.memory_mb > 0 and m.cpu_model and m.date; "
+        "assert 'numpy' in m.libraries; assert 'torch' not in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+# -- the zoo and the replica process --------------------------------------------------------------
+
+
+@pytest.mark.profile
+def test_build_model_tabular():
+    pytest.importorskip("xgboost")
+    from simscale.profiler.zoo import build_model
+
+    for name, n_features in (("linear_regression", 10), ("xgboost", 30)):
+        predict, make_inputs = build_model(name, threads=1, device="cpu")
+        x = make_inputs(37)
+        assert x.shape == (37, n_features)
+        assert len(predict(x)) == 37
+
+
+@pytest.mark.profile
+def test_unknown_model_in_zoo():
+    from simscale.profiler.zoo import build_model
+
+    with pytest.raises(UserError, match="valid: linear_regression, xgboost, resnet50"):
+        build_model("nope", threads=1)
+    with pytest.raises(UserError, match="cannot run on cuda"):
+        build_model("linear_regression", threads=1, device="cuda")
+
+
+@pytest.mark.profile
+def test_replica_serves_batches_over_stdio(tmp_path):
+    pytest.importorskip("sklearn")
+    from simscale.profiler.replica import replica_command
+    from simscale.profiler.zoo import thread_env, train_model
+
+    art = train_model("linear_regression", tmp_path).artifact
+    cmd = replica_command("linear_regression", 1, "cpu", art, mode=("--serve",))
+    proc = subprocess.run(cmd, input="4\n16\nx\n\n", capture_output=True, text=True,
+                          env=thread_env(1), timeout=120)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0, proc.stderr
+    assert lines[0]["event"] == "ready" and lines[0]["first_predict_s"] > 0
+    assert [ln["batch_size"] for ln in lines[1:3]] == [4, 16]
+    assert all(ln["service_ms"] > 0 for ln in lines[1:3])
+    assert lines[3]["event"] == "error"
+
+
+@pytest.mark.profile
+def test_replica_reports_bad_weights_as_one_line(tmp_path):
+    from simscale.profiler.replica import replica_command
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"junk")
+    cmd = replica_command("linear_regression", 1, "cpu", bad, mode=("--probe",))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    reply = json.loads(proc.stdout.strip())
+    assert reply["event"] == "error" and "bad.npz" in reply["message"]
+
+
+# -- the shipped default profile -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not DEFAULT_PROFILE.exists(), reason="no default profile shipped yet")
+def test_default_profile_loads_and_is_complete():
+    profile = load_profile("default")
+    assert not profile.quick
+    assert set(profile.models) == {"linear_regression", "xgboost", "resnet50"}
+    contention = profile.settings["timing"]["contention"]
+    for name in profile.models:
+        assert profile.threads_available(name, "cpu") == [1, 2]
+        for threads in (1, 2):
+            cfg = profile.config(name, "cpu", threads)
+            assert all(b.peak_memory_mb for b in cfg.batches)
+            # the 10 % requirement holds for measurements other processes did not disturb; a
+            # disturbed one is flagged in the profile (and by `simscale profile show`)
+            busy = contention[f"{name}/cpu/{threads}"]["wait_share_of_wall_time"]
+            limit = 0.10 if busy <= 0.05 else 0.25
+            assert cfg.fit.max_rel_error <= limit, (name, threads, busy)
+    assert [b.batch_size for b in profile.config("resnet50", "cpu", 1).batches] == [
+        1, 2, 4, 8, 16, 32]
+    assert [b.batch_size for b in profile.config("xgboost", "cpu", 1).batches] == [
+        2**k for k in range(11)]
+    assert DEFAULT_PROFILE.stat().st_size < 3_000_000
+    assert os.access(DEFAULT_PROFILE, os.R_OK)
