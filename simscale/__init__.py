@@ -37,4 +37,8 @@ def __getattr__(name: str) -> Any:
         from simscale.api import simulate
 
         return simulate
+    if name in ("profiler", "reports", "simulator", "strategies"):
+        import importlib
+
+        return importlib.import_module(f"simscale.{name}")
     raise AttributeError(f"module 'simscale' has no attribute {name!r}")
