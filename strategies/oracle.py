@@ -8,6 +8,10 @@ configuration whose predicted latency percentile meets the SLO at that rate — 
 as ``cost_aware`` (:func:`~simscale.strategies.queueing.cheapest_config`). It still sees only
 the rate, not the random arrivals, so Poisson bursts can make it miss the SLO now and then.
 
+New replicas need a cold start, but a resize in place (threads, batching limit) takes effect at
+once: when the plan needs no replica beyond those running, the oracle sizes them for the peak of
+``[now, now + sync_period_s]`` and leaves later peaks to later decisions.
+
 Scaling in looks further ahead: a replica removed now can be back at the earliest one sync
 period and one cold start later, so the oracle keeps (up to its current count) the replicas that
 the peak over ``[now, now + 2 * sync_period_s + cold_start]`` needs, instead of removing one
@@ -106,10 +110,13 @@ class Oracle(Strategy):
         options = candidate_options(obs, self.tune_threads, self.same_device_only,
                                     self.max_batch_cap)
         config = self._solve(rate, obs, options)
+        current = obs.replicas.desired_total
+        if config.replicas <= current:  # nothing to start: a resize needs no lead time
+            rate = self.peak_rate(obs.time_s, 0.0)
+            config = self._solve(rate, obs, options)
         if self.tune_batch_size:
             config = keep_larger_batch(config, obs)
         replicas = clamp(config.replicas, obs.min_replicas, obs.max_replicas)
-        current = obs.replicas.desired_total
         if replicas < current:  # scale in only what is not needed before it could return
             keep_rate = self.peak_rate(obs.time_s, 0.0, 2 * self.sync_period_s + cold_s)
             keep = self._solve(keep_rate, obs, options).replicas

@@ -433,13 +433,29 @@ def test_oracle_and_cost_aware_monotone_first_decision(r1: float, r2: float) -> 
 
 
 def test_oracle_provisions_one_cold_start_ahead() -> None:
-    strategy = make_strategy("oracle", {"sync_period_s": 10})
+    # replicas of a fixed size: the step to 300 rps needs new replicas, started a cold start
+    # ahead of it
+    strategy = make_strategy("oracle", {"sync_period_s": 10, "tune_threads": False,
+                                        "tune_batch_size": False})
     strategy.setup(context(rate=lambda t: np.where(np.asarray(t) >= 150.0, 300.0, 5.0)))
-    before = strategy.decide(observation(100.0, current=size(cold_start_s=20.0)))
-    ahead = strategy.decide(observation(125.0, current=size(cold_start_s=20.0)))
+    unbatched = size(cold_start_s=20.0, max_batch_size=1)  # 12 ms a request: 300 rps needs 5
+    before = strategy.decide(observation(100.0, current=unbatched, options=(unbatched,)))
+    ahead = strategy.decide(observation(125.0, current=unbatched, options=(unbatched,)))
     assert before.info["planned_rate_rps"] == 5.0
     assert ahead.info["planned_rate_rps"] == 300.0  # 125 + 20 + 10 reaches 150
-    assert ahead.replicas > before.replicas or ahead.threads is not None
+    assert ahead.replicas > before.replicas
+
+
+def test_oracle_resizes_in_place_without_lead() -> None:
+    # when the running replicas suffice once resized, nothing needs a cold start: the oracle
+    # sizes them for the current interval and resizes when the step arrives
+    strategy = make_strategy("oracle", {"sync_period_s": 10})
+    strategy.setup(context(rate=lambda t: np.where(np.asarray(t) >= 150.0, 300.0, 5.0)))
+    obs = observation(125.0, ready=20, current=size(cold_start_s=20.0))
+    early = strategy.decide(obs)
+    assert early.info["planned_rate_rps"] == 5.0
+    at_step = strategy.decide(observation(150.0, ready=20, current=size(cold_start_s=20.0)))
+    assert at_step.info["planned_rate_rps"] == 300.0
 
 
 def test_cost_aware_scale_in_hysteresis() -> None:
