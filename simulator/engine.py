@@ -537,7 +537,7 @@ class _Monitor:
                 edges = np.arange(old, new + 1, dtype=np.float64)
                 unit = bool(bs.min() == 1 and bs.max() == 1)
                 w = None if unit else 1.0 / bs
-                cum = _busy_cumulative(s, e, w, edges)
+                cum = busy_cumulative(s, e, w, edges)
                 self.busy_bins[old:new] += np.diff(cum)
         self.p_hist = self._pointer(p, hi, float(new))
         # serving time per bin: each ready-or-draining span clipped to the bins, added replica
@@ -627,7 +627,7 @@ class _Monitor:
         )
 
 
-def _busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None,
+def busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None,
                      edges: np.ndarray) -> np.ndarray:
     """``B(x) = sum_j weight_j * clip(x - start_j, 0, end_j - start_j)`` at each edge ``x``
     (busy time accumulated up to ``x``), by sorting instead of an n x m matrix.

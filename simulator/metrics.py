@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simscale.simulator.engine import ReplicaRecord, ServiceRun, percentiles_linear
+from simscale.simulator.engine import (
+    ReplicaRecord,
+    ServiceRun,
+    busy_cumulative,
+    percentiles_linear,
+)
 from simscale.simulator.requestplane import (
     DROP_CRASH,
     DROP_NONE,
@@ -40,21 +45,6 @@ _TS_COLUMNS = [
     "replicas_pending", "replicas_starting", "replicas_ready", "replicas_draining", "threads",
     "utilization", "cost_rate_usd_per_h", "latency_p95_ms",
 ]
-
-
-def busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray,
-                    edges: np.ndarray) -> np.ndarray:
-    """``B(x) = sum_j weight_j * clip(x - start_j, 0, end_j - start_j)`` at each edge ``x``."""
-    out = np.zeros(len(edges))
-    for times, sign in ((start, 1.0), (end, -1.0)):
-        order = np.argsort(times, kind="stable")
-        ts = times[order]
-        ws = weight[order]
-        cw = np.concatenate(([0.0], np.cumsum(ws)))
-        cwt = np.concatenate(([0.0], np.cumsum(ws * ts)))
-        k = np.searchsorted(ts, edges, side="right")
-        out += sign * (cw[k] * edges - cwt[k])
-    return out
 
 
 def busy_per_bin(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None, n_bins: int

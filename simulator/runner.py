@@ -104,6 +104,14 @@ def _check_memory(scenario: Scenario, n_runs: int, keep_requests: bool) -> None:
             source=_source(scenario), field="duration_s")
 
 
+def services_summary(scenario: Scenario) -> list[dict[str, Any]]:
+    """The ``services`` list of summary.json: what each service is and how it is served."""
+    return [{"name": s.name, "model": s.model, "device": s.device, "threads": s.threads,
+             "slo_ms": s.slo_ms, "routing": s.routing,
+             "max_batch_size": s.batching.max_batch_size,
+             "cost_per_replica_hour": s.cost_per_replica_hour} for s in scenario.services]
+
+
 def service_seed_sequences(scenario: Scenario, seed: int) -> list[np.random.SeedSequence]:
     """One independent random stream per service for ``seed`` (same order as the services):
     what :func:`service_inputs` draws a service's arrivals and service times from."""
@@ -221,11 +229,7 @@ def run_scenario(
         "profile": None if prof is None else {
             "source": str(prof.source), "machine": prof.machine.model_dump(mode="json"),
             "created_at": prof.created_at},
-        "services": [{"name": s.name, "model": s.model, "device": s.device,
-                      "threads": s.threads, "slo_ms": s.slo_ms, "routing": s.routing,
-                      "max_batch_size": s.batching.max_batch_size,
-                      "cost_per_replica_hour": s.cost_per_replica_hour}
-                     for s in scenario.services],
+        "services": services_summary(scenario),
         "runs": runs,
     }
     if replications > 1:

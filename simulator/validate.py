@@ -501,16 +501,14 @@ def summarize_real(scenario: Scenario, spec: StrategySpec, real: RealRunResult
             out.append(frame)
         if req_frames:
             req_frames[-1]["enqueue_s"] = rec.enqueue_s
+    from simscale.simulator.runner import services_summary
+
     summary = {
         "scenario": scenario.name, "description": scenario.description, "seed": scenario.seed,
         "duration_s": scenario.duration_s, "warmup_s": scenario.warmup_s,
         "simscale_version": _version(), "replications": 1, "wall_s": real.wall_s,
         "profile": {"source": "real run on this machine", "machine": {}, "created_at": ""},
-        "services": [{"name": s.name, "model": s.model, "device": s.device,
-                      "threads": s.threads, "slo_ms": s.slo_ms, "routing": s.routing,
-                      "max_batch_size": s.batching.max_batch_size,
-                      "cost_per_replica_hour": s.cost_per_replica_hour}
-                     for s in scenario.services],
+        "services": services_summary(scenario),
         "runs": runs,
         "aggregate": [],
     }
