@@ -129,16 +129,6 @@ def test_quick_profile_file_validates_and_round_trips(quick_profile):
     assert oct(path.stat().st_mode & 0o077) != "0o0"  # not the 0600 of a temporary file
 
 
-@pytest.mark.slow
-@pytest.mark.profile
-def test_quick_profile_is_quick(quick_profile):
-    profile, _, wall_s = quick_profile
-    load = (profile.settings.get("load_average_before") or [0.0])[0]
-    if load > 1.5:
-        pytest.skip(f"machine busy (load {load}); quick took {wall_s:.0f} s")
-    assert wall_s < 60, profile.settings.get("phases_s")
-
-
 # -- fitting on synthetic data -------------------------------------------------------------------
 
 
