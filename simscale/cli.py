@@ -100,7 +100,15 @@ def profile(ctx: click.Context, models: str | None, devices: tuple[str, ...],
             f"profiling needs the profile extra (pip install 'simscale[profile]'): {exc}",
             source="simscale profile",
         ) from None
-    profile_command(**args)
+    flags = {"models": "--models", "device": "--device", "devices": "--device",
+             "threads": "--threads", "batch_sizes": "--batch-sizes", "weights": "--weights",
+             "weights_path": "--weights"}
+    try:
+        profile_command(**args)
+    except UserError as err:
+        if err.source is None and err.field in flags:  # name the flag the user typed
+            raise UserError(err.message, source=flags[err.field]) from None
+        raise
 
 
 @profile.command("show")

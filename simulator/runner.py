@@ -9,7 +9,6 @@ cold-start, fault and routing streams restart from the same state for every stra
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -104,6 +103,31 @@ def _check_memory(scenario: Scenario, n_runs: int, keep_requests: bool) -> None:
             source=_source(scenario), field="duration_s")
 
 
+class _ProgressBar:
+    """A transient rich progress bar on stderr over the (strategy, replication) runs."""
+
+    def __init__(self, total: int, *, enabled: bool) -> None:
+        self._progress = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
+                                  TextColumn("{task.description}"),
+                                  console=Console(stderr=True), transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("", total=total)
+
+    def advance(self, description: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=1, description=description)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
 def services_summary(scenario: Scenario) -> list[dict[str, Any]]:
     """The ``services`` list of summary.json: what each service is and how it is served."""
     return [{"name": s.name, "model": s.model, "device": s.device, "threads": s.threads,
@@ -185,6 +209,7 @@ def run_scenario(
     runs: list[dict[str, Any]] = []
     ts_parts: list[pd.DataFrame] = []
     req_parts: list[pd.DataFrame] = []
+    bar = _ProgressBar(len(specs) * replications, enabled=progress)
     for rep in range(replications):
         seed_r = base_seed + rep
         children = service_seed_sequences(scenario, seed_r)
@@ -214,9 +239,8 @@ def run_scenario(
                     for col, val in reversed(list(ident.items())):
                         req.insert(0, col, val)
                     req_parts.append(req)
-            if progress:
-                print(f"  {spec.display_label} (replication {rep}): {wall:.2f} s",
-                      file=sys.stderr)
+            bar.advance(f"{spec.display_label} (replication {rep}) {wall:.2f} s")
+    bar.close()
     summary: dict[str, Any] = {
         "scenario": scenario.name,
         "description": scenario.description,

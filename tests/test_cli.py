@@ -153,3 +153,16 @@ def test_scenarios_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
     schema = json.loads(out)
     assert schema["additionalProperties"] is False and "services" in schema["properties"]
+
+
+@pytest.mark.profile
+def test_profile_flag_errors_name_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    code, _, err = run_cli(["profile", "--models", "nope", "-o", "/nonexistent/p.json"], capsys)
+    assert code == 2
+    assert err.strip().startswith("simscale: error: --models: unknown model 'nope'")
+    import torch
+
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(["profile", "--device", "cuda"], capsys)
+        assert code == 2 and err.startswith("simscale: error: --device: ") and "GPU" in err
