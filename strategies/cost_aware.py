@@ -186,9 +186,8 @@ class CostAware(Strategy):
 
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)
-        model = (make_forecaster(self.forecaster, self.forecaster_params)
-                 if isinstance(self.forecaster, str) else self.forecaster)
-        self.rate_forecast = RateForecast(model, self.bin_s, self.history_s)
+        self.rate_forecast = RateForecast.build(self.forecaster, self.forecaster_params,
+                                                self.bin_s, self.history_s)
         self.max_batch_cap = batch_cap(ctx)
 
     def planned_rate(self, obs: Observation) -> tuple[float, float]:

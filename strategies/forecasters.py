@@ -281,6 +281,13 @@ class RateForecast:
         self.bin_s = bin_s
         self.history = RateHistory(history_s)
 
+    @classmethod
+    def build(cls, forecaster: str | Forecaster, params: dict[str, Any] | None,
+              bin_s: float, history_s: float) -> RateForecast:
+        """A rate forecast from a forecaster name (with its ``params``) or instance."""
+        model = make_forecaster(forecaster, params) if isinstance(forecaster, str) else forecaster
+        return cls(model, bin_s, history_s)
+
     def __call__(self, obs: Observation, at_s: float) -> float:
         """Record ``obs`` and forecast the arrival rate (requests/s) at time ``at_s``."""
         self.history.update(obs)

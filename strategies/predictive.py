@@ -88,9 +88,8 @@ class Predictive(Strategy):
 
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)
-        model = (make_forecaster(self.forecaster, self.forecaster_params)
-                 if isinstance(self.forecaster, str) else self.forecaster)
-        self.rate_forecast = RateForecast(model, self.bin_s, self.history_s)
+        self.rate_forecast = RateForecast.build(self.forecaster, self.forecaster_params,
+                                                self.bin_s, self.history_s)
         self.governors = Chain(StabilizationWindow(0.0, self.scale_down_stabilization_s,
                                                    seed_with_current=False), Bounds())
 
