@@ -293,18 +293,13 @@ def scenarios_show(name: str) -> None:
 @click.option("--profile", "profile_path", help="Also check models against this profile.")
 def scenarios_check(file: str, profile_path: str | None) -> None:
     """Validate a scenario file (and that its models are in the profile)."""
-    from simscale.profiler.schema import load_profile
+    from simscale.simulator.runner import check_profile, load_scenario_profile
     from simscale.simulator.scenario import load_scenario
 
     sc = load_scenario(file)
-    needs_profile = any(
-        s.service_time == "profile" or s.cold_start_s == "profile" for s in sc.services
-    )
-    if needs_profile:
-        prof = load_profile(profile_path or sc.resolve_path(sc.profile)
-                            if sc.profile != "default" else profile_path or "default")
-        for s in sc.services:
-            prof.config(s.model, s.device, s.threads)
+    prof = load_scenario_profile(sc, profile_path)
+    if prof is not None:
+        check_profile(sc, prof)
     _console().print(f"{file}: ok ({len(sc.services)} services, {len(sc.strategies)} strategies,"
                      f" {sc.duration_s:g} s)")
 

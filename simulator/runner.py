@@ -62,19 +62,35 @@ def _needs_profile(scenario: Scenario) -> bool:
                for s in scenario.services)
 
 
-def _load_profile(scenario: Scenario, profile: Any) -> Any:
+def scenario_profile_path(scenario: Scenario) -> str:
+    """Where the scenario's ``profile`` field points: ``"default"`` or the resolved path."""
+    if scenario.profile == "default":
+        return "default"
+    return str(scenario.resolve_path(scenario.profile))
+
+
+def load_scenario_profile(scenario: Scenario, profile: Any = None) -> Any:
+    """The profile to simulate ``scenario`` with: ``profile`` (a loaded one or a path) when
+    given, else the scenario's; ``None`` when no service uses the profile and none was given."""
     if profile is None and not _needs_profile(scenario):
         return None  # (importing the profile schema pulls in scipy.stats: skip when unused)
     from simscale.profiler.schema import Profile, load_profile
 
     if isinstance(profile, Profile):
         return profile
-    if profile is not None:
-        return load_profile(profile)
-    src = scenario.profile
-    if src == "default":
-        return load_profile(None)
-    return load_profile(scenario.resolve_path(src))
+    return load_profile(scenario_profile_path(scenario) if profile is None else profile)
+
+
+def check_profile(scenario: Scenario, profile: Any) -> None:
+    """Raise a :class:`UserError` naming the scenario file and ``services.N.model`` when a
+    service that takes its service time or cold start from the profile has no measurements
+    of its (model, device, threads) there."""
+    for k, svc in enumerate(scenario.services):
+        if svc.service_time == "profile" or svc.cold_start_s == "profile":
+            try:
+                profile.config(svc.model, svc.device, svc.threads)
+            except UserError as err:
+                raise _naming_scenario(err, scenario, f"services.{k}.model") from None
 
 
 def _check_memory(scenario: Scenario, n_runs: int, keep_requests: bool) -> None:
@@ -195,16 +211,9 @@ def run_scenario(
     t_all = time.perf_counter()
     specs = select_strategies(scenario, strategies)
     base_seed = scenario.seed if seed is None else int(seed)
-    prof = _load_profile(scenario, profile)
+    prof = load_scenario_profile(scenario, profile)
     src = _source(scenario)
-    for k, svc in enumerate(scenario.services):
-        uses = [f for f, v in (("service_time", svc.service_time),
-                               ("cold_start_s", svc.cold_start_s)) if v == "profile"]
-        if uses:
-            try:
-                prof.config(svc.model, svc.device, svc.threads)
-            except UserError as err:
-                raise _naming_scenario(err, scenario, f"services.{k}.model") from None
+    check_profile(scenario, prof)
     _check_memory(scenario, len(specs) * replications, keep_requests)
     runs: list[dict[str, Any]] = []
     ts_parts: list[pd.DataFrame] = []

@@ -367,21 +367,16 @@ def _check_profile(sc: Scenario, cache: dict[str, Any], sweep_path: Path,
     """Load the variant's profile (once per file) and look up what its services need from it,
     as the simulator will, so that a missing profile or measurement fails before anything
     runs rather than in every job."""
-    needs = [s for s in sc.services if s.service_time == "profile" or s.cold_start_s == "profile"]
-    if not needs:
+    if not any(s.service_time == "profile" or s.cold_start_s == "profile" for s in sc.services):
         return
     from simscale.profiler.schema import load_profile
+    from simscale.simulator.runner import check_profile, scenario_profile_path
 
-    where = "default" if sc.profile == "default" else str(sc.resolve_path(sc.profile))
+    where = scenario_profile_path(sc)
     try:
         if where not in cache:
             cache[where] = load_profile(where, warn=False)
-        prof = cache[where]
-        for svc in needs:
-            if svc.service_time == "profile":
-                prof.service_model(svc.model, svc.device, svc.threads)
-            if svc.cold_start_s == "profile":
-                prof.cold_start(svc.model, svc.device)
+        check_profile(sc, cache[where])
     except UserError as exc:
         raise UserError(f"the scenario's profile does not serve it: {exc.format()}",
                         source=sweep_path, field=field_name) from None
