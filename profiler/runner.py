@@ -11,7 +11,9 @@ The order of work:
    (``replica --memory-batch B``), two at a time on CPU;
 5. cold start per (model, device): fresh replica processes (``replica --probe``) one after
    another, timed from ``Popen`` to the line printed after the first prediction;
-6. fit the service-time model of every (model, device, threads) and write the profile atomically.
+6. serving overhead per (model, device, threads): a fresh serving replica (``replica --serve``)
+   sent isolated batches of one item, timed as a router sees them (:func:`measure_serving`);
+7. fit the service-time model of every (model, device, threads) and write the profile atomically.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from simscale.profiler.schema import (
     ModelProfile,
     Preprocessing,
     Profile,
+    ServiceTimeModel,
+    ServingOverhead,
 )
 from simscale.profiler.zoo import MODEL_NAMES, MODELS, check_model_name, thread_env
 
@@ -57,6 +61,11 @@ DEVICES = ("cpu", "cuda")
 REQUIRED_MODULES = ("torch", "torchvision", "xgboost", "sklearn", "threadpoolctl", "PIL")
 #: Seconds a replica probe may take before it is killed.
 PROBE_TIMEOUT_S = 600.0
+
+
+#: mean idle gap (s) between the isolated batches that measure a serving replica; the real
+#: cluster's warm-up (``simscale validate``) uses the same, so both measure the same thing
+SERVING_GAP_S = 0.05
 
 
 class ProfilerError(RuntimeError):
@@ -77,6 +86,8 @@ class RunPlan:
     cold_start_samples: int
     preprocessing_samples: int
     memory_parallel: int
+    serving_batches: int = 20
+    serving_gap_s: float = SERVING_GAP_S
     retry_wait_share: float | None = None
     retry_until_s: float = 0.0
 
@@ -90,6 +101,7 @@ class RunPlan:
             cold_start_samples=5,
             preprocessing_samples=100,
             memory_parallel=2,
+            serving_batches=30,
             retry_wait_share=0.10,
             retry_until_s=300.0,
         )
@@ -104,6 +116,7 @@ class RunPlan:
             cold_start_samples=2,
             preprocessing_samples=20,
             memory_parallel=2,
+            serving_batches=12,
         )
 
 
@@ -429,6 +442,85 @@ def measure_memory(
     return float(reply["peak_rss_mb"])
 
 
+def measure_serving(
+    model: str, device: str, threads: int, artifact: Path, batches: int, gap_s: float,
+    seed: int = 0,
+) -> tuple[list[float], list[float]]:
+    """Time ``batches`` isolated batches of one item through a real serving replica process
+    (``python -m simscale.profiler.replica --serve``), ``gap_s`` apart on average (uniform in
+    0.5..1.5 times it), as a router does under modest traffic.
+
+    Returns ``(roundtrip_ms, predict_ms)`` per batch: the time from writing the batch to the
+    replica's stdin to reading its answer, and the replica's own time around ``predict``.
+    """
+    import random
+
+    from simscale.profiler.replica import replica_command
+
+    cmd = replica_command(model, threads, device, artifact, mode=("--serve",))
+    rng = random.Random(seed)
+    roundtrip_ms: list[float] = []
+    predict_ms: list[float] = []
+    with tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                env=thread_env(threads), text=True, bufsize=1)
+        watchdog = threading.Timer(PROBE_TIMEOUT_S, proc.kill)  # a hung replica is killed
+        watchdog.daemon = True
+        watchdog.start()
+        assert proc.stdin is not None and proc.stdout is not None
+
+        def reply() -> dict[str, Any]:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            try:
+                out = json.loads(line)
+            except json.JSONDecodeError:
+                proc.kill()
+                proc.wait()
+                err.seek(0)
+                tail = " | ".join(err.read().strip().splitlines()[-3:])
+                raise ProfilerError(f"serving replica failed (exit {proc.returncode}): "
+                                    f"{' '.join(cmd[2:])}: {tail}") from None
+            if out.get("event") == "error":
+                raise UserError(out.get("message", "replica failed"))
+            return out
+
+        try:
+            reply()  # ready: loaded, first prediction done
+            for _ in range(batches):
+                time.sleep(rng.uniform(0.5, 1.5) * gap_s)
+                t0 = time.perf_counter()
+                proc.stdin.write("1\n")
+                proc.stdin.flush()
+                done = reply()
+                roundtrip_ms.append((time.perf_counter() - t0) * 1000.0)
+                predict_ms.append(float(done["service_ms"]))
+            proc.stdin.close()
+            proc.wait(timeout=30.0)
+        finally:  # never leave a replica behind (timeout, Ctrl-C)
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return roundtrip_ms, predict_ms
+
+
+def serving_overhead(roundtrip_ms: Sequence[float], predict_ms: Sequence[float], gap_s: float,
+                     t50_one_ms: float) -> ServingOverhead:
+    """The :class:`ServingOverhead` of measured round trips and predict times (ms), with
+    ``t50_one_ms`` the fit's median of one item (tight loop): the overhead when the round trip
+    is slower than that, else the factor that makes the fit as fast (see the schema)."""
+    rt = np.asarray(roundtrip_ms, dtype=float)
+    p50 = float(np.median(rt))
+    t50 = float(t50_one_ms)
+    return ServingOverhead(
+        batches=len(rt), gap_ms=round(gap_s * 1000.0, 3), roundtrip_ms_p50=p50,
+        roundtrip_ms_p95=float(np.percentile(rt, 95)),
+        predict_ms_p50=float(np.median(np.asarray(predict_ms, dtype=float))),
+        overhead_ms=max(0.0, p50 - t50),
+        fit_scale=min(1.0, p50 / t50) if t50 > 0 else 1.0,
+    )
+
+
 def measure_config(
     cfg: _Config, artifact: Path, plan: TimingPlan, on_round: Callable[[float], None] | None
 ) -> Timings:
@@ -510,6 +602,7 @@ def run_profile(
     # progress weights: rough seconds per step, so that the bar moves evenly
     w_train = {"linear_regression": 0.5, "xgboost": 1.0, "resnet50": 3.0}
     w_probe = {"linear_regression": 1.2, "xgboost": 1.3, "resnet50": 3.0}
+    w_serve = {"linear_regression": 0.001, "xgboost": 0.002, "resnet50": 0.1}  # s per batch
     mem_jobs = [(c, b) for c in configs for b in c.batch_sizes]
     total = (
         sum(w_train[m] for m in model_list)
@@ -519,6 +612,8 @@ def run_profile(
         )
         + sum(w_probe[c.model] for c, _ in mem_jobs) / max(1, plan.memory_parallel)
         + sum(w_probe[m] * plan.cold_start_samples for m, _ in cold_threads)
+        + sum(w_probe[c.model] + plan.serving_batches * (plan.serving_gap_s + w_serve[c.model])
+              for c in configs)
     )
 
     from simscale.profiler.zoo import train_model
@@ -596,12 +691,25 @@ def run_profile(
             bar.step(advance=w_probe[name] * plan.cold_start_samples)
         phase("cold_start")
 
+        served: dict[_Config, tuple[list[float], list[float]]] = {}
+        for cfg in configs:
+            bar.step(f"serving {cfg.model} {cfg.device} {cfg.threads}t "
+                     f"({plan.serving_batches} isolated batches)")
+            served[cfg] = measure_serving(cfg.model, cfg.device, cfg.threads,
+                                          trained[cfg.model].artifact, plan.serving_batches,
+                                          plan.serving_gap_s)
+            bar.step(advance=w_probe[cfg.model] + plan.serving_batches
+                     * (plan.serving_gap_s + w_serve[cfg.model]))
+        phase("serving")
+
         bar.step("fitting service-time models")
         model_profiles = {}
         for name in model_list:
             cfg_profiles = []
             for cfg in (c for c in configs if c.model == name):
                 samples = timings[cfg].samples_ms
+                fit = fit_service_time(samples)
+                t50_one_ms = float(ServiceTimeModel(fit).median_s(1)) * 1000.0
                 cfg_profiles.append(
                     ConfigProfile(
                         device=cfg.device,
@@ -610,7 +718,8 @@ def run_profile(
                             latency_stats(b, samples[b], memory.get((cfg, b)))
                             for b in sorted(samples)
                         ],
-                        fit=fit_service_time(samples),
+                        fit=fit,
+                        serving=serving_overhead(*served[cfg], plan.serving_gap_s, t50_one_ms),
                     )
                 )
             tm = trained[name]
@@ -663,6 +772,14 @@ def run_profile(
             "method": "Popen of 'python -m simscale.profiler.replica --probe' to its line after "
             "the first prediction of one item, less the replica's run-queue wait (time other "
             "processes held the CPU) and the time it spent making that item's input",
+        },
+        "serving": {
+            "batches": plan.serving_batches,
+            "gap_s": plan.serving_gap_s,
+            "method": "a fresh 'python -m simscale.profiler.replica --serve' per (model, device, "
+            "threads), sent isolated batches of one item (gaps uniform in 0.5..1.5 x gap_s); "
+            "round trip = write the batch to its stdin .. read its answer; overhead_ms = median "
+            "round trip less the fit's median of one item, added to every simulated batch",
         },
         "weights_path": str(weights) if weights is not None else None,
         "load_average_before": load_before,

@@ -19,6 +19,24 @@ far noisier than a 2 s ResNet batch), ``noise_scale`` stores a factor ``s(b)`` p
 size and a batch takes ``t50(b) * (1 + s(b) * (X - 1))``: the median stays ``t50(b)`` and the
 spread around it is scaled by ``s(b)``. Without ``noise_scale``, ``s = 1`` and this is
 ``t50(b) * X``.
+
+Serving overhead
+----------------
+The fit describes ``predict`` timed in a tight loop. A serving replica also reads the batch
+from its router, builds its inputs and writes the answer back, and an isolated call (a replica
+that was idle for a while, as under real traffic) is slower than a call in a tight loop (cold
+caches, threads waking up). ``serving`` stores what a router sees of a real replica process
+(``python -m simscale.profiler.replica --serve``) serving isolated batches of one item, and the
+simulated serving replica's median for one item is that round trip's median ``rt``:
+
+- ``rt >= t50(1)`` (the usual case: pipe, input building, threads waking up): ``overhead_ms =
+  rt - t50(1)`` is added to every batch, whatever its size and noise draw: these costs do not
+  grow with the batch;
+- ``rt < t50(1)`` (an isolated ResNet50 call can run a few per cent faster than back-to-back
+  ones): the fit is scaled by ``fit_scale = rt / t50(1)`` instead (a speed, not a negative cost).
+
+A batch takes ``overhead_ms + fit_scale * t50(b) * (1 + s(b) * (X - 1))``. Profiles without
+``serving`` (older files) have ``overhead_ms = 0`` and ``fit_scale = 1``.
 """
 
 from __future__ import annotations
@@ -94,6 +112,24 @@ class ServiceTimeFit(_Strict):
     )
 
 
+class ServingOverhead(_Strict):
+    """What a router sees of a real replica process serving isolated batches of one item
+    (milliseconds): the round trip (write the batch, read the answer) and the replica's own
+    time around ``predict``, over ``batches`` batches sent ``gap_ms`` apart on average."""
+
+    batches: int = Field(ge=1)
+    gap_ms: float = Field(ge=0)
+    roundtrip_ms_p50: float
+    roundtrip_ms_p95: float
+    predict_ms_p50: float = Field(description="the replica's own time around predict")
+    overhead_ms: float = Field(
+        ge=0, description="added to every batch: roundtrip_ms_p50 less the fit's median of one "
+        "item when that is positive, else 0")
+    fit_scale: float = Field(
+        default=1.0, gt=0, le=1, description="the fit's times are multiplied by this: "
+        "roundtrip_ms_p50 / the fit's median of one item when that is below 1, else 1")
+
+
 class ConfigProfile(_Strict):
     """All measurements of one model on one device with one thread count."""
 
@@ -101,6 +137,17 @@ class ConfigProfile(_Strict):
     threads: int = Field(ge=1)
     batches: list[LatencyStats]
     fit: ServiceTimeFit
+    serving: ServingOverhead | None = None
+
+    @property
+    def overhead_ms(self) -> float:
+        """Serving overhead (ms) added to every batch; 0 without a ``serving`` measurement."""
+        return float(self.serving.overhead_ms) if self.serving is not None else 0.0
+
+    @property
+    def fit_scale(self) -> float:
+        """Factor on the fit's times when serving; 1 without a ``serving`` measurement."""
+        return float(self.serving.fit_scale) if self.serving is not None else 1.0
 
 
 class ColdStart(_Strict):
@@ -191,10 +238,15 @@ class Profile(_Strict):
         """Thread counts measured for (model, device), ascending."""
         return sorted(c.threads for c in self.model(model).configs if c.device == device)
 
-    def service_model(self, model: str, device: str, threads: int) -> ServiceTimeModel:
-        """The service-time model of (model, device, threads)."""
+    def service_model(self, model: str, device: str, threads: int, *, serving: bool = True
+                      ) -> ServiceTimeModel:
+        """The service-time model of (model, device, threads): as a router sees a serving
+        replica (the fit plus the serving overhead), or with ``serving=False`` the bare
+        ``predict`` of the fit."""
         cfg = self.config(model, device, threads)
-        return ServiceTimeModel(cfg.fit, max_measured_batch=max(b.batch_size for b in cfg.batches))
+        return ServiceTimeModel(cfg.fit, max_measured_batch=max(b.batch_size for b in cfg.batches),
+                                overhead_ms=cfg.overhead_ms if serving else 0.0,
+                                fit_scale=cfg.fit_scale if serving else 1.0)
 
     def cold_start(self, model: str, device: str = "cpu") -> ColdStart:
         """Measured cold start of ``model`` on ``device`` (falls back to the CPU measurement)."""
@@ -241,12 +293,17 @@ class ServiceTimeModel:
 
     All methods are vectorised over ``batch_size``. Sampling is by inverse CDF from uniforms
     supplied by the caller, so that simulations of different strategies can share the same
-    random numbers (common random numbers).
+    random numbers (common random numbers). For a serving replica (see the module docstring)
+    the fit's times are multiplied by ``fit_scale`` and ``overhead_ms`` is added to every
+    batch's time and to every statistic.
     """
 
-    def __init__(self, fit: ServiceTimeFit, max_measured_batch: int | None = None):
+    def __init__(self, fit: ServiceTimeFit, max_measured_batch: int | None = None,
+                 overhead_ms: float = 0.0, fit_scale: float = 1.0):
         self.fit = fit
         self.max_measured_batch = max_measured_batch
+        self.overhead_s = float(overhead_ms) / 1000.0
+        self.fit_scale = float(fit_scale)
         self._noise = fit.noise.frozen
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # scipy's higher moments
@@ -273,12 +330,16 @@ class ServiceTimeModel:
 
     def median_s(self, batch_size: Any) -> np.ndarray:
         """Median service time (s) of a batch of ``batch_size`` items."""
+        return self._t50_s(batch_size) + self.overhead_s
+
+    def _t50_s(self, batch_size: Any) -> np.ndarray:
+        """The fit's median (s) at ``batch_size`` times ``fit_scale``, without the overhead."""
         b = np.asarray(batch_size, dtype=float)
         line_ms = self.fit.alpha_ms + self.fit.beta_ms * b
         if self._knot_b is not None:
             inside = (b >= self._knot_b[0]) & (b <= self._knot_b[-1])
             line_ms = np.where(inside, np.interp(b, self._knot_b, self._knot_ms), line_ms)
-        return np.maximum(line_ms, 1e-6) / 1000.0
+        return np.maximum(line_ms, 1e-6) * (self.fit_scale / 1000.0)
 
     def noise_scale(self, batch_size: Any) -> np.ndarray:
         """Spread factor ``s(b)`` of the noise at ``batch_size`` (1 without ``noise_scale``)."""
@@ -290,13 +351,13 @@ class ServiceTimeModel:
     def mean_s(self, batch_size: Any) -> np.ndarray:
         """Mean service time (s) of a batch of ``batch_size`` items."""
         s = self.noise_scale(batch_size)
-        return self.median_s(batch_size) * (1.0 + s * (self._noise_mean - 1.0))
+        return self._t50_s(batch_size) * (1.0 + s * (self._noise_mean - 1.0)) + self.overhead_s
 
     def quantile_s(self, batch_size: Any, q: float) -> np.ndarray:
         """The ``q`` quantile (0..1) of the service time (s) of a batch of ``batch_size``."""
         s = self.noise_scale(batch_size)
         x = np.maximum(1.0 + s * (float(self._noise.ppf(q)) - 1.0), 1e-3)
-        return self.median_s(batch_size) * x
+        return self._t50_s(batch_size) * x + self.overhead_s
 
     def sample_s(self, batch_size: Any, u: np.ndarray) -> np.ndarray:
         """Service times (s) for batches of ``batch_size`` from uniforms ``u`` in (0, 1)."""
@@ -313,24 +374,27 @@ class ServiceTimeModel:
 
     def affine_s(self, batch_size: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(offset_s, scale_s)`` with service time ``offset_s + scale_s * X`` for a batch of
-        ``batch_size`` whose noise draw is ``X`` (:meth:`unit_noise`): the median times
-        ``1 + s(b) * (X - 1)``."""
-        med = self.median_s(batch_size)
+        ``batch_size`` whose noise draw is ``X`` (:meth:`unit_noise`): the serving overhead
+        plus the fit's median times ``1 + s(b) * (X - 1)``."""
+        med = self._t50_s(batch_size)
         s = self.noise_scale(batch_size)
-        return med * (1.0 - s), med * s
+        return med * (1.0 - s) + self.overhead_s, med * s
 
     @property
     def scv(self) -> float:
-        """Squared coefficient of variation of the service time (noise var / mean**2).
+        """Squared coefficient of variation of the noise ``X`` (var / mean**2).
 
-        This is the pooled noise ``X`` (``s = 1``); with ``noise_scale`` use :meth:`scv_at`.
+        This is the pooled noise (``s = 1``, no serving overhead); for a batch's service time use
+        :meth:`scv_at`.
         """
         return self._noise_var / self._noise_mean**2
 
     def scv_at(self, batch_size: Any) -> np.ndarray:
-        """Squared coefficient of variation of the service time at ``batch_size``."""
+        """Squared coefficient of variation of the service time at ``batch_size`` (the serving
+        overhead adds to the mean, not to the variance)."""
         s = self.noise_scale(batch_size)
-        return s**2 * self._noise_var / (1.0 + s * (self._noise_mean - 1.0)) ** 2
+        med = self._t50_s(batch_size)
+        return (s * med) ** 2 * self._noise_var / self.mean_s(batch_size) ** 2
 
 
 def load_profile(path: str | Path | None = None, *, warn: bool = True) -> Profile:

@@ -78,12 +78,25 @@ def models_table(profile: Profile) -> Table:
     return table
 
 
+def describe_serving(cfg: ConfigProfile) -> str:
+    """One line: what a router saw of a serving replica, and the overhead the simulator adds."""
+    sv = cfg.serving
+    if sv is None:
+        return "serving overhead: not measured (an older profile): none simulated"
+    return (
+        f"serving: isolated batch of 1 round trip p50 {_fmt_ms(sv.roundtrip_ms_p50)} / p95 "
+        f"{_fmt_ms(sv.roundtrip_ms_p95)} ms (predict {_fmt_ms(sv.predict_ms_p50)} ms, "
+        f"{sv.batches} batches ~{sv.gap_ms:.0f} ms apart); +{_fmt_ms(sv.overhead_ms)} ms added "
+        "to every simulated batch"
+    )
+
+
 def config_table(model: ModelProfile, cfg: ConfigProfile) -> Table:
     """One (model, device, threads): per batch size latency percentiles, throughput, memory."""
     plural = "s" if cfg.threads != 1 else ""
     table = Table(
         title=f"{model.name} on {cfg.device}, {cfg.threads} thread{plural}",
-        caption=describe_fit(cfg.fit),
+        caption=describe_fit(cfg.fit) + "\n" + describe_serving(cfg),
         title_justify="left",
         caption_justify="left",
     )
@@ -106,7 +119,8 @@ def summary_table(profile: Profile) -> Table:
     for col, just in [
         ("model", "left"), ("dev/thr", "left"), ("p50 b=1 ms", "right"),
         ("best items/s", "right"), ("t50(b) ms", "left"), ("noise", "left"),
-        ("max err", "right"), ("cold p50 s", "right"), ("peak MB", "right"),
+        ("max err", "right"), ("serving +ms", "right"), ("cold p50 s", "right"),
+        ("peak MB", "right"),
     ]:
         table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
     for m in profile.models.values():
@@ -125,6 +139,7 @@ def summary_table(profile: Profile) -> Table:
                 + (" +knots" if cfg.fit.knots else ""),
                 cfg.fit.noise.dist + (" s(b)" if cfg.fit.noise_scale else ""),
                 f"{cfg.fit.max_rel_error:.1%}",
+                _fmt_ms(cfg.serving.overhead_ms) if cfg.serving else "-",
                 f"{cold.p50_s:.2f}" if cold else "-",
                 f"{max(peaks):,.0f}" if peaks else "-",
             )

@@ -27,8 +27,9 @@ Semantics (times in seconds):
 - Faults: each serving replica crashes after an exponential time with mean ``crash_mtbf_s``;
   a crashed replica disappears (the strategy's next decision replaces it). Each new replica is a
   straggler with probability ``straggler_fraction`` (service times x ``straggler_slowdown``).
-- Service times with ``service_time: profile``: the median line of the replica's size times a
-  noise draw of the service's configured size (one uniform per request: common random numbers).
+- Service times with ``service_time: profile``: the profile's serving overhead plus the
+  (serving-scaled) median line of the replica's size times the noise, drawn for the service's
+  configured size (one uniform per request: common random numbers); see the profile schema.
 - ``Decision.info``: the run's ``info`` holds the mean over decisions of each reported figure.
 """
 
@@ -135,11 +136,14 @@ def size_options(svc: Service, profile: Any, max_batch_size: int) -> tuple[SizeO
         # The queueing models take one noise figure: the measured mean/median ratio and squared
         # coefficient of variation of the smallest batch (the fitted noise may have heavy tails
         # with no finite variance; the measurements always have one).
+        # Serving (see the profile schema): the fit's times scale by ``k``; the overhead (a
+        # constant per batch) adds to the median and the mean, not to the spread.
         b0 = min(cfg.batches, key=lambda st: st.batch_size)
-        mean_factor = b0.mean_ms / b0.p50_ms if b0.p50_ms > 0 else 1.0
-        scv = (b0.std_ms / b0.mean_ms) ** 2 if b0.mean_ms > 0 else 1.0
-        opts.append(SizeOption(svc.device, t, float(cfg.fit.alpha_ms) / svc.cpu_speed,
-                               float(cfg.fit.beta_ms) / svc.cpu_speed,
+        oh, k = cfg.overhead_ms, cfg.fit_scale
+        mean_factor = (k * b0.mean_ms + oh) / (k * b0.p50_ms + oh) if b0.p50_ms > 0 else 1.0
+        scv = (k * b0.std_ms / (k * b0.mean_ms + oh)) ** 2 if b0.mean_ms > 0 else 1.0
+        opts.append(SizeOption(svc.device, t, (k * float(cfg.fit.alpha_ms) + oh) / svc.cpu_speed,
+                               k * float(cfg.fit.beta_ms) / svc.cpu_speed,
                                float(mean_factor), float(scv), max_batch_size, price * t, cold))
     return tuple(opts)
 

@@ -15,7 +15,11 @@ from simscale.simulator.scenario import load_scenario
 from simscale.strategies.base import Decision, Observation, ServiceContext
 
 
-def make_profile() -> Profile:
+def make_profile(overhead_ms: float | None = None) -> Profile:
+    serving = None if overhead_ms is None else {
+        "batches": 10, "gap_ms": 50.0, "roundtrip_ms_p50": 5.0 + overhead_ms,
+        "roundtrip_ms_p95": 6.0 + overhead_ms, "predict_ms_p50": 5.0, "overhead_ms": overhead_ms}
+
     def cfg(t: int) -> dict:
         a, b = 4.0 / t, 1.0 / t
         batches = [{"batch_size": bs, "samples_ms": [a + b * bs], "mean_ms": a + b * bs,
@@ -26,7 +30,8 @@ def make_profile() -> Profile:
         return {"device": "cpu", "threads": t, "batches": batches,
                 "fit": {"alpha_ms": a, "beta_ms": b,
                         "noise": {"dist": "lognorm", "params": [0.3, 0, 1]},
-                        "r2": 0.99, "max_rel_error": 0.05}}
+                        "r2": 0.99, "max_rel_error": 0.05},
+                "serving": serving}
 
     return Profile.model_validate({
         "schema": "simscale.profile/1", "created_at": "2026-01-01",
@@ -97,6 +102,35 @@ def test_profile_service_times_are_the_profile_model_draws():
     starting = res.timeseries[(res.timeseries.label == "grow")
                               & (res.timeseries.replicas_starting > 0)]
     assert 2 <= len(starting) <= 5 and starting.time_s.min() == 9
+
+
+def test_serving_overhead_lengthens_every_batch_by_exactly_it():
+    """The profile's serving overhead is added to every simulated batch, whatever its size and
+    noise draw; the strategies' size options see it too."""
+    sc = scenario(workload={"kind": "constant", "rate_rps": 50})
+    runs = {}
+    for oh in (None, 1.5):
+        res = run_scenario(sc, profile=make_profile(oh), keep_requests=True, strategies=["grow"])
+        req = res.requests
+        runs[oh] = req.assign(dur=req.end_s - req.start_s)
+    a, b = runs[None], runs[1.5]
+    assert a.batch_size.max() > 1
+    # same arrivals and draws; at this light load the batches are mostly the same, and where
+    # a batch of one request has the same draw, its time is exactly 1.5 ms longer
+    u = np.random.default_rng(np.random.SeedSequence(5).spawn(1)[0].spawn(5)[1]).random(len(a))
+    bare = make_profile().service_model("m", "cpu", 1)
+    with_oh = make_profile(1.5).service_model("m", "cpu", 1)
+    np.testing.assert_allclose(with_oh.sample_s(3, u) - bare.sample_s(3, u), 1.5e-3)
+    first = b[b.end_s.notna()].groupby(["replica", "start_s"]).head(1)
+    want = with_oh.sample_s(first.batch_size.to_numpy(), u[first.index.to_numpy()])
+    np.testing.assert_allclose(first.dur.to_numpy(), want, rtol=0, atol=1e-12)
+    assert np.median(b.dur) == pytest.approx(np.median(a.dur) + 1.5e-3, abs=0.3e-3)
+    from simscale.simulator.engine import size_options
+
+    opt0 = size_options(sc.services[0], make_profile(), 4)[0]
+    opt1 = size_options(sc.services[0], make_profile(1.5), 4)[0]
+    assert opt1.alpha_ms == pytest.approx(opt0.alpha_ms + 1.5)
+    assert opt1.mean_service_s(1) > opt0.mean_service_s(1)
 
 
 def test_vertical_resize_uses_the_bigger_size_and_price():

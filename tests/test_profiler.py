@@ -87,6 +87,22 @@ def test_quick_profile_holds_every_model_with_all_parts(quick_profile):
                 assert b.peak_memory_mb is not None and b.peak_memory_mb > 10
             assert cfg.fit.alpha_ms >= 0 and cfg.fit.beta_ms >= 0
             assert np.isfinite(cfg.fit.r2) and cfg.fit.max_rel_error >= 0
+            # serving: isolated batches of one through a real replica process; the round trip
+            # holds the replica's predict, and the overhead is what the fit does not explain
+            sv = cfg.serving
+            assert sv is not None and sv.batches >= 10, name
+            assert 0 < sv.predict_ms_p50 < sv.roundtrip_ms_p50 <= sv.roundtrip_ms_p95, name
+            t50 = float(profile.service_model(name, "cpu", cfg.threads, serving=False)
+                        .median_s(1)) * 1000
+            assert sv.overhead_ms == pytest.approx(max(0.0, sv.roundtrip_ms_p50 - t50)), name
+            assert sv.fit_scale == pytest.approx(min(1.0, sv.roundtrip_ms_p50 / t50)), name
+            # a pipe round trip is well under 50 ms on any machine; an isolated predict may be
+            # slower or faster than the tight loop, but not by half
+            assert sv.overhead_ms < 50.0 + 0.5 * t50 and sv.fit_scale > 0.5, (name, sv)
+            # the simulated serving replica's median for one item is the measured round trip
+            served = profile.service_model(name, "cpu", cfg.threads)
+            assert float(served.median_s(1)) * 1000 == pytest.approx(sv.roundtrip_ms_p50,
+                                                                     rel=1e-9)
     lr, xgb, rn = (profile.models[k] for k in ("linear_regression", "xgboost", "resnet50"))
     assert set(lr.quality) == {"r2"} and 0 < lr.quality["r2"] < 1
     assert xgb.quality["accuracy"] > 0.9
@@ -106,7 +122,8 @@ def test_quick_profile_fit_reproduces_measured_p50_p95(quick_profile):
     profile, _, _ = quick_profile
     for name, m in profile.models.items():
         for cfg in m.configs:
-            model = profile.service_model(name, cfg.device, cfg.threads)
+            # the fit describes predict in the profiler's tight loop (no serving overhead)
+            model = profile.service_model(name, cfg.device, cfg.threads, serving=False)
             # the stored statistics are of all samples; compare against those
             for b in cfg.batches:
                 s50, s95 = simulated_p50_p95_ms(model, b.batch_size)
@@ -227,6 +244,24 @@ def test_service_time_model_median_and_quantiles():
     draws = model.sample_s(10, U)
     assert np.percentile(draws, 95) == pytest.approx(0.012 * x95, rel=0.01)
     assert np.all(np.diff(model.sample_s(4, np.sort(U[:1000]))) >= 0)  # monotone in u
+
+
+def test_service_time_model_serving_overhead_is_a_constant_per_batch():
+    bare = ServiceTimeModel(_fit(noise_scale=[(1, 2.0), (16, 0.5)]))
+    served = ServiceTimeModel(_fit(noise_scale=[(1, 2.0), (16, 0.5)]), overhead_ms=0.7)
+    b = np.array([1, 4, 16])
+    for f in ("median_s", "mean_s"):
+        assert np.allclose(getattr(served, f)(b), getattr(bare, f)(b) + 0.7e-3)
+    assert np.allclose(served.quantile_s(b, 0.95), bare.quantile_s(b, 0.95) + 0.7e-3)
+    assert np.allclose(served.sample_s(4, U[:100]), bare.sample_s(4, U[:100]) + 0.7e-3)
+    # same variance, larger mean
+    assert np.all(served.scv_at(b) < bare.scv_at(b))
+    # a faster serving replica scales the fit instead: same shape, shorter times
+    faster = ServiceTimeModel(_fit(noise_scale=[(1, 2.0), (16, 0.5)]), fit_scale=0.9)
+    assert np.allclose(faster.sample_s(4, U[:100]), 0.9 * bare.sample_s(4, U[:100]))
+    assert np.allclose(faster.scv_at(b), bare.scv_at(b))
+    var = np.var(served.sample_s(4, U))
+    assert float(served.scv_at(4)) == pytest.approx(var / float(served.mean_s(4)) ** 2, rel=0.05)
 
 
 def test_service_time_model_noise_scale_interpolates_in_log_b():
@@ -488,6 +523,10 @@ def test_default_profile_loads_and_is_complete():
             busy = contention[f"{name}/cpu/{threads}"]["wait_share_of_wall_time"]
             limit = 0.10 if busy <= 0.05 else 0.25
             assert cfg.fit.max_rel_error <= limit, (name, threads, busy)
+            # the serving measurement ships too: every simulation of the default profile
+            # includes it
+            assert cfg.serving is not None and cfg.serving.batches >= 30, (name, threads)
+            assert 0.5 < cfg.fit_scale <= 1.0 and cfg.overhead_ms >= 0.0
     assert [b.batch_size for b in profile.config("resnet50", "cpu", 1).batches] == [
         1, 2, 4, 8, 16, 32]
     assert [b.batch_size for b in profile.config("xgboost", "cpu", 1).batches] == [
