@@ -790,8 +790,9 @@ class RealCluster:
     that dies ends the run with :class:`ReplicaCrashError`) or ``"continue"`` (the crash is
     recorded as an event, its batch dropped with reason ``crash``, and the strategy decides
     what to do). ``warmup_batches`` batches of one item, ``warmup_gap_s`` apart on average, are
-    run on each initial replica before ``t = 0`` to measure the IPC overhead and the round trip
-    of an isolated batch.
+    run on each initial replica before ``t = 0`` to measure the IPC overhead, the round trip of
+    an isolated batch and the replica's predict time (the profiler's serving measurement,
+    :func:`simscale.profiler.runner.measure_serving`, repeated here seconds before the run).
     """
 
     def __init__(
@@ -803,8 +804,8 @@ class RealCluster:
         history_s: int = 900,
         seed: int = 0,
         on_crash: str = "abort",
-        warmup_batches: int = 10,
-        warmup_gap_s: float = 0.05,
+        warmup_batches: int = 20,
+        warmup_gap_s: float = 0.05,  # simscale.profiler.runner.SERVING_GAP_S
         python: str | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
@@ -912,6 +913,7 @@ class RealCluster:
                 "ipc_overhead_ms_median": _q(overheads, 50),
                 "ipc_overhead_ms_p95": _q(overheads, 95),
                 "service_ms_median_batch1": _q(services_ms, 50),
+                "service_ms_p95_batch1": _q(services_ms, 95),
                 "roundtrip_ms_median_batch1": _q(roundtrips, 50),
                 "replica_import_and_load_s_mean": _mean(
                     [c.get("import_and_load_s", math.nan) for c in cold]),

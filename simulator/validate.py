@@ -4,30 +4,36 @@ The steps, all on this machine:
 
 1. **Profile**: a quick profile of only the models (and thread counts) the scenario uses
    (:func:`simscale.profiler.run_profile`), so the simulation uses service times measured just
-   before the real run (skipped when a profile file is given).
+   before the real run, serving overhead included (skipped when a profile file is given).
 2. **Real run** (:mod:`simscale.simulator.realcluster`): real replica processes, real cold
    starts, the scenario's arrivals (the *same timestamps* the simulation uses for this seed)
    replayed in real time, and the *same strategy class* deciding from measured metrics.
 3. **Simulation** of the same scenario, seed and strategy with that profile
-   (:func:`simscale.simulator.runner.run_scenario`), saved to ``OUTDIR/simulated``; and again
-   with the per-batch serving overhead measured in the warm-up (before ``t = 0``) added to
-   the service times (``OUTDIR/simulated_with_overhead``): what modelling that overhead
-   would change.
+   (:func:`simscale.simulator.runner.run_scenario`) *calibrated* to the machine's speed at the
+   start of the run, saved to ``OUTDIR/simulated``: the real cluster's warm-up (seconds before
+   ``t = 0``) repeats the profiler's serving measurement (isolated batches of one item, the same
+   gaps) on the real replicas, and the ratio of the two predict medians scales the profile's
+   tight-loop fit (the serving overhead is kept). A shared machine's speed drifts by several
+   per cent within a minute, and queueing multiplies a service-time error several times in the
+   tail; the calibration uses nothing measured after ``t = 0``. The simulation with the profile
+   as measured is kept too (``OUTDIR/simulated_uncalibrated``, ``uncalibrated`` in
+   ``fidelity.json``).
 4. **Fidelity**: per service, real vs simulated p50/p95/p99 latency, SLO attainment, completed,
    dropped, mean replicas and scale events, with relative errors, printed and written to
    ``OUTDIR/fidelity.json``; the real run's ``summary.json``, ``requests.parquet``,
    ``timeseries.parquet`` (the simulator's own figure code computes them), ``replicas.csv``
    and ``decisions.json`` to ``OUTDIR/real``; overlay figures to ``OUTDIR/report.html``.
    A ``diagnosis`` per service says where the difference comes from (service times the
-   replicas showed vs the profile, per-batch overhead, co-location slowdown, queueing) and an
+   replicas showed vs the profile, per-batch overhead in the run vs the profile's and vs the
+   warm-up's, co-location slowdown, queueing) and an
    *a posteriori* simulation fed the run's own service-time ratio and overhead separates the
    error of the inputs from the error of the queueing/scaling model. The CPU time other
    processes used during the run is measured; above a quarter of the cores the run is flagged
    ``"representative": false``.
 
 ``fidelity.json``: ``{"services": {NAME: {"real": {...}, "simulated": {...}, "error": {...},
-"abs_error": {...}, "within_target": {...}, "simulated_with_overhead": {...},
-"error_with_overhead": {...}, "diagnosis": {...}}}, "load_average": [1, 5, 15 min],
+"abs_error": {...}, "within_target": {...}, "uncalibrated": {"simulated": {...}, "error": {...}},
+"diagnosis": {...}}}, "calibration": {NAME: {...}}, "load_average": [1, 5, 15 min],
 "cpu_cores_busy": {...}, "representative": bool, "overhead": {...}, "warmup": {...},
 "cold_start_s": {...}, "notes": [...], ...}`` with the figures named as in ``summary.json``
 (dotted: ``latency_ms.p50``). Relative error is ``(simulated - real) / |real|`` (NaN when
@@ -174,38 +180,34 @@ def validate(
 
     # 3. the simulation
     say("simulating the same scenario with the measured profile")
-    sim = _simulate(scenario, spec, prof)
+    calibration = calibrate(prof, scenario, real.warmup)
+    calibrated = profile_adjusted(
+        prof, scenario, {n: c["overhead_ms"] for n, c in calibration.items()},
+        {n: c["factor"] for n, c in calibration.items()})
+    sim = _simulate(scenario, spec, calibrated)
     sim.save(outdir / "simulated", save_requests=True)
-    sim_summary = sim.summary
-    # the same with the per-batch serving overhead measured in the warm-up (before t = 0, so
-    # not fitted to the run) added to the service time: the round trip of an isolated batch of
-    # one through the router minus the profile's median for one item (pipe, JSON, input
-    # building, and a predict call that is slower alone than in the profiler's tight loop)
-    overhead_ms = {s.name: serving_overhead_ms(prof, s, real.warmup[s.name])
-                   for s in scenario.services}
-    sim_oh = _simulate(scenario, spec, profile_with_overhead(prof, scenario, overhead_ms))
-    sim_oh.save(outdir / "simulated_with_overhead", save_requests=False)
+    sim_raw = _simulate(scenario, spec, prof)
+    sim_raw.save(outdir / "simulated_uncalibrated", save_requests=False)
 
     # 4. compare
-    doc = fidelity(real_summary, sim_summary, label=spec.display_label)
-    doc_oh = fidelity(real_summary, sim_oh.summary, label=spec.display_label)
+    doc = fidelity(real_summary, sim.summary, label=spec.display_label)
+    doc_raw = fidelity(real_summary, sim_raw.summary, label=spec.display_label)
     for name, svc_doc in doc["services"].items():
-        o = doc_oh["services"][name]
-        svc_doc["simulated_with_overhead"] = o["simulated"]
-        svc_doc["error_with_overhead"] = o["error"]
-        svc_doc["diagnosis"] = diagnose(scenario, name, prof, real, real_summary, sim,
-                                        overhead_ms=overhead_ms[name])
-    # a posteriori (a diagnosis, not a prediction): the simulator fed the service times and
+        raw = doc_raw["services"][name]
+        svc_doc["uncalibrated"] = {"simulated": raw["simulated"], "error": raw["error"],
+                                   "within_target": raw["within_target"]}
+        svc_doc["diagnosis"] = diagnose(scenario, name, calibrated, real, real_summary, sim)
+    # a posteriori (a diagnosis, not a prediction): the simulator fed the predict times and
     # per-batch overheads the replicas showed during the run; what is left of the error is
     # the queueing, batching, routing and scaling model's
     scale = {n: d["diagnosis"].get("service_time_ratio", 1.0) for n, d in doc["services"].items()}
     extra = {n: d["diagnosis"].get("overhead_ms_per_batch_mean", 0.0)
              for n, d in doc["services"].items()}
-    sim_ap = _simulate(scenario, spec, profile_with_overhead(prof, scenario, extra, scale))
+    sim_ap = _simulate(scenario, spec, profile_adjusted(calibrated, scenario, extra, scale))
     doc_ap = fidelity(real_summary, sim_ap.summary, label=spec.display_label)
     for name, svc_doc in doc["services"].items():
         svc_doc["diagnosis"]["a_posteriori"] = {
-            "what": "simulation with the run's own service-time ratio and per-batch overhead",
+            "what": "simulation with the run's own predict-time ratio and per-batch overhead",
             "service_time_scale": scale[name], "overhead_ms_per_batch": extra[name],
             "simulated": doc_ap["services"][name]["simulated"],
             "error": doc_ap["services"][name]["error"],
@@ -230,7 +232,7 @@ def validate(
         "warmup": real.warmup,
         "cold_start_s": _cold_starts(real),
         "targets": {k: {"kind": kind, "limit": lim} for k, (kind, lim) in TARGETS.items()},
-        "per_batch_overhead_added_ms": overhead_ms,
+        "calibration": calibration,
         "notes": _notes(original, real),
     })
     doc["wall_s"] = time.perf_counter() - wall0
@@ -552,16 +554,23 @@ def _save_real(folder: Path, real: RealRunResult, result: Any) -> None:
 
 # --------------------------------------------------------------------------- diagnosis
 def diagnose(scenario: Scenario, name: str, prof: Any, real: RealRunResult,
-             real_summary: dict[str, Any], sim: Any, *, overhead_ms: float) -> dict[str, Any]:
+             real_summary: dict[str, Any], sim: Any) -> dict[str, Any]:
     """Where the real run and the simulation differ, for one service.
 
     - ``arrivals_match``: the real run replayed exactly the simulation's arrival timestamps.
-    - ``service_ms_real_mean`` / ``service_ms_profile_mean``: mean batch service time the
-      replicas measured around ``predict`` during the run, and what the profile's model
-      predicts (its mean) for the same batch sizes; ``service_time_ratio`` = real / profile
-      (> 1: the replicas ran slower than profiled, e.g. CPU contention).
+    - ``service_ms_real_mean`` / ``service_ms_profile_mean``: mean batch time the replicas
+      measured around ``predict`` during the run, and the simulation's (the serving model less
+      its per-batch overhead) for the same batch sizes; ``service_time_ratio`` = real / profile
+      (> 1: the replicas' predict ran slower than simulated, e.g. CPU contention).
+    - ``batch_ms_real_mean`` / ``batch_ms_simulated_mean``: mean batch time as the router saw it
+      (write to answer) and as the simulation models it for the same batch sizes (the profile's
+      serving overhead included); ``batch_time_ratio`` = simulated / real.
     - ``overhead_ms_per_batch_*``: batch time seen by the router minus the replica's own
-      service time (pipe, JSON, input building, scheduling): not in the simulator.
+      predict time (pipe, JSON, input building, scheduling); ``overhead_ms_profile``: the
+      profile's serving overhead (which also holds an isolated predict's slowness);
+      ``overhead_ms_warmup_median``: isolated round trip in the warm-up (before ``t = 0``) less
+      the profile's tight-loop median of one item, the profile's measurement repeated on the
+      real cluster.
     - ``queue_wait_ms_p50`` real and simulated; ``batch_size_mean`` real and simulated.
     """
     svc = next(s for s in scenario.services if s.name == name)
@@ -578,10 +587,16 @@ def diagnose(scenario: Scenario, name: str, prof: Any, real: RealRunResult,
             if len(served) else math.nan
     b = rec.batches
     if len(b):
-        stm = prof.service_model(svc.model, svc.device, svc.threads)
-        predicted = stm.mean_s(b["batch_size"].to_numpy(float)) * 1000.0
+        bare = prof.service_model(svc.model, svc.device, svc.threads, serving=False)
+        serving = prof.service_model(svc.model, svc.device, svc.threads)
+        sizes = b["batch_size"].to_numpy(float)
+        # the simulated predict: the serving model less its per-batch overhead (the fit,
+        # scaled by the serving fit_scale)
+        predicted = (serving.mean_s(sizes) - serving.overhead_s) * 1000.0
         real_ms = b["service_ms"].to_numpy(float)
-        over = (b["end_s"] - b["start_s"]).to_numpy(float) * 1000.0 - real_ms
+        batch_ms = (b["end_s"] - b["start_s"]).to_numpy(float) * 1000.0
+        over = batch_ms - real_ms
+        sim_batch_ms = float(np.mean(serving.mean_s(sizes) * 1000.0))
         out.update({
             "batches": int(len(b)),
             "batch_size_mean_real": float(b["batch_size"].mean()),
@@ -589,11 +604,17 @@ def diagnose(scenario: Scenario, name: str, prof: Any, real: RealRunResult,
             "service_ms_real_median": float(np.median(real_ms)),
             "service_ms_profile_mean": float(np.mean(predicted)),
             "service_time_ratio": float(np.mean(real_ms) / np.mean(predicted)),
+            "batch_ms_real_mean": float(np.mean(batch_ms)),
+            "batch_ms_simulated_mean": sim_batch_ms,
+            "batch_time_ratio": sim_batch_ms / float(np.mean(batch_ms)),
             "overhead_ms_per_batch_median": float(np.median(over)),
             "overhead_ms_per_batch_mean": float(np.mean(over)),
             "overhead_ms_per_batch_p95": float(np.percentile(over, 95)),
-            "overhead_ms_warmup_median": overhead_ms,
-            "contention": _contention(real, name, b, stm),
+            "overhead_ms_profile": float(prof.config(svc.model, svc.device,
+                                                     svc.threads).overhead_ms),
+            "overhead_ms_warmup_median": serving_overhead_ms(prof, svc,
+                                                             real.warmup.get(name, {})),
+            "contention": _contention(real, name, b, bare),
         })
     for which, summary in (("real", real_summary), ("simulated", sim.summary)):
         run = next((r for r in summary["runs"] if r["service"] == name), None)
@@ -643,43 +664,71 @@ def _contention(real: RealRunResult, name: str, b: pd.DataFrame, stm: Any) -> di
     return out
 
 
+def calibrate(prof: Any, scenario: Scenario, warmup: dict[str, dict[str, float]]
+              ) -> dict[str, dict[str, float]]:
+    """Per service, the machine's speed at the start of the real run relative to the profile:
+    ``factor`` = the replicas' predict median over isolated batches of one in the warm-up /
+    the same measurement in the profile (``serving.predict_ms_p50``; the fit's ``t50(1)`` for
+    a profile without it), 1 when either is missing. ``overhead_ms`` is the profile's serving
+    overhead, kept as measured."""
+    out: dict[str, dict[str, float]] = {}
+    for svc in scenario.services:
+        cfg = prof.config(svc.model, svc.device, svc.threads)
+        if cfg.serving is not None:
+            ref_ms = float(cfg.serving.predict_ms_p50)
+        else:
+            ref_ms = float(prof.service_model(svc.model, svc.device, svc.threads,
+                                              serving=False).median_s(1)) * 1000.0
+        warm_ms = float((warmup.get(svc.name) or {}).get("service_ms_median_batch1", math.nan))
+        ok = math.isfinite(warm_ms) and math.isfinite(ref_ms) and warm_ms > 0 and ref_ms > 0
+        out[svc.name] = {"factor": warm_ms / ref_ms if ok else 1.0,
+                         "warmup_predict_ms_p50": warm_ms, "profile_predict_ms_p50": ref_ms,
+                         "overhead_ms": cfg.overhead_ms}
+    return out
+
+
 def serving_overhead_ms(prof: Any, svc: Service, warm: dict[str, float]) -> float:
-    """Per-batch overhead (ms) of serving ``svc`` here, measured before the run: the median
-    round trip of an isolated batch of one (warm-up) minus the profile's median for one item;
-    never negative."""
-    stm = prof.service_model(svc.model, svc.device, svc.threads)
+    """Per-batch overhead (ms) of serving ``svc`` on the real cluster, measured before the run:
+    the median round trip of an isolated batch of one (warm-up) minus the profile's tight-loop
+    median for one item; never negative. The profile's ``serving.overhead_ms`` is the same
+    measurement made by the profiler."""
+    stm = prof.service_model(svc.model, svc.device, svc.threads, serving=False)
     rt = float(warm.get("roundtrip_ms_median_batch1", math.nan))
     if not math.isfinite(rt):
         return 0.0
     return max(0.0, rt - float(stm.median_s(1)) * 1000.0)
 
 
-def profile_with_overhead(prof: Any, scenario: Scenario, overhead_ms: dict[str, float],
-                          scale: dict[str, float] | None = None) -> Any:
-    """A copy of ``prof`` whose service-time medians of each service's (model, device,
-    threads) are multiplied by ``scale[service]`` (default 1) and then longer by
-    ``overhead_ms[service]`` per batch: ``alpha_ms``, ``beta_ms`` and every knot change
-    accordingly; the noise is kept. Used to show what modelling the overhead would change."""
+def profile_adjusted(prof: Any, scenario: Scenario, overhead_ms: dict[str, float],
+                     scale: dict[str, float] | None = None) -> Any:
+    """A copy of ``prof`` whose tight-loop medians of each service's (model, device, threads)
+    are multiplied by ``scale[service]`` (default 1; ``alpha_ms``, ``beta_ms`` and every knot)
+    and whose serving overhead is ``overhead_ms[service]`` per batch instead of the measured
+    one; the noise is kept. Used for the a posteriori simulation of the diagnosis."""
+    from simscale.profiler.schema import ServingOverhead
+
     models = dict(prof.models)
     for svc in scenario.services:
         extra = float(overhead_ms.get(svc.name, 0.0))
         factor = float((scale or {}).get(svc.name, 1.0))
-        if not math.isfinite(extra):
+        if not math.isfinite(extra) or extra < 0:
             extra = 0.0
         if not math.isfinite(factor) or factor <= 0:
             factor = 1.0
-        if extra == 0.0 and factor == 1.0:
-            continue
         mp = models[svc.model]
         configs = []
         for cfg in mp.configs:
             if cfg.device == svc.device and cfg.threads == svc.threads:
                 fit = cfg.fit
-                knots = ([(b, m * factor + extra) for b, m in fit.knots] if fit.knots
-                         else fit.knots)
-                cfg = cfg.model_copy(update={"fit": fit.model_copy(update={
-                    "alpha_ms": fit.alpha_ms * factor + extra, "beta_ms": fit.beta_ms * factor,
-                    "knots": knots})})
+                knots = [(b, m * factor) for b, m in fit.knots] if fit.knots else fit.knots
+                serving = cfg.serving or ServingOverhead(
+                    batches=1, gap_ms=0.0, roundtrip_ms_p50=math.nan,
+                    roundtrip_ms_p95=math.nan, predict_ms_p50=math.nan, overhead_ms=0.0)
+                cfg = cfg.model_copy(update={
+                    "fit": fit.model_copy(update={"alpha_ms": fit.alpha_ms * factor,
+                                                  "beta_ms": fit.beta_ms * factor,
+                                                  "knots": knots}),
+                    "serving": serving.model_copy(update={"overhead_ms": extra})})
             configs.append(cfg)
         models[svc.model] = mp.model_copy(update={"configs": configs})
     return prof.model_copy(update={"models": models})
@@ -727,21 +776,22 @@ def fidelity(real_summary: dict[str, Any], sim_summary: dict[str, Any], *, label
 
 def print_fidelity(doc: dict[str, Any], console: Any) -> None:
     """Print the fidelity table with rich (one row per figure, per service; the headline
-    ``simulated`` column, then the simulation with the serving overhead measured in the
-    warm-up), and one line of diagnosis per service."""
+    ``simulated`` column, then the simulation with the profile as measured, uncalibrated), and
+    one line of calibration and diagnosis per service."""
     from rich.table import Table
 
     load = doc.get("load_average") or [math.nan] * 3
     table = Table(title=f"fidelity — {doc.get('scenario')} · {doc.get('label')} · "
                   f"{doc.get('duration_s', 0):g} s · load {load[0]:.2f}/{load[1]:.2f} on "
                   f"{doc.get('cores')} cores", title_justify="left")
-    for col in ("service", "figure", "real", "sim", "error", "target", "sim+oh", "error "):
+    for col in ("service", "figure", "real", "sim", "error", "target", "uncal.", "error "):
         table.add_column(col, justify="left" if col in ("service", "figure") else "right")
     for name, svc in doc["services"].items():
         for f in FIGURES:
             r, s, e = svc["real"][f], svc["simulated"][f], svc["error"][f]
-            so = (svc.get("simulated_with_overhead") or {}).get(f, math.nan)
-            eo = (svc.get("error_with_overhead") or {}).get(f, math.nan)
+            unc = svc.get("uncalibrated") or {}
+            so = (unc.get("simulated") or {}).get(f, math.nan)
+            eo = (unc.get("error") or {}).get(f, math.nan)
             target = ""
             if f in svc.get("within_target", {}):
                 target = "[green]ok[/green]" if svc["within_target"][f] else "[red]off[/red]"
@@ -755,23 +805,31 @@ def print_fidelity(doc: dict[str, Any], console: Any) -> None:
         table.add_section()
     table.caption = ("error: relative (simulated - real) / real; replicas: absolute. "
                      "target: p50, p95 within 10 %, mean replicas within 0.25. "
-                     "sim+oh: simulated with the per-batch overhead measured in the warm-up.")
+                     "sim: the profile calibrated to the machine's speed in the warm-up, before "
+                     "t = 0; uncal.: the profile as measured.")
     console.print(table)
     for name, svc in doc["services"].items():
         d = svc.get("diagnosis") or {}
         w = (doc.get("warmup") or {}).get(name, {})
         cold = ", ".join(f"{c:.2f}" for c in
                          (doc.get("cold_start_s") or {}).get(name, {}).get("during_run", []))
-        ap = (d.get("a_posteriori") or {}).get("error", {})
         over = d.get("overhead_ms_per_batch_median", math.nan)
+        cal = (doc.get("calibration") or {}).get(name, {})
+        ap = (d.get("a_posteriori") or {}).get("error", {})
         console.print(
-            f"[dim]{name}: replicas served {d.get('service_time_ratio', math.nan):.2f}x the "
-            f"profiled service time; overhead per batch {over:.2f} ms median (added "
-            f"to the simulation: {d.get('overhead_ms_warmup_median', math.nan):.2f} ms, "
-            f"measured in the warm-up; pipe round trip alone "
-            f"{w.get('ipc_overhead_ms_median', math.nan):.2f} ms); cold starts in the run: "
-            f"{cold or 'none'} s; a posteriori p50/p95 error "
-            f"{_pct(ap.get('latency_ms.p50', math.nan))}/"
+            f"[dim]{name}: calibration x{cal.get('factor', math.nan):.3f} (isolated predict "
+            f"{cal.get('warmup_predict_ms_p50', math.nan):.2f} ms in the warm-up, "
+            f"{cal.get('profile_predict_ms_p50', math.nan):.2f} ms in the profile); batches "
+            f"took {d.get('batch_ms_real_mean', math.nan):.2f} ms on "
+            f"average as the router saw them, simulated "
+            f"{d.get('batch_ms_simulated_mean', math.nan):.2f} ms; predict ran "
+            f"{d.get('service_time_ratio', math.nan):.2f}x the simulated predict; serving "
+            f"overhead {d.get('overhead_ms_profile', math.nan):.2f} ms in the profile, "
+            f"{d.get('overhead_ms_warmup_median', math.nan):.2f} ms in the warm-up; pipe "
+            f"{over:.2f} ms per batch in the run "
+            f"({w.get('ipc_overhead_ms_median', math.nan):.2f} ms in the warm-up); cold starts "
+            f"in the run: {cold or 'none'} s; a posteriori (the run's own predict times and "
+            f"overhead) p50/p95 error {_pct(ap.get('latency_ms.p50', math.nan))}/"
             f"{_pct(ap.get('latency_ms.p95', math.nan))}; arrivals identical: "
             f"{d.get('arrivals_match')}[/dim]")
     cpu = doc.get("cpu_cores_busy") or {}
@@ -867,15 +925,16 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
     for name, svc in doc["services"].items():
         ap = (svc.get("diagnosis") or {}).get("a_posteriori") or {}
         for f in FIGURES:
-            so = (svc.get("simulated_with_overhead") or {}).get(f, math.nan)
             rows.append({
                 "service": name, "figure": f, "real": _fmt(f, svc["real"][f]),
                 "simulated": _fmt(f, svc["simulated"][f]),
                 "relative error": _pct(svc["error"][f]),
                 "target": ("" if f not in svc.get("within_target", {})
                            else "ok" if svc["within_target"][f] else "off"),
-                "simulated + warm-up overhead": _fmt(f, so),
-                "relative error ": _pct((svc.get("error_with_overhead") or {}).get(f, math.nan)),
+                "uncalibrated": _fmt(f, ((svc.get("uncalibrated") or {}).get("simulated")
+                                         or {}).get(f, math.nan)),
+                "relative error ": _pct(((svc.get("uncalibrated") or {}).get("error")
+                                         or {}).get(f, math.nan)),
                 "a posteriori (diagnosis)": _fmt(f, (ap.get("simulated") or {}).get(f, math.nan)),
             })
     sections: list[tuple[str, list[Any]]] = [("Fidelity", [frame_table_html(pd.DataFrame(rows))])]
@@ -885,6 +944,9 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
                                sim_requests=getattr(sim, "requests", None))
         sections.append((svc.name, [Wide(f) for f in figs]))
     facts = []
+    for name, c in (doc.get("calibration") or {}).items():
+        for k, v in c.items():
+            facts.append((f"{name}: calibration {k}", f"{v:.3f}"))
     for name, o in doc.get("overhead", {}).items():
         for k, v in o.items():
             facts.append((f"{name}: {k}", f"{v:.3f}"))

@@ -30,9 +30,10 @@ from simscale.profiler.schema import Profile
 from simscale.simulator.scenario import load_scenario
 from simscale.simulator.validate import (
     FIGURES,
+    calibrate,
     fidelity,
     prepare_scenario,
-    profile_with_overhead,
+    profile_adjusted,
     summarize_real,
 )
 
@@ -153,13 +154,46 @@ def test_prepare_scenario_picks_strategy_and_cuts(tmp_path: Path) -> None:
         prepare_scenario(sc, "nope", None)
 
 
-def test_profile_with_overhead_shifts_the_median_line() -> None:
+def test_profile_adjusted_scales_the_fit_and_replaces_the_overhead() -> None:
     prof = Profile.model_validate(synthetic_profile())
     sc = load_scenario(TINY)
-    shifted = profile_with_overhead(prof, sc, {"lr": 0.5})
-    before = prof.service_model("linear_regression", "cpu", 1)
+    before = prof.service_model("linear_regression", "cpu", 1, serving=False)
+    shifted = profile_adjusted(prof, sc, {"lr": 0.5})
     after = shifted.service_model("linear_regression", "cpu", 1)
     assert float(after.median_s(4)) == pytest.approx(float(before.median_s(4)) + 0.5e-3)
+    # the overhead is replaced, not added: adjusting twice gives the same profile
+    again = profile_adjusted(shifted, sc, {"lr": 0.5}).service_model("linear_regression",
+                                                                    "cpu", 1)
+    assert float(again.median_s(4)) == pytest.approx(float(after.median_s(4)))
+    scaled = profile_adjusted(prof, sc, {"lr": 0.0}, {"lr": 2.0})
+    two = scaled.service_model("linear_regression", "cpu", 1)
+    assert float(two.median_s(4)) == pytest.approx(2 * float(before.median_s(4)))
+    assert float(two.mean_s(4)) == pytest.approx(2 * float(before.mean_s(4)))
+
+
+def test_calibration_is_the_ratio_of_isolated_predict_medians() -> None:
+    """The warm-up's predict median over the profile's (same measurement) scales the fit; the
+    serving overhead is kept; a missing warm-up or serving measurement leaves the profile."""
+    doc = synthetic_profile()
+    sc = load_scenario(TINY)
+    bare = Profile.model_validate(doc)
+    # no serving measurement: the reference is the fit's median of one item (0.055 ms)
+    cal = calibrate(bare, sc, {"lr": {"service_ms_median_batch1": 0.11}})
+    assert cal["lr"]["factor"] == pytest.approx(0.11 / 0.055)
+    assert cal["lr"]["overhead_ms"] == 0.0
+    assert calibrate(bare, sc, {})["lr"]["factor"] == 1.0
+    doc["models"]["linear_regression"]["configs"][0]["serving"] = {
+        "batches": 20, "gap_ms": 50.0, "roundtrip_ms_p50": 0.9, "roundtrip_ms_p95": 1.0,
+        "predict_ms_p50": 0.4, "overhead_ms": 0.845}
+    prof = Profile.model_validate(doc)
+    cal = calibrate(prof, sc, {"lr": {"service_ms_median_batch1": 0.44}})["lr"]
+    assert cal["factor"] == pytest.approx(1.1) and cal["overhead_ms"] == pytest.approx(0.845)
+    adjusted = profile_adjusted(prof, sc, {"lr": cal["overhead_ms"]}, {"lr": cal["factor"]})
+    before = prof.service_model("linear_regression", "cpu", 1)
+    after = adjusted.service_model("linear_regression", "cpu", 1)
+    for b in (1, 4):
+        assert float(after.median_s(b)) == pytest.approx(
+            1.1 * (float(before.median_s(b)) - 0.845e-3) + 0.845e-3)
 
 
 def test_real_run_becomes_simulator_results() -> None:
@@ -234,7 +268,15 @@ def test_validate_tiny_tabular_end_to_end(tmp_path: Path) -> None:
     assert on_disk["overhead"]["lr"]["batches"] > 0
     assert on_disk["representative"] in (True, False)
     assert on_disk["cpu_cores_busy"]["ours_cores"] >= 0.0
-    assert set(s["simulated_with_overhead"]) == set(FIGURES)
+    assert set(s["uncalibrated"]["simulated"]) == set(FIGURES)
+    cal = on_disk["calibration"]["lr"]
+    assert cal["factor"] == pytest.approx(cal["warmup_predict_ms_p50"]
+                                          / cal["profile_predict_ms_p50"])
+    assert 0.2 < cal["factor"] < 5.0  # the same measurement, seconds apart, on one machine
+    d = s["diagnosis"]
+    # the profile was measured with a serving overhead, which the simulation used
+    assert d["overhead_ms_profile"] > 0.0
+    assert d["batch_ms_simulated_mean"] > d["service_ms_profile_mean"]
     assert s["diagnosis"]["a_posteriori"]["simulated"]["completed"] > 0
     for path in ("real/summary.json", "real/requests.parquet", "real/timeseries.parquet",
                  "simulated/summary.json", "simulated/timeseries.parquet", "report.html"):
