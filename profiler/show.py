@@ -86,9 +86,18 @@ def describe_serving(cfg: ConfigProfile) -> str:
     return (
         f"serving: isolated batch of 1 round trip p50 {_fmt_ms(sv.roundtrip_ms_p50)} / p95 "
         f"{_fmt_ms(sv.roundtrip_ms_p95)} ms (predict {_fmt_ms(sv.predict_ms_p50)} ms, "
-        f"{sv.batches} batches ~{sv.gap_ms:.0f} ms apart); +{_fmt_ms(sv.overhead_ms)} ms added "
-        "to every simulated batch"
+        f"{sv.batches} batches ~{sv.gap_ms:.0f} ms apart); simulated batches: "
+        f"{describe_serving_change(cfg)}"
     )
+
+
+def describe_serving_change(cfg: ConfigProfile) -> str:
+    """What serving changes in the simulated batch times: ``+0.62 ms``, ``x0.954`` or ``-``."""
+    if cfg.serving is None:
+        return "-"
+    if cfg.fit_scale < 1.0:
+        return f"x{cfg.fit_scale:.3f}"
+    return f"+{_fmt_ms(cfg.overhead_ms)} ms"
 
 
 def config_table(model: ModelProfile, cfg: ConfigProfile) -> Table:
@@ -119,7 +128,7 @@ def summary_table(profile: Profile) -> Table:
     for col, just in [
         ("model", "left"), ("dev/thr", "left"), ("p50 b=1 ms", "right"),
         ("best items/s", "right"), ("t50(b) ms", "left"), ("noise", "left"),
-        ("max err", "right"), ("serving +ms", "right"), ("cold p50 s", "right"),
+        ("max err", "right"), ("serving", "right"), ("cold p50 s", "right"),
         ("peak MB", "right"),
     ]:
         table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
@@ -139,7 +148,7 @@ def summary_table(profile: Profile) -> Table:
                 + (" +knots" if cfg.fit.knots else ""),
                 cfg.fit.noise.dist + (" s(b)" if cfg.fit.noise_scale else ""),
                 f"{cfg.fit.max_rel_error:.1%}",
-                _fmt_ms(cfg.serving.overhead_ms) if cfg.serving else "-",
+                describe_serving_change(cfg),
                 f"{cold.p50_s:.2f}" if cold else "-",
                 f"{max(peaks):,.0f}" if peaks else "-",
             )

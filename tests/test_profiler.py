@@ -504,6 +504,33 @@ def test_replica_reports_bad_weights_as_one_line(tmp_path):
     assert reply["event"] == "error" and "bad.npz" in reply["message"]
 
 
+@pytest.mark.profile
+def test_measure_serving_times_isolated_batches_and_leaves_nothing_behind(tmp_path):
+    """Round trips through a real serving replica hold its predict time; a replica that
+    cannot load its model is one UserError line; no replica process outlives the call."""
+    pytest.importorskip("sklearn")
+    import psutil
+
+    from simscale.profiler.runner import measure_serving, serving_overhead
+    from simscale.profiler.zoo import train_model
+
+    art = train_model("linear_regression", tmp_path).artifact
+    rt, pred = measure_serving("linear_regression", "cpu", 1, art, batches=5, gap_s=0.01)
+    assert len(rt) == len(pred) == 5
+    assert all(0 < p < r < 1000 for r, p in zip(rt, pred, strict=True))
+    sv = serving_overhead(rt, pred, 0.01, t50_one_ms=0.05)
+    assert sv.overhead_ms == pytest.approx(float(np.median(rt)) - 0.05) and sv.fit_scale == 1
+    fast = serving_overhead(rt, pred, 0.01, t50_one_ms=10 * float(np.median(rt)))
+    assert fast.overhead_ms == 0 and fast.fit_scale == pytest.approx(0.1)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"junk")
+    with pytest.raises(UserError, match="bad.npz"):
+        measure_serving("linear_regression", "cpu", 1, bad, batches=2, gap_s=0.0)
+    children = [c for c in psutil.Process().children(recursive=True)
+                if "simscale.profiler.replica" in " ".join(c.cmdline())]
+    assert not children
+
+
 # -- the shipped default profile -----------------------------------------------------------------
 
 
