@@ -850,8 +850,8 @@ def print_fidelity(doc: dict[str, Any], console: Any) -> None:
                       f"{lag.get('max_ms', math.nan):.2f} ms[/dim]")
 
 
-def _fmt(f: str, v: float) -> str:
-    if v != v:
+def _fmt(f: str, v: float | None) -> str:
+    if v is None or v != v:  # NaN (None once written to JSON)
         return "—"
     if f == "slo_attainment":
         return f"{100 * v:.1f}%"
@@ -862,8 +862,8 @@ def _fmt(f: str, v: float) -> str:
     return f"{v:.1f}"
 
 
-def _pct(v: float) -> str:
-    return "—" if v != v else f"{100 * v:+.1f}%"
+def _pct(v: float | None) -> str:
+    return "—" if v is None or v != v else f"{100 * v:+.1f}%"
 
 
 # --------------------------------------------------------------------------- figures
@@ -928,7 +928,9 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
             rows.append({
                 "service": name, "figure": f, "real": _fmt(f, svc["real"][f]),
                 "simulated": _fmt(f, svc["simulated"][f]),
-                "relative error": _pct(svc["error"][f]),
+                "relative error": (f"{svc['abs_error'][f]:+.2f} (absolute)"
+                                   if TARGETS.get(f, ("rel",))[0] == "abs"
+                                   else _pct(svc["error"][f])),
                 "target": ("" if f not in svc.get("within_target", {})
                            else "ok" if svc["within_target"][f] else "off"),
                 "uncalibrated": _fmt(f, ((svc.get("uncalibrated") or {}).get("simulated")

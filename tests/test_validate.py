@@ -283,6 +283,8 @@ def test_validate_tiny_tabular_end_to_end(tmp_path: Path) -> None:
         assert (out / path).is_file(), path
     import pandas as pd
 
+    # mean replicas are judged by their absolute difference, and the report says so
+    assert "(absolute)" in (out / "report.html").read_text(encoding="utf-8")
     ts = pd.read_parquet(out / "real" / "timeseries.parquet")
     sim_ts = pd.read_parquet(out / "simulated" / "timeseries.parquet")
     assert list(ts.columns) == list(sim_ts.columns)
