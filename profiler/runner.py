@@ -52,7 +52,6 @@ from simscale.profiler.schema import (
     ModelProfile,
     Preprocessing,
     Profile,
-    ServiceTimeModel,
     ServingOverhead,
 )
 from simscale.profiler.zoo import MODEL_NAMES, MODELS, check_model_name, thread_env
@@ -66,6 +65,8 @@ PROBE_TIMEOUT_S = 600.0
 #: mean idle gap (s) between the isolated batches that measure a serving replica; the real
 #: cluster's warm-up (``simscale validate``) uses the same, so both measure the same thing
 SERVING_GAP_S = 0.05
+#: idle gaps (s) after which the profiler times a serving replica (0: back to back)
+SERVING_GAPS_S = (0.0, 0.002, 0.01, 0.05, 0.2)
 
 
 class ProfilerError(RuntimeError):
@@ -86,8 +87,7 @@ class RunPlan:
     cold_start_samples: int
     preprocessing_samples: int
     memory_parallel: int
-    serving_batches: int = 20
-    serving_gap_s: float = SERVING_GAP_S
+    serving_batches: int = 20  # per idle gap
     retry_wait_share: float | None = None
     retry_until_s: float = 0.0
 
@@ -101,7 +101,7 @@ class RunPlan:
             cold_start_samples=5,
             preprocessing_samples=100,
             memory_parallel=2,
-            serving_batches=30,
+            serving_batches=20,
             retry_wait_share=0.10,
             retry_until_s=300.0,
         )
@@ -116,7 +116,7 @@ class RunPlan:
             cold_start_samples=2,
             preprocessing_samples=20,
             memory_parallel=2,
-            serving_batches=12,
+            serving_batches=8,
         )
 
 
@@ -443,15 +443,16 @@ def measure_memory(
 
 
 def measure_serving(
-    model: str, device: str, threads: int, artifact: Path, batches: int, gap_s: float,
-    seed: int = 0,
-) -> tuple[list[float], list[float]]:
-    """Time ``batches`` isolated batches of one item through a real serving replica process
-    (``python -m simscale.profiler.replica --serve``), ``gap_s`` apart on average (uniform in
-    0.5..1.5 times it), as a router does under modest traffic.
+    model: str, device: str, threads: int, artifact: Path, batches: int,
+    gaps_s: Sequence[float] = SERVING_GAPS_S, seed: int = 0,
+) -> dict[float, tuple[list[float], list[float]]]:
+    """Time batches of one item through a real serving replica process (``python -m
+    simscale.profiler.replica --serve``) after each idle gap of ``gaps_s`` (0: back to back),
+    ``batches`` per gap, as a router sees them. The gaps are interleaved: every round sends one
+    batch after each gap, in a fresh random order, so that drift spreads over all of them.
 
-    Returns ``(roundtrip_ms, predict_ms)`` per batch: the time from writing the batch to the
-    replica's stdin to reading its answer, and the replica's own time around ``predict``.
+    Returns ``{gap_s: (roundtrip_ms, predict_ms)}``: per batch, the time from writing the batch
+    to the replica's stdin to reading its answer, and the replica's own time around ``predict``.
     """
     import random
 
@@ -459,8 +460,7 @@ def measure_serving(
 
     cmd = replica_command(model, threads, device, artifact, mode=("--serve",))
     rng = random.Random(seed)
-    roundtrip_ms: list[float] = []
-    predict_ms: list[float] = []
+    out: dict[float, tuple[list[float], list[float]]] = {float(g): ([], []) for g in gaps_s}
     with tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                                 env=thread_env(threads), text=True, bufsize=1)
@@ -472,7 +472,7 @@ def measure_serving(
         def reply() -> dict[str, Any]:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             try:
-                out = json.loads(line)
+                msg = json.loads(line)
             except json.JSONDecodeError:
                 proc.kill()
                 proc.wait()
@@ -480,20 +480,29 @@ def measure_serving(
                 tail = " | ".join(err.read().strip().splitlines()[-3:])
                 raise ProfilerError(f"serving replica failed (exit {proc.returncode}): "
                                     f"{' '.join(cmd[2:])}: {tail}") from None
-            if out.get("event") == "error":
-                raise UserError(out.get("message", "replica failed"))
-            return out
+            if msg.get("event") == "error":
+                raise UserError(msg.get("message", "replica failed"))
+            return msg
+
+        def one() -> tuple[float, float]:
+            t0 = time.perf_counter()
+            proc.stdin.write("1\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+            done = reply()
+            return (time.perf_counter() - t0) * 1000.0, float(done["service_ms"])
 
         try:
             reply()  # ready: loaded, first prediction done
+            one()  # past the first call's costs
             for _ in range(batches):
-                time.sleep(rng.uniform(0.5, 1.5) * gap_s)
-                t0 = time.perf_counter()
-                proc.stdin.write("1\n")
-                proc.stdin.flush()
-                done = reply()
-                roundtrip_ms.append((time.perf_counter() - t0) * 1000.0)
-                predict_ms.append(float(done["service_ms"]))
+                order = list(out)
+                rng.shuffle(order)
+                for gap in order:
+                    if gap > 0:
+                        time.sleep(gap)
+                    rt, pred = one()
+                    out[gap][0].append(rt)
+                    out[gap][1].append(pred)
             proc.stdin.close()
             proc.wait(timeout=30.0)
         finally:  # never leave a replica behind (timeout, Ctrl-C)
@@ -501,23 +510,31 @@ def measure_serving(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return roundtrip_ms, predict_ms
+    return out
 
 
-def serving_overhead(roundtrip_ms: Sequence[float], predict_ms: Sequence[float], gap_s: float,
-                     t50_one_ms: float) -> ServingOverhead:
-    """The :class:`ServingOverhead` of measured round trips and predict times (ms), with
-    ``t50_one_ms`` the fit's median of one item (tight loop): the overhead when the round trip
-    is slower than that, else the factor that makes the fit as fast (see the schema)."""
-    rt = np.asarray(roundtrip_ms, dtype=float)
-    p50 = float(np.median(rt))
-    t50 = float(t50_one_ms)
+def serving_overhead(by_gap: Mapping[float, tuple[Sequence[float], Sequence[float]]],
+                     reference_gap_s: float = SERVING_GAP_S) -> ServingOverhead:
+    """The :class:`ServingOverhead` of round trips and predict times (ms) measured after idle
+    gaps (``{gap_s: (roundtrip_ms, predict_ms)}``, see :func:`measure_serving`): each gap's
+    overhead is its median round trip less the replica's own back-to-back predict median (the
+    smallest gap's), scaled by ``fit_scale`` when some gap's round trip is faster than that
+    (see the profile schema)."""
+    gaps = sorted(by_gap)
+    rt50 = {g: float(np.median(np.asarray(by_gap[g][0], dtype=float))) for g in gaps}
+    p0 = float(np.median(np.asarray(by_gap[gaps[0]][1], dtype=float)))
+    scale = min(1.0, min(rt50.values()) / p0) if p0 > 0 else 1.0
+    over = {g: max(0.0, rt50[g] - scale * p0) for g in gaps}
+    ref = min(gaps, key=lambda g: abs(g - reference_gap_s))
+    rt_ref = np.asarray(by_gap[ref][0], dtype=float)
     return ServingOverhead(
-        batches=len(rt), gap_ms=round(gap_s * 1000.0, 3), roundtrip_ms_p50=p50,
-        roundtrip_ms_p95=float(np.percentile(rt, 95)),
-        predict_ms_p50=float(np.median(np.asarray(predict_ms, dtype=float))),
-        overhead_ms=max(0.0, p50 - t50),
-        fit_scale=min(1.0, p50 / t50) if t50 > 0 else 1.0,
+        batches=len(rt_ref), gap_ms=round(ref * 1000.0, 3), roundtrip_ms_p50=rt50[ref],
+        roundtrip_ms_p95=float(np.percentile(rt_ref, 95)),
+        predict_ms_p50=float(np.median(np.asarray(by_gap[ref][1], dtype=float))),
+        overhead_ms=over[ref], fit_scale=scale, backtoback_predict_ms_p50=p0,
+        idle_overhead_ms=[(round(g * 1000.0, 3), over[g]) for g in gaps] if len(gaps) > 1
+        else None,
+        idle_roundtrip_ms_p50=[(round(g * 1000.0, 3), rt50[g]) for g in gaps],
     )
 
 
@@ -612,8 +629,8 @@ def run_profile(
         )
         + sum(w_probe[c.model] for c, _ in mem_jobs) / max(1, plan.memory_parallel)
         + sum(w_probe[m] * plan.cold_start_samples for m, _ in cold_threads)
-        + sum(w_probe[c.model] + plan.serving_batches * (plan.serving_gap_s + w_serve[c.model])
-              for c in configs)
+        + sum(w_probe[c.model] + plan.serving_batches * (sum(SERVING_GAPS_S)
+              + len(SERVING_GAPS_S) * w_serve[c.model]) for c in configs)
     )
 
     from simscale.profiler.zoo import train_model
@@ -694,12 +711,11 @@ def run_profile(
         served: dict[_Config, tuple[list[float], list[float]]] = {}
         for cfg in configs:
             bar.step(f"serving {cfg.model} {cfg.device} {cfg.threads}t "
-                     f"({plan.serving_batches} isolated batches)")
+                     f"({plan.serving_batches} batches after each idle gap)")
             served[cfg] = measure_serving(cfg.model, cfg.device, cfg.threads,
-                                          trained[cfg.model].artifact, plan.serving_batches,
-                                          plan.serving_gap_s)
+                                          trained[cfg.model].artifact, plan.serving_batches)
             bar.step(advance=w_probe[cfg.model] + plan.serving_batches
-                     * (plan.serving_gap_s + w_serve[cfg.model]))
+                     * (sum(SERVING_GAPS_S) + len(SERVING_GAPS_S) * w_serve[cfg.model]))
         phase("serving")
 
         bar.step("fitting service-time models")
@@ -709,7 +725,6 @@ def run_profile(
             for cfg in (c for c in configs if c.model == name):
                 samples = timings[cfg].samples_ms
                 fit = fit_service_time(samples)
-                t50_one_ms = float(ServiceTimeModel(fit).median_s(1)) * 1000.0
                 cfg_profiles.append(
                     ConfigProfile(
                         device=cfg.device,
@@ -719,7 +734,7 @@ def run_profile(
                             for b in sorted(samples)
                         ],
                         fit=fit,
-                        serving=serving_overhead(*served[cfg], plan.serving_gap_s, t50_one_ms),
+                        serving=serving_overhead(served[cfg]),
                     )
                 )
             tm = trained[name]
@@ -774,12 +789,14 @@ def run_profile(
             "processes held the CPU) and the time it spent making that item's input",
         },
         "serving": {
-            "batches": plan.serving_batches,
-            "gap_s": plan.serving_gap_s,
+            "batches_per_gap": plan.serving_batches,
+            "idle_gaps_s": list(SERVING_GAPS_S),
+            "reference_gap_s": SERVING_GAP_S,
             "method": "a fresh 'python -m simscale.profiler.replica --serve' per (model, device, "
-            "threads), sent isolated batches of one item (gaps uniform in 0.5..1.5 x gap_s); "
-            "round trip = write the batch to its stdin .. read its answer; overhead_ms = median "
-            "round trip less the fit's median of one item, added to every simulated batch",
+            "threads), sent batches of one item after each idle gap (interleaved rounds); round "
+            "trip = write the batch to its stdin .. read its answer; per gap, the overhead = "
+            "median round trip less the replica's own back-to-back predict median (x fit_scale); "
+            "the simulator adds the overhead of each batch's actual idle time",
         },
         "weights_path": str(weights) if weights is not None else None,
         "load_average_before": load_before,

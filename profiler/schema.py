@@ -23,20 +23,27 @@ spread around it is scaled by ``s(b)``. Without ``noise_scale``, ``s = 1`` and t
 Serving overhead
 ----------------
 The fit describes ``predict`` timed in a tight loop. A serving replica also reads the batch
-from its router, builds its inputs and writes the answer back, and an isolated call (a replica
-that was idle for a while, as under real traffic) is slower than a call in a tight loop (cold
-caches, threads waking up). ``serving`` stores what a router sees of a real replica process
-(``python -m simscale.profiler.replica --serve``) serving isolated batches of one item, and the
-simulated serving replica's median for one item is that round trip's median ``rt``:
+from its router, builds its inputs and writes the answer back, and how long it was idle before
+the batch matters: threads that slept take time to wake (an XGBoost call with two threads takes
+0.5 ms back to back and ~15 ms after 50 ms idle here). ``serving`` stores what a router sees of a
+real replica process (``python -m simscale.profiler.replica --serve``) serving batches of one
+item after several idle gaps ``g`` (0: back to back), interleaved: the median round trip
+``rt(g)`` and, in the same process, the median back-to-back ``predict`` time ``p0``. What serving
+adds is measured against that ``p0`` rather than against the fit, so that the machine's speed
+drifting between the profiler's phases (several per cent within minutes on a shared machine) is
+not taken for an overhead:
 
-- ``rt >= t50(1)`` (the usual case: pipe, input building, threads waking up): ``overhead_ms =
-  rt - t50(1)`` is added to every batch, whatever its size and noise draw: these costs do not
-  grow with the batch;
-- ``rt < t50(1)`` (an isolated ResNet50 call can run a few per cent faster than back-to-back
-  ones): the fit is scaled by ``fit_scale = rt / t50(1)`` instead (a speed, not a negative cost).
+- ``fit_scale = min(1, min_g rt(g) / p0)``: below 1 only when a call after some idle gap is
+  faster than back to back (it happens to ResNet50 here): a speed, so it scales the fit;
+- ``idle_overhead_ms``: per gap, ``rt(g) - fit_scale * p0`` (never negative): pipe, input
+  building, waking threads: fixed costs that do not grow with the batch.
 
-A batch takes ``overhead_ms + fit_scale * t50(b) * (1 + s(b) * (X - 1))``. Profiles without
-``serving`` (older files) have ``overhead_ms = 0`` and ``fit_scale = 1``.
+A batch that starts after its replica was idle for ``g`` takes ``overhead(g) + fit_scale *
+t50(b) * (1 + s(b) * (X - 1))``, with ``overhead`` interpolated linearly between the measured
+gaps and constant beyond them. ``overhead_ms`` is the overhead at ``gap_ms`` (used by latency
+statistics that know no idle time). Profiles without ``serving`` (older files) have no overhead
+and ``fit_scale = 1``; a ``serving`` without ``idle_overhead_ms`` adds ``overhead_ms`` to every
+batch.
 """
 
 from __future__ import annotations
@@ -123,11 +130,19 @@ class ServingOverhead(_Strict):
     roundtrip_ms_p95: float
     predict_ms_p50: float = Field(description="the replica's own time around predict")
     overhead_ms: float = Field(
-        ge=0, description="added to every batch: roundtrip_ms_p50 less the fit's median of one "
-        "item when that is positive, else 0")
+        ge=0, description="the serving overhead after gap_ms idle (see the module docstring)")
     fit_scale: float = Field(
-        default=1.0, gt=0, le=1, description="the fit's times are multiplied by this: "
-        "roundtrip_ms_p50 / the fit's median of one item when that is below 1, else 1")
+        default=1.0, gt=0, le=1, description="the fit's times are multiplied by this (see the "
+        "module docstring)")
+    backtoback_predict_ms_p50: float | None = Field(
+        default=None, description="the replica's median predict time back to back, the "
+        "reference of the overheads")
+    idle_overhead_ms: list[tuple[float, float]] | None = Field(
+        default=None, description="(idle gap ms, overhead ms): the overhead of a batch that "
+        "starts after the replica was idle that long (0: back to back), ascending gaps; None: "
+        "overhead_ms whatever the idle time")
+    idle_roundtrip_ms_p50: list[tuple[float, float]] | None = Field(
+        default=None, description="(idle gap ms, median round trip ms) as measured")
 
 
 class ConfigProfile(_Strict):
@@ -244,9 +259,11 @@ class Profile(_Strict):
         replica (the fit plus the serving overhead), or with ``serving=False`` the bare
         ``predict`` of the fit."""
         cfg = self.config(model, device, threads)
+        idle = cfg.serving.idle_overhead_ms if cfg.serving is not None and serving else None
         return ServiceTimeModel(cfg.fit, max_measured_batch=max(b.batch_size for b in cfg.batches),
                                 overhead_ms=cfg.overhead_ms if serving else 0.0,
-                                fit_scale=cfg.fit_scale if serving else 1.0)
+                                fit_scale=cfg.fit_scale if serving else 1.0,
+                                idle_overhead_ms=idle)
 
     def cold_start(self, model: str, device: str = "cpu") -> ColdStart:
         """Measured cold start of ``model`` on ``device`` (falls back to the CPU measurement)."""
@@ -299,11 +316,17 @@ class ServiceTimeModel:
     """
 
     def __init__(self, fit: ServiceTimeFit, max_measured_batch: int | None = None,
-                 overhead_ms: float = 0.0, fit_scale: float = 1.0):
+                 overhead_ms: float = 0.0, fit_scale: float = 1.0,
+                 idle_overhead_ms: list[tuple[float, float]] | None = None):
         self.fit = fit
         self.max_measured_batch = max_measured_batch
         self.overhead_s = float(overhead_ms) / 1000.0
         self.fit_scale = float(fit_scale)
+        #: ``(idle gaps s, overheads s)`` or None (see the module docstring)
+        self.idle_overhead_s: tuple[list[float], list[float]] | None = None
+        if idle_overhead_ms:
+            pts = sorted(idle_overhead_ms)
+            self.idle_overhead_s = ([g / 1000.0 for g, _ in pts], [o / 1000.0 for _, o in pts])
         self._noise = fit.noise.frozen
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # scipy's higher moments
@@ -331,6 +354,14 @@ class ServiceTimeModel:
     def median_s(self, batch_size: Any) -> np.ndarray:
         """Median service time (s) of a batch of ``batch_size`` items."""
         return self._t50_s(batch_size) + self.overhead_s
+
+    def overhead_after_idle_s(self, idle_s: Any) -> np.ndarray:
+        """The serving overhead (s) of a batch that starts after the replica was idle for
+        ``idle_s`` seconds (``overhead_ms`` whatever the idle time without a measured curve)."""
+        idle = np.asarray(idle_s, dtype=float)
+        if self.idle_overhead_s is None:
+            return np.full_like(idle, self.overhead_s)
+        return np.interp(idle, *self.idle_overhead_s)
 
     def _t50_s(self, batch_size: Any) -> np.ndarray:
         """The fit's median (s) at ``batch_size`` times ``fit_scale``, without the overhead."""
@@ -372,13 +403,16 @@ class ServiceTimeModel:
         x = self._noise.ppf(np.clip(u, 1e-12, 1 - 1e-12))
         return np.maximum(x, self._x_floor)
 
-    def affine_s(self, batch_size: Any) -> tuple[np.ndarray, np.ndarray]:
+    def affine_s(self, batch_size: Any, *, overhead: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """``(offset_s, scale_s)`` with service time ``offset_s + scale_s * X`` for a batch of
         ``batch_size`` whose noise draw is ``X`` (:meth:`unit_noise`): the serving overhead
-        plus the fit's median times ``1 + s(b) * (X - 1)``."""
+        (left out with ``overhead=False``, for a caller that adds
+        :meth:`overhead_after_idle_s` itself) plus the fit's median times
+        ``1 + s(b) * (X - 1)``."""
         med = self._t50_s(batch_size)
         s = self.noise_scale(batch_size)
-        return med * (1.0 - s) + self.overhead_s, med * s
+        return med * (1.0 - s) + (self.overhead_s if overhead else 0.0), med * s
 
     @property
     def scv(self) -> float:

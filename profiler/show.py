@@ -83,21 +83,28 @@ def describe_serving(cfg: ConfigProfile) -> str:
     sv = cfg.serving
     if sv is None:
         return "serving overhead: not measured (an older profile): none simulated"
-    return (
-        f"serving: isolated batch of 1 round trip p50 {_fmt_ms(sv.roundtrip_ms_p50)} / p95 "
-        f"{_fmt_ms(sv.roundtrip_ms_p95)} ms (predict {_fmt_ms(sv.predict_ms_p50)} ms, "
-        f"{sv.batches} batches ~{sv.gap_ms:.0f} ms apart); simulated batches: "
-        f"{describe_serving_change(cfg)}"
+    text = (
+        f"serving: batch of 1 after {sv.gap_ms:.0f} ms idle: round trip p50 "
+        f"{_fmt_ms(sv.roundtrip_ms_p50)} / p95 {_fmt_ms(sv.roundtrip_ms_p95)} ms (predict "
+        f"{_fmt_ms(sv.predict_ms_p50)} ms, {sv.batches} batches)"
     )
+    if sv.idle_roundtrip_ms_p50:
+        gaps = "/".join(f"{g:g}" for g, _ in sv.idle_roundtrip_ms_p50)
+        rts = "/".join(_fmt_ms(r) for _, r in sv.idle_roundtrip_ms_p50)
+        text += f"; after {gaps} ms idle: {rts} ms"
+    return text + f"; simulated batches: {describe_serving_change(cfg)}"
 
 
 def describe_serving_change(cfg: ConfigProfile) -> str:
     """What serving changes in the simulated batch times: ``+0.62 ms``, ``x0.954`` or ``-``."""
-    if cfg.serving is None:
+    sv = cfg.serving
+    if sv is None:
         return "-"
-    if cfg.fit_scale < 1.0:
-        return f"x{cfg.fit_scale:.3f}"
-    return f"+{_fmt_ms(cfg.overhead_ms)} ms"
+    scale = f"x{cfg.fit_scale:.3f} " if cfg.fit_scale < 1.0 else ""
+    if sv.idle_overhead_ms:
+        lo, hi = min(o for _, o in sv.idle_overhead_ms), max(o for _, o in sv.idle_overhead_ms)
+        return f"{scale}+{lo:.2f}..{hi:.2f} ms"
+    return f"{scale}+{cfg.overhead_ms:.2f} ms"
 
 
 def config_table(model: ModelProfile, cfg: ConfigProfile) -> Table:

@@ -27,7 +27,8 @@ Semantics (times in seconds):
 - Faults: each serving replica crashes after an exponential time with mean ``crash_mtbf_s``;
   a crashed replica disappears (the strategy's next decision replaces it). Each new replica is a
   straggler with probability ``straggler_fraction`` (service times x ``straggler_slowdown``).
-- Service times with ``service_time: profile``: the profile's serving overhead plus the
+- Service times with ``service_time: profile``: the profile's serving overhead (for the time
+  the replica was idle before the batch, when the profile measured it by idle time) plus the
   (serving-scaled) median line of the replica's size times the noise, drawn for the service's
   configured size (one uniform per request: common random numbers); see the profile schema.
 - ``Decision.info``: the run's ``info`` holds the mean over decisions of each reported figure.
@@ -137,9 +138,13 @@ def size_options(svc: Service, profile: Any, max_batch_size: int) -> tuple[SizeO
         # coefficient of variation of the smallest batch (the fitted noise may have heavy tails
         # with no finite variance; the measurements always have one).
         # Serving (see the profile schema): the fit's times scale by ``k``; the overhead (a
-        # constant per batch) adds to the median and the mean, not to the spread.
+        # constant per batch) adds to the median and the mean, not to the spread. The queueing
+        # models size replicas for load, where batches run back to back: the overhead after no
+        # idle time when the profile measured it by idle time.
         b0 = min(cfg.batches, key=lambda st: st.batch_size)
-        oh, k = cfg.overhead_ms, cfg.fit_scale
+        k = cfg.fit_scale
+        idle = cfg.serving.idle_overhead_ms if cfg.serving is not None else None
+        oh = min(idle)[1] if idle else cfg.overhead_ms
         mean_factor = (k * b0.mean_ms + oh) / (k * b0.p50_ms + oh) if b0.p50_ms > 0 else 1.0
         scv = (k * b0.std_ms / (k * b0.mean_ms + oh)) ** 2 if b0.mean_ms > 0 else 1.0
         opts.append(SizeOption(svc.device, t, (k * float(cfg.fit.alpha_ms) + oh) / svc.cpu_speed,
@@ -221,21 +226,25 @@ class _ServiceSim:
             return None
         return min(same, key=lambda o: (abs(o.threads - threads), o.threads))
 
-    def _factors(self, size: SizeOption, slowdown: float,
-                 maxb: int) -> tuple[list[float], list[float]]:
-        """Per batch size b = 0..maxb, the (factors, offsets) of the request plane: a batch
-        whose first request drew ``X`` takes ``offsets[b] + factors[b] * X`` seconds."""
+    def _factors(self, size: SizeOption, slowdown: float, maxb: int
+                 ) -> tuple[list[float], list[float], tuple[list[float], list[float]] | None]:
+        """Per batch size b = 0..maxb, the (factors, offsets) of the request plane, and its idle
+        curve: a batch whose first request drew ``X`` takes ``offsets[b] + factors[b] * X``
+        seconds plus the serving overhead of the replica's idle time before it (when the
+        profile measured one; otherwise that overhead is a constant in ``offsets``)."""
         b = np.arange(0, maxb + 1)
         slowdown = slowdown / self.svc.cpu_speed
         if isinstance(self.svc.service_time, Distribution):
-            return [slowdown] * (maxb + 1), [0.0] * (maxb + 1)
+            return [slowdown] * (maxb + 1), [0.0] * (maxb + 1), None
         key = (size.device, size.threads)
         stm = self._stm_cache.get(key)
         if stm is None:
             stm = self.profile.service_model(self.svc.model, size.device, size.threads)
             self._stm_cache[key] = stm
-        offset_s, scale_s = stm.affine_s(np.maximum(b, 1))
-        return (scale_s * slowdown).tolist(), (offset_s * slowdown).tolist()
+        curve = stm.idle_overhead_s
+        offset_s, scale_s = stm.affine_s(np.maximum(b, 1), overhead=curve is None)
+        idle = None if curve is None else (curve[0], [o * slowdown for o in curve[1]])
+        return (scale_s * slowdown).tolist(), (offset_s * slowdown).tolist(), idle
 
     def _memory_mb(self, size: SizeOption) -> float:
         if self.profile is None or self.svc.model not in self.profile.models:

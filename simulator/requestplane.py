@@ -22,8 +22,10 @@ Semantics (times in seconds):
 - Batching: an idle replica starts a batch when ``max_batch_size`` requests are queued or the
   oldest queued one has waited ``max_wait_s``; it takes all queued requests up to
   ``max_batch_size``. A batch of ``b`` started by request ``h`` on replica ``r`` takes
-  ``factors[r][b] * unit_service[h]`` seconds (common random numbers: ``unit_service`` is one
-  draw per request, the same for every strategy).
+  ``offsets[r][b] + factors[r][b] * unit_service[h]`` seconds (common random numbers:
+  ``unit_service`` is one draw per request, the same for every strategy), plus, when the replica
+  has an idle curve, the overhead of the time it was idle before the batch (since its previous
+  batch ended or it became ready; 0 back to back), interpolated linearly in the curve.
 - Queue ``capacity``: an arrival that finds ``capacity`` requests already waiting (in the shared
   queue, or in the queue of the replica it is routed to) is dropped (``queue_full``) at arrival.
   ``timeout_s``: a request that has waited longer than ``timeout_s`` without starting is dropped
@@ -49,6 +51,7 @@ import gc
 import heapq
 import math
 from array import array
+from bisect import bisect_right
 from collections import deque
 
 import numpy as np
@@ -138,6 +141,9 @@ class RequestPlane:
         self.factors: dict[int, list[float]] = {}
         #: per replica, seconds added to a batch of b whatever its draw (``offsets[r][b]``)
         self.offsets: dict[int, list[float]] = {}
+        #: per replica, ``(idle gaps s, overheads s)``: seconds added to a batch by how long the
+        #: replica was idle before it (absent: none)
+        self.idle: dict[int, tuple[list[float], list[float]]] = {}
         self.accepting: list[int] = []  #: ready replicas (sorted ids) that take new work
         self.draining: set[int] = set()
         #: draining replicas that finished their work (id -> stop time), for the control plane
@@ -147,25 +153,36 @@ class RequestPlane:
 
     # ------------------------------------------------------------------ control operations
     def add_replica(self, rid: int, t_s: float, factors: list[float],
-                    offsets: list[float] | None = None) -> None:
+                    offsets: list[float] | None = None,
+                    idle: tuple[list[float], list[float]] | None = None) -> None:
         """Replica ``rid`` serves from ``t_s`` (call after ``advance(t_s)``).
 
         A batch of ``b`` (``b`` = 1..max batch) whose first request has unit draw ``u`` takes
-        ``offsets[b] + factors[b] * u`` seconds (``offsets`` default to zero)."""
+        ``offsets[b] + factors[b] * u`` seconds (``offsets`` default to zero), plus, with an
+        ``idle`` curve ``(gaps_s, overheads_s)`` (ascending gaps), the overhead of the replica's
+        idle time before the batch."""
         self.free_at[rid] = t_s
         self.nserv[rid] = 0
-        self.set_factors(rid, factors, offsets)
+        self.set_factors(rid, factors, offsets, idle)
         if self.routing != "shared_queue":
             self.rq[rid] = deque()
         self.accepting.append(rid)
         self.accepting.sort()
 
     def set_factors(self, rid: int, factors: list[float],
-                    offsets: list[float] | None = None) -> None:
-        """New service-time factors (and offsets) of ``rid`` (resize); the batch in service
-        keeps its time."""
+                    offsets: list[float] | None = None,
+                    idle: tuple[list[float], list[float]] | None = None) -> None:
+        """New service-time factors (and offsets, idle curve) of ``rid`` (resize); the batch in
+        service keeps its time."""
         self.factors[rid] = list(factors)
         self.offsets[rid] = [0.0] * len(factors) if offsets is None else list(offsets)
+        if idle is None:
+            self.idle.pop(rid, None)
+        else:
+            gaps, over = idle
+            if len(gaps) != len(over) or not gaps or list(gaps) != sorted(gaps):
+                raise ValueError("idle curve needs ascending gaps, one overhead each")
+            self.idle[rid] = (list(map(float, gaps)), list(map(float, over)))
 
     def set_batching(self, max_batch_size: int, max_wait_s: float) -> None:
         """Change the batching limits from now on (factors must cover ``max_batch_size``)."""
@@ -210,6 +227,7 @@ class RequestPlane:
         self.nserv.pop(rid, None)
         self.factors.pop(rid, None)
         self.offsets.pop(rid, None)
+        self.idle.pop(rid, None)
         self.rq.pop(rid, None)
         self.draining.discard(rid)
         self.stopped.pop(rid, None)
@@ -278,7 +296,10 @@ class RequestPlane:
 
     def _fifo_fast_ok(self) -> bool:
         """The unbatched fast path handles zero offsets, or, without capacity and timeout, one
-        (offset, factor) shared by all replicas; the batching loop handles the rest exactly."""
+        (offset, factor) shared by all replicas; the batching loop handles the rest exactly
+        (idle curves included)."""
+        if self.idle:
+            return False
         offs = {self.offsets[r][1] for r in self.accepting}
         if offs <= {0.0}:
             return True
@@ -415,6 +436,7 @@ class RequestPlane:
         heapq.heapify(heap)
         factors = self.factors
         offsets = self.offsets
+        idle_c = self.idle
         maxb = self.max_batch_size
         maxw = self.max_wait_s
         cap = -1 if self.capacity is None else self.capacity
@@ -459,6 +481,10 @@ class RequestPlane:
                     k = maxb
                 h = q[0]
                 e = tb + offsets[r][k] + factors[r][k] * ul[h - lo]
+                if idle_c:
+                    c = idle_c.get(r)
+                    if c is not None:
+                        e += _idle_overhead(tb - f, c)
                 for _ in range(k):
                     oi.append(q.popleft())
                 os_.extend([tb] * k)
@@ -512,6 +538,7 @@ class RequestPlane:
         nserv = self.nserv
         factors = self.factors
         offsets = self.offsets
+        idle_c = self.idle
         accepting = self.accepting
         draining = self.draining
         stopped = self.stopped
@@ -573,6 +600,10 @@ class RequestPlane:
                 k = maxb
             h = q[0]
             e = t + offsets[r][k] + factors[r][k] * ul[h - lo]
+            if idle_c:
+                c = idle_c.get(r)
+                if c is not None:
+                    e += _idle_overhead(t - fa[r], c)  # fa[r]: end of its previous batch
             for _ in range(k):
                 idx = q.popleft()
                 if tmo is not None:
@@ -731,6 +762,19 @@ class RequestPlane:
             idx = d[:, 0].astype(np.int64)
             self.drop[idx] = d[:, 1].astype(np.int8)
             self.end_s[idx] = d[:, 2]
+
+
+def _idle_overhead(idle_s: float, curve: tuple[list[float], list[float]]) -> float:
+    """The overhead (s) after ``idle_s`` seconds idle: linear between the curve's gaps,
+    constant beyond its ends."""
+    gaps, over = curve
+    if idle_s <= gaps[0]:
+        return over[0]
+    j = bisect_right(gaps, idle_s)
+    if j >= len(gaps):
+        return over[-1]
+    g0 = gaps[j - 1]
+    return over[j - 1] + (over[j] - over[j - 1]) * (idle_s - g0) / (gaps[j] - g0)
 
 
 def _fifo_kernel(al: memoryview, ul: memoryview, heap: list[tuple[float, int]],

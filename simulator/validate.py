@@ -181,9 +181,8 @@ def validate(
     # 3. the simulation
     say("simulating the same scenario with the measured profile")
     calibration = calibrate(prof, scenario, real.warmup)
-    calibrated = profile_adjusted(
-        prof, scenario, {n: c["overhead_ms"] for n, c in calibration.items()},
-        {n: c["factor"] for n, c in calibration.items()})
+    calibrated = profile_adjusted(prof, scenario, None,
+                                  {n: c["factor"] for n, c in calibration.items()})
     sim = _simulate(scenario, spec, calibrated)
     sim.save(outdir / "simulated", save_requests=True)
     sim_raw = _simulate(scenario, spec, prof)
@@ -563,8 +562,8 @@ def diagnose(scenario: Scenario, name: str, prof: Any, real: RealRunResult,
       its per-batch overhead) for the same batch sizes; ``service_time_ratio`` = real / profile
       (> 1: the replicas' predict ran slower than simulated, e.g. CPU contention).
     - ``batch_ms_real_mean`` / ``batch_ms_simulated_mean``: mean batch time as the router saw it
-      (write to answer) and as the simulation models it for the same batch sizes (the profile's
-      serving overhead included); ``batch_time_ratio`` = simulated / real.
+      (write to answer) and in the simulation (its batches, serving overhead included);
+      ``batch_time_ratio`` = simulated / real.
     - ``overhead_ms_per_batch_*``: batch time seen by the router minus the replica's own
       predict time (pipe, JSON, input building, scheduling); ``overhead_ms_profile``: the
       profile's serving overhead (which also holds an isolated predict's slowness);
@@ -576,15 +575,20 @@ def diagnose(scenario: Scenario, name: str, prof: Any, real: RealRunResult,
     svc = next(s for s in scenario.services if s.name == name)
     rec = real.services[name]
     out: dict[str, Any] = {}
+    sim_batch_ms = math.nan
     sim_req = getattr(sim, "requests", None)
     if sim_req is not None and len(sim_req):
         sim_arr = np.sort(sim_req.loc[sim_req["service"] == name, "arrival_s"].to_numpy(float))
         out["arrivals_match"] = bool(len(sim_arr) == len(rec.arrival_s)
                                      and np.allclose(sim_arr, np.sort(rec.arrival_s),
                                                      rtol=0, atol=1e-9))
-        served = sim_req[(sim_req["service"] == name) & sim_req["start_s"].notna()]
+        served = sim_req[(sim_req["service"] == name) & sim_req["start_s"].notna()
+                         & sim_req["end_s"].notna()]
         out["batch_size_mean_simulated"] = float(served["batch_size"].mean()) \
             if len(served) else math.nan
+        heads = served.drop_duplicates(["replica", "start_s"])
+        sim_batch_ms = float(((heads["end_s"] - heads["start_s"]) * 1000.0).mean()) \
+            if len(heads) else math.nan
     b = rec.batches
     if len(b):
         bare = prof.service_model(svc.model, svc.device, svc.threads, serving=False)
@@ -596,7 +600,6 @@ def diagnose(scenario: Scenario, name: str, prof: Any, real: RealRunResult,
         real_ms = b["service_ms"].to_numpy(float)
         batch_ms = (b["end_s"] - b["start_s"]).to_numpy(float) * 1000.0
         over = batch_ms - real_ms
-        sim_batch_ms = float(np.mean(serving.mean_s(sizes) * 1000.0))
         out.update({
             "batches": int(len(b)),
             "batch_size_mean_real": float(b["batch_size"].mean()),
@@ -664,26 +667,38 @@ def _contention(real: RealRunResult, name: str, b: pd.DataFrame, stm: Any) -> di
     return out
 
 
+#: calibration factors are kept within these bounds (a ratio outside them is a broken
+#: measurement, not a machine's drift)
+CALIBRATION_BOUNDS = (0.5, 2.0)
+
+
 def calibrate(prof: Any, scenario: Scenario, warmup: dict[str, dict[str, float]]
               ) -> dict[str, dict[str, float]]:
-    """Per service, the machine's speed at the start of the real run relative to the profile:
-    ``factor`` = the replicas' predict median over isolated batches of one in the warm-up /
-    the same measurement in the profile (``serving.predict_ms_p50``; the fit's ``t50(1)`` for
-    a profile without it), 1 when either is missing. ``overhead_ms`` is the profile's serving
-    overhead, kept as measured."""
+    """Per service, the factor on the profile's fit that makes the simulated predict time of
+    one item after ~``gap_ms`` idle equal the replicas' median over the warm-up's isolated
+    batches, seconds before the run (the machine's speed then, relative to the profile).
+
+    The simulated predict there is ``fit_scale * t50(1)`` plus the part of the serving
+    overhead that is predict (``predict_ms_p50 - fit_scale * backtoback_predict_ms_p50``); the
+    factor scales the first part only. 1 when the warm-up measured nothing; kept within
+    :data:`CALIBRATION_BOUNDS`."""
     out: dict[str, dict[str, float]] = {}
     for svc in scenario.services:
         cfg = prof.config(svc.model, svc.device, svc.threads)
-        if cfg.serving is not None:
-            ref_ms = float(cfg.serving.predict_ms_p50)
-        else:
-            ref_ms = float(prof.service_model(svc.model, svc.device, svc.threads,
-                                              serving=False).median_s(1)) * 1000.0
+        bare = prof.service_model(svc.model, svc.device, svc.threads, serving=False)
+        fit_ms = cfg.fit_scale * float(bare.median_s(1)) * 1000.0
+        sv = cfg.serving
+        extra_ms = 0.0
+        if sv is not None and sv.backtoback_predict_ms_p50 is not None:
+            extra_ms = max(0.0, float(sv.predict_ms_p50)
+                           - cfg.fit_scale * float(sv.backtoback_predict_ms_p50))
         warm_ms = float((warmup.get(svc.name) or {}).get("service_ms_median_batch1", math.nan))
-        ok = math.isfinite(warm_ms) and math.isfinite(ref_ms) and warm_ms > 0 and ref_ms > 0
-        out[svc.name] = {"factor": warm_ms / ref_ms if ok else 1.0,
-                         "warmup_predict_ms_p50": warm_ms, "profile_predict_ms_p50": ref_ms,
-                         "overhead_ms": cfg.overhead_ms}
+        factor = 1.0
+        if math.isfinite(warm_ms) and warm_ms > 0 and fit_ms > 0:
+            lo, hi = CALIBRATION_BOUNDS
+            factor = min(hi, max(lo, (warm_ms - extra_ms) / fit_ms))
+        out[svc.name] = {"factor": factor, "warmup_predict_ms_p50": warm_ms,
+                         "profile_predict_ms_p50": fit_ms + extra_ms}
     return out
 
 
@@ -699,17 +714,18 @@ def serving_overhead_ms(prof: Any, svc: Service, warm: dict[str, float]) -> floa
     return max(0.0, rt - float(stm.median_s(1)) * 1000.0)
 
 
-def profile_adjusted(prof: Any, scenario: Scenario, overhead_ms: dict[str, float],
+def profile_adjusted(prof: Any, scenario: Scenario, overhead_ms: dict[str, float] | None,
                      scale: dict[str, float] | None = None) -> Any:
     """A copy of ``prof`` whose tight-loop medians of each service's (model, device, threads)
     are multiplied by ``scale[service]`` (default 1; ``alpha_ms``, ``beta_ms`` and every knot)
-    and whose serving overhead is ``overhead_ms[service]`` per batch instead of the measured
-    one; the noise is kept. Used for the a posteriori simulation of the diagnosis."""
+    and, unless ``overhead_ms`` is None, whose serving overhead is ``overhead_ms[service]`` per
+    batch whatever the idle time, instead of the measured one; the noise is kept. Used for the
+    calibration and the a posteriori simulation of the diagnosis."""
     from simscale.profiler.schema import ServingOverhead
 
     models = dict(prof.models)
     for svc in scenario.services:
-        extra = float(overhead_ms.get(svc.name, 0.0))
+        extra = float(overhead_ms.get(svc.name, 0.0)) if overhead_ms is not None else 0.0
         factor = float((scale or {}).get(svc.name, 1.0))
         if not math.isfinite(extra) or extra < 0:
             extra = 0.0
@@ -724,11 +740,15 @@ def profile_adjusted(prof: Any, scenario: Scenario, overhead_ms: dict[str, float
                 serving = cfg.serving or ServingOverhead(
                     batches=1, gap_ms=0.0, roundtrip_ms_p50=math.nan,
                     roundtrip_ms_p95=math.nan, predict_ms_p50=math.nan, overhead_ms=0.0)
+                if overhead_ms is not None:
+                    serving = serving.model_copy(update={"overhead_ms": extra,
+                                                         "idle_overhead_ms": None})
                 cfg = cfg.model_copy(update={
                     "fit": fit.model_copy(update={"alpha_ms": fit.alpha_ms * factor,
                                                   "beta_ms": fit.beta_ms * factor,
                                                   "knots": knots}),
-                    "serving": serving.model_copy(update={"overhead_ms": extra})})
+                    "serving": serving if cfg.serving is not None or overhead_ms is not None
+                    else None})
             configs.append(cfg)
         models[svc.model] = mp.model_copy(update={"configs": configs})
     return prof.model_copy(update={"models": models})
@@ -823,7 +843,8 @@ def print_fidelity(doc: dict[str, Any], console: Any) -> None:
             f"took {d.get('batch_ms_real_mean', math.nan):.2f} ms on "
             f"average as the router saw them, simulated "
             f"{d.get('batch_ms_simulated_mean', math.nan):.2f} ms; predict ran "
-            f"{d.get('service_time_ratio', math.nan):.2f}x the simulated predict; serving "
+            f"{d.get('service_time_ratio', math.nan):.2f}x the simulated fit (the rest is "
+            f"serving overhead); serving "
             f"overhead {d.get('overhead_ms_profile', math.nan):.2f} ms in the profile, "
             f"{d.get('overhead_ms_warmup_median', math.nan):.2f} ms in the warm-up; pipe "
             f"{over:.2f} ms per batch in the run "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import simpy
 from hypothesis import given, settings
@@ -63,9 +64,10 @@ def textbook_fifo(arr, unit, c, *, fac=1.0, cap=None, tmo=None):
 
 
 def textbook_batching(arr, unit, fac, *, routing="shared_queue", maxb=1, maxw=0.0, cap=None,
-                      route_u=None):
+                      route_u=None, idle=None):
     """Replica processes taking batches from a shared queue or from their own queues; a
-    process per request routes it at its arrival."""
+    process per request routes it at its arrival. ``idle``: ``(gaps_s, overheads_s)`` added
+    to a batch by the replica's idle time before it (np.interp)."""
     env = simpy.Environment()
     n = len(arr)
     c = len(fac)
@@ -79,6 +81,7 @@ def textbook_batching(arr, unit, fac, *, routing="shared_queue", maxb=1, maxw=0.
     wake = [env.event() for _ in queues]
     inserv = [0] * c
     busy = [False] * c
+    last_end = [0.0] * c
     rr = [0]
 
     def outstanding(r):
@@ -131,6 +134,9 @@ def textbook_batching(arr, unit, fac, *, routing="shared_queue", maxb=1, maxw=0.
             del Q[:k]
             d = fac[r][k] * unit[batch[0]]
             t = env.now
+            if idle is not None:
+                d += float(np.interp(t - last_end[r], *idle))
+            last_end[r] = t + d
             busy[r] = True
             inserv[r] = k
             for i in batch:
@@ -155,11 +161,11 @@ def textbook_batching(arr, unit, fac, *, routing="shared_queue", maxb=1, maxw=0.
 
 
 def kernel(arr, unit, fac, *, routing="shared_queue", maxb=1, maxw=0.0, cap=None, tmo=None,
-           route_u=None, cuts=(), general=False, t_end=None):
+           route_u=None, cuts=(), general=False, t_end=None, idle=None):
     pl = RequestPlane(arr, unit, routing=routing, max_batch_size=maxb, max_wait_s=maxw,
                       capacity=cap, timeout_s=tmo, route_u=route_u)
     for r, f in enumerate(fac):
-        pl.add_replica(r, 0.0, f)
+        pl.add_replica(r, 0.0, f, idle=idle)
     t_end = arr[-1] + 1000.0 if t_end is None else t_end
     for T in [*sorted(cuts), t_end]:
         if general:
@@ -213,6 +219,39 @@ CASES = [
     ("power_of_two", 2, 0.01, None),
     ("random", 4, 0.01, None),
 ]
+
+
+#: a serving overhead that grows with the idle time before a batch (s): 0.2 ms back to back,
+#: 2 ms after 20 ms idle, 5 ms after 100 ms and beyond
+IDLE = ([0.0, 0.02, 0.1], [0.0002, 0.002, 0.005])
+
+
+@pytest.mark.parametrize("routing,maxb,maxw,c,general", [
+    ("shared_queue", 1, 0.0, 1, False),
+    ("shared_queue", 4, 0.01, 1, False),
+    ("shared_queue", 4, 0.01, 1, True),
+    ("round_robin", 2, 0.005, 3, False),
+    ("least_outstanding", 1, 0.0, 3, False),
+])
+def test_idle_overhead_matches_textbook(routing, maxb, maxw, c, general):
+    """Each batch pays the overhead of its replica's idle time before it, in every loop."""
+    arr, unit, _ = poisson(2000, 40.0 * c, seed=7 + maxb + c)
+    unit = unit * 0.01
+    fac = [[1.0 + 0.3 * b for b in range(maxb + 1)]] * c
+    s_ref, e_ref, b_ref, r_ref, d_ref = textbook_batching(
+        arr, unit, fac, routing=routing, maxb=maxb, maxw=maxw, idle=IDLE)
+    pl = kernel(arr, unit, fac, routing=routing, maxb=maxb, maxw=maxw, idle=IDLE,
+                general=general, cuts=np.linspace(0, arr[-1], 9)[1:-1])
+    np.testing.assert_allclose(pl.start_s, s_ref, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(pl.end_s, e_ref, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(pl.batch_size, b_ref)
+    # the overhead of each batch (time less the draw of its first request): batches after
+    # short and after long idle times both occur, so the curve is exercised across its range
+    frame = pd.DataFrame({"replica": pl.replica, "start": pl.start_s})
+    heads = frame.reset_index().groupby(["replica", "start"])["index"].min().to_numpy()
+    extra = (pl.end_s - pl.start_s)[heads] - np.asarray(fac[0])[pl.batch_size[heads]] * unit[heads]
+    assert extra.min() >= 0.0002 - 1e-12 and extra.max() <= 0.005 + 1e-12
+    assert extra.min() < 0.0005 and extra.max() > 0.004
 
 
 @pytest.mark.parametrize("routing,maxb,maxw,cap", CASES)

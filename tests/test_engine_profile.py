@@ -15,10 +15,12 @@ from simscale.simulator.scenario import load_scenario
 from simscale.strategies.base import Decision, Observation, ServiceContext
 
 
-def make_profile(overhead_ms: float | None = None) -> Profile:
+def make_profile(overhead_ms: float | None = None,
+                 idle: list[tuple[float, float]] | None = None) -> Profile:
     serving = None if overhead_ms is None else {
         "batches": 10, "gap_ms": 50.0, "roundtrip_ms_p50": 5.0 + overhead_ms,
-        "roundtrip_ms_p95": 6.0 + overhead_ms, "predict_ms_p50": 5.0, "overhead_ms": overhead_ms}
+        "roundtrip_ms_p95": 6.0 + overhead_ms, "predict_ms_p50": 5.0, "overhead_ms": overhead_ms,
+        "idle_overhead_ms": idle}
 
     def cfg(t: int) -> dict:
         a, b = 4.0 / t, 1.0 / t
@@ -131,6 +133,34 @@ def test_serving_overhead_lengthens_every_batch_by_exactly_it():
     opt1 = size_options(sc.services[0], make_profile(1.5), 4)[0]
     assert opt1.alpha_ms == pytest.approx(opt0.alpha_ms + 1.5)
     assert opt1.mean_service_s(1) > opt0.mean_service_s(1)
+
+
+def test_serving_overhead_follows_each_batchs_idle_time():
+    """With an overhead measured by idle gap, each simulated batch pays the overhead of its
+    replica's idle time before it; the strategies size replicas with the back-to-back one."""
+    curve = [(0.0, 0.2), (50.0, 1.5), (200.0, 3.0)]
+    prof = make_profile(1.5, curve)
+    sc = scenario(workload={"kind": "constant", "rate_rps": 30})
+    res = run_scenario(sc, profile=prof, keep_requests=True, strategies=["grow"])
+    req = res.requests.reset_index(drop=True)
+    u = np.random.default_rng(np.random.SeedSequence(5).spawn(1)[0].spawn(5)[1]).random(len(req))
+    bare = make_profile().service_model("m", "cpu", 1)
+    served = req[req.end_s.notna()]
+    heads = served.groupby(["replica", "start_s"]).head(1).sort_values(["replica", "start_s"])
+    # the replica's idle time before each batch: since its previous batch ended (the first
+    # batches: since it became ready, at 0 for the initial replica)
+    prev_end = heads.groupby("replica")["end_s"].shift(1)
+    known = heads[prev_end.notna()]
+    idle_s = (known.start_s - prev_end[prev_end.notna()]).to_numpy()
+    got = (known.end_s - known.start_s).to_numpy() - bare.sample_s(
+        known.batch_size.to_numpy(), u[known.index.to_numpy()])
+    want = np.interp(idle_s * 1000, *zip(*curve, strict=True)) / 1000
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert idle_s.min() < 0.01 and idle_s.max() > 0.05  # short and long idle times both occur
+    from simscale.simulator.engine import size_options
+
+    opt = size_options(sc.services[0], prof, 4)[0]
+    assert opt.alpha_ms == pytest.approx(4.0 + 0.2)  # back to back: the curve's first point
 
 
 def test_vertical_resize_uses_the_bigger_size_and_price():

@@ -90,19 +90,26 @@ def test_quick_profile_holds_every_model_with_all_parts(quick_profile):
             # serving: isolated batches of one through a real replica process; the round trip
             # holds the replica's predict, and the overhead is what the fit does not explain
             sv = cfg.serving
-            assert sv is not None and sv.batches >= 10, name
+            assert sv is not None and sv.batches >= 8, name
             assert 0 < sv.predict_ms_p50 < sv.roundtrip_ms_p50 <= sv.roundtrip_ms_p95, name
             t50 = float(profile.service_model(name, "cpu", cfg.threads, serving=False)
                         .median_s(1)) * 1000
-            assert sv.overhead_ms == pytest.approx(max(0.0, sv.roundtrip_ms_p50 - t50)), name
-            assert sv.fit_scale == pytest.approx(min(1.0, sv.roundtrip_ms_p50 / t50)), name
+            # one overhead per idle gap: the gap's median round trip less the scaled fit
+            rts = dict(sv.idle_roundtrip_ms_p50)
+            p0 = sv.backtoback_predict_ms_p50
+            assert sorted(rts) == [0.0, 2.0, 10.0, 50.0, 200.0], name
+            assert sv.fit_scale == pytest.approx(min(1.0, min(rts.values()) / p0)), name
+            for gap, over in sv.idle_overhead_ms:
+                assert over == pytest.approx(rts[gap] - sv.fit_scale * p0, abs=1e-9), name
+            assert sv.overhead_ms == pytest.approx(dict(sv.idle_overhead_ms)[50.0]), name
             # a pipe round trip is well under 50 ms on any machine; an isolated predict may be
             # slower or faster than the tight loop, but not by half
             assert sv.overhead_ms < 50.0 + 0.5 * t50 and sv.fit_scale > 0.5, (name, sv)
-            # the simulated serving replica's median for one item is the measured round trip
+            # the simulated serving replica: the (scaled) fit plus the overhead, so that its
+            # median for one item is the round trip where the fit and p0 agree
             served = profile.service_model(name, "cpu", cfg.threads)
-            assert float(served.median_s(1)) * 1000 == pytest.approx(sv.roundtrip_ms_p50,
-                                                                     rel=1e-9)
+            assert float(served.median_s(1)) * 1000 == pytest.approx(
+                sv.fit_scale * t50 + sv.overhead_ms, rel=1e-9)
     lr, xgb, rn = (profile.models[k] for k in ("linear_regression", "xgboost", "resnet50"))
     assert set(lr.quality) == {"r2"} and 0 < lr.quality["r2"] < 1
     assert xgb.quality["accuracy"] > 0.9
@@ -505,9 +512,9 @@ def test_replica_reports_bad_weights_as_one_line(tmp_path):
 
 
 @pytest.mark.profile
-def test_measure_serving_times_isolated_batches_and_leaves_nothing_behind(tmp_path):
-    """Round trips through a real serving replica hold its predict time; a replica that
-    cannot load its model is one UserError line; no replica process outlives the call."""
+def test_measure_serving_times_batches_after_idle_gaps_and_leaves_nothing_behind(tmp_path):
+    """Round trips through a real serving replica hold its predict time, for every idle gap; a
+    replica that cannot load its model is one UserError line; no replica outlives the call."""
     pytest.importorskip("sklearn")
     import psutil
 
@@ -515,17 +522,29 @@ def test_measure_serving_times_isolated_batches_and_leaves_nothing_behind(tmp_pa
     from simscale.profiler.zoo import train_model
 
     art = train_model("linear_regression", tmp_path).artifact
-    rt, pred = measure_serving("linear_regression", "cpu", 1, art, batches=5, gap_s=0.01)
-    assert len(rt) == len(pred) == 5
-    assert all(0 < p < r < 1000 for r, p in zip(rt, pred, strict=True))
-    sv = serving_overhead(rt, pred, 0.01, t50_one_ms=0.05)
-    assert sv.overhead_ms == pytest.approx(float(np.median(rt)) - 0.05) and sv.fit_scale == 1
-    fast = serving_overhead(rt, pred, 0.01, t50_one_ms=10 * float(np.median(rt)))
-    assert fast.overhead_ms == 0 and fast.fit_scale == pytest.approx(0.1)
+    by_gap = measure_serving("linear_regression", "cpu", 1, art, batches=4,
+                             gaps_s=(0.0, 0.005, 0.02))
+    assert sorted(by_gap) == [0.0, 0.005, 0.02]
+    for rt, pred in by_gap.values():
+        assert len(rt) == len(pred) == 4
+        assert all(0 < p < r < 1000 for r, p in zip(rt, pred, strict=True))
+    med = {g: float(np.median(rt)) for g, (rt, _) in by_gap.items()}
+    p0 = float(np.median(by_gap[0.0][1]))  # the replica's own back-to-back predict
+    sv = serving_overhead(by_gap, reference_gap_s=0.02)
+    # a round trip holds the predict, so no gap is faster than back-to-back predict
+    assert sv.gap_ms == 20.0 and sv.fit_scale == 1.0 and sv.backtoback_predict_ms_p50 == p0
+    assert sv.overhead_ms == pytest.approx(med[0.02] - p0)
+    assert sv.idle_overhead_ms == [(g * 1000, pytest.approx(med[g] - p0)) for g in sorted(med)]
+    # a call after some idle gap faster than back to back: a speed (fit_scale), not a
+    # negative overhead
+    made_up = {0.0: ([10.5] * 3, [10.0] * 3), 0.05: ([9.0] * 3, [8.6] * 3)}
+    fast = serving_overhead(made_up)
+    assert fast.fit_scale == pytest.approx(0.9)
+    assert fast.idle_overhead_ms == [(0.0, pytest.approx(1.5)), (50.0, pytest.approx(0.0))]
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"junk")
     with pytest.raises(UserError, match="bad.npz"):
-        measure_serving("linear_regression", "cpu", 1, bad, batches=2, gap_s=0.0)
+        measure_serving("linear_regression", "cpu", 1, bad, batches=2, gaps_s=(0.0,))
     children = [c for c in psutil.Process().children(recursive=True)
                 if "simscale.profiler.replica" in " ".join(c.cmdline())]
     assert not children
@@ -552,8 +571,10 @@ def test_default_profile_loads_and_is_complete():
             assert cfg.fit.max_rel_error <= limit, (name, threads, busy)
             # the serving measurement ships too: every simulation of the default profile
             # includes it
-            assert cfg.serving is not None and cfg.serving.batches >= 30, (name, threads)
+            sv = cfg.serving
+            assert sv is not None and sv.batches >= 20, (name, threads)
             assert 0.5 < cfg.fit_scale <= 1.0 and cfg.overhead_ms >= 0.0
+            assert [g for g, _ in sv.idle_overhead_ms] == [0.0, 2.0, 10.0, 50.0, 200.0]
     assert [b.batch_size for b in profile.config("resnet50", "cpu", 1).batches] == [
         1, 2, 4, 8, 16, 32]
     assert [b.batch_size for b in profile.config("xgboost", "cpu", 1).batches] == [

@@ -171,29 +171,36 @@ def test_profile_adjusted_scales_the_fit_and_replaces_the_overhead() -> None:
     assert float(two.mean_s(4)) == pytest.approx(2 * float(before.mean_s(4)))
 
 
-def test_calibration_is_the_ratio_of_isolated_predict_medians() -> None:
-    """The warm-up's predict median over the profile's (same measurement) scales the fit; the
-    serving overhead is kept; a missing warm-up or serving measurement leaves the profile."""
+def test_calibration_matches_the_warmup_predict_time() -> None:
+    """The factor on the fit makes the simulated predict of one item after the reference idle
+    gap equal the warm-up's; the serving overhead's predict part is not scaled; a missing
+    warm-up leaves the profile; an absurd ratio is clamped."""
     doc = synthetic_profile()
     sc = load_scenario(TINY)
     bare = Profile.model_validate(doc)
-    # no serving measurement: the reference is the fit's median of one item (0.055 ms)
-    cal = calibrate(bare, sc, {"lr": {"service_ms_median_batch1": 0.11}})
-    assert cal["lr"]["factor"] == pytest.approx(0.11 / 0.055)
-    assert cal["lr"]["overhead_ms"] == 0.0
+    # no serving measurement: the simulated predict is the fit's median of one item (0.055 ms)
+    cal = calibrate(bare, sc, {"lr": {"service_ms_median_batch1": 0.11}})["lr"]
+    assert cal["factor"] == pytest.approx(0.11 / 0.055)
+    assert cal["profile_predict_ms_p50"] == pytest.approx(0.055)
     assert calibrate(bare, sc, {})["lr"]["factor"] == 1.0
+    assert calibrate(bare, sc, {"lr": {"service_ms_median_batch1": 5.0}})["lr"]["factor"] == 2.0
+    # serving measured: back to back the replica predicted in 0.05 ms, after 50 ms idle in 0.4
     doc["models"]["linear_regression"]["configs"][0]["serving"] = {
         "batches": 20, "gap_ms": 50.0, "roundtrip_ms_p50": 0.9, "roundtrip_ms_p95": 1.0,
-        "predict_ms_p50": 0.4, "overhead_ms": 0.845}
+        "predict_ms_p50": 0.4, "overhead_ms": 0.85, "backtoback_predict_ms_p50": 0.05,
+        "idle_overhead_ms": [(0.0, 0.2), (50.0, 0.85)]}
     prof = Profile.model_validate(doc)
-    cal = calibrate(prof, sc, {"lr": {"service_ms_median_batch1": 0.44}})["lr"]
-    assert cal["factor"] == pytest.approx(1.1) and cal["overhead_ms"] == pytest.approx(0.845)
-    adjusted = profile_adjusted(prof, sc, {"lr": cal["overhead_ms"]}, {"lr": cal["factor"]})
+    cal = calibrate(prof, sc, {"lr": {"service_ms_median_batch1": 0.35 + 0.055 * 1.2}})["lr"]
+    assert cal["factor"] == pytest.approx(1.2)
+    assert cal["profile_predict_ms_p50"] == pytest.approx(0.055 + 0.35)
+    adjusted = profile_adjusted(prof, sc, None, {"lr": cal["factor"]})
     before = prof.service_model("linear_regression", "cpu", 1)
     after = adjusted.service_model("linear_regression", "cpu", 1)
+    # the fit is scaled, the overhead curve is kept
+    assert after.idle_overhead_s == before.idle_overhead_s
     for b in (1, 4):
         assert float(after.median_s(b)) == pytest.approx(
-            1.1 * (float(before.median_s(b)) - 0.845e-3) + 0.845e-3)
+            1.2 * (float(before.median_s(b)) - 0.85e-3) + 0.85e-3)
 
 
 def test_real_run_becomes_simulator_results() -> None:
@@ -270,9 +277,7 @@ def test_validate_tiny_tabular_end_to_end(tmp_path: Path) -> None:
     assert on_disk["cpu_cores_busy"]["ours_cores"] >= 0.0
     assert set(s["uncalibrated"]["simulated"]) == set(FIGURES)
     cal = on_disk["calibration"]["lr"]
-    assert cal["factor"] == pytest.approx(cal["warmup_predict_ms_p50"]
-                                          / cal["profile_predict_ms_p50"])
-    assert 0.2 < cal["factor"] < 5.0  # the same measurement, seconds apart, on one machine
+    assert 0.5 <= cal["factor"] <= 2.0 and cal["warmup_predict_ms_p50"] > 0
     d = s["diagnosis"]
     # the profile was measured with a serving overhead, which the simulation used
     assert d["overhead_ms_profile"] > 0.0
