@@ -181,6 +181,37 @@ def contention_note(profile: Profile) -> str | None:
     )
 
 
+#: a back-to-back predict in the serving replica that differs from the fit's median of one
+#: item by more than this share means the machine's speed changed between the two measurements
+SPEED_CHANGE_LIMIT = 0.10
+#: only models this slow are checked (ms per item): below, a process's own costs dominate
+SPEED_CHECK_MIN_MS = 10.0
+
+
+def speed_note(profile: Profile) -> str | None:
+    """A warning when, for a model slower than :data:`SPEED_CHECK_MIN_MS`, the serving
+    replica's back-to-back predict (measured minutes after the tight-loop timing) differs from
+    the fit's median of one item by more than :data:`SPEED_CHANGE_LIMIT`: the machine's speed
+    changed while profiling, and every simulation inherits that uncertainty."""
+    off = []
+    for m in profile.models.values():
+        for cfg in m.configs:
+            sv = cfg.serving
+            if sv is None or sv.backtoback_predict_ms_p50 is None:
+                continue
+            t50 = float(profile.service_model(m.name, cfg.device, cfg.threads,
+                                              serving=False).median_s(1)) * 1000.0
+            ratio = float(sv.backtoback_predict_ms_p50) / t50 - 1.0 if t50 > 0 else 0.0
+            if t50 >= SPEED_CHECK_MIN_MS and abs(ratio) > SPEED_CHANGE_LIMIT:
+                off.append(f"{m.name}/{cfg.device}/{cfg.threads} {t50:.1f} ms in the timing "
+                           f"loop, {sv.backtoback_predict_ms_p50:.1f} ms back to back in a "
+                           f"serving replica ({ratio:+.0%})")
+    if not off:
+        return None
+    return ("note: the machine's speed changed while profiling: " + "; ".join(off)
+            + "; simulations inherit that uncertainty: measure again on a quiet machine")
+
+
 def show_profile(profile: Profile, console: Any = None) -> None:
     """Print ``profile`` as rich tables: machine, models, one table per configuration."""
     console = console or Console()
@@ -195,9 +226,9 @@ def show_profile(profile: Profile, console: Any = None) -> None:
     )
     if libs:
         console.print(f"Libraries: {libs}")
-    note = contention_note(profile)
-    if note:
-        console.print(f"[yellow]{note}[/]")
+    for note in (contention_note(profile), speed_note(profile)):
+        if note:
+            console.print(f"[yellow]{note}[/]")
     console.print(models_table(profile))
     for model in profile.models.values():
         for cfg in model.configs:

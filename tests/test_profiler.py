@@ -581,3 +581,28 @@ def test_default_profile_loads_and_is_complete():
         2**k for k in range(11)]
     assert DEFAULT_PROFILE.stat().st_size < 3_000_000
     assert os.access(DEFAULT_PROFILE, os.R_OK)
+
+
+def test_speed_note_flags_a_machine_that_changed_speed_while_profiling():
+    """A slow model whose back-to-back predict in the serving replica is far from its fit's
+    median is named; fast models (process costs dominate) and agreeing ones are not."""
+    from simscale.profiler.show import speed_note
+
+    base = load_profile("default")
+
+    def with_backtoback(factor: float) -> Profile:
+        models = {}
+        for name, m in base.models.items():
+            configs = []
+            for cfg in m.configs:
+                t50 = float(base.service_model(name, cfg.device, cfg.threads,
+                                               serving=False).median_s(1)) * 1000.0
+                sv = cfg.serving.model_copy(update={"backtoback_predict_ms_p50": factor * t50})
+                configs.append(cfg.model_copy(update={"serving": sv}))
+            models[name] = m.model_copy(update={"configs": configs})
+        return base.model_copy(update={"models": models})
+
+    assert speed_note(with_backtoback(1.03)) is None
+    note = speed_note(with_backtoback(0.8))
+    assert note is not None and "resnet50/cpu/1" in note and "-20%" in note
+    assert "xgboost" not in note and "linear_regression" not in note
