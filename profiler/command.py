@@ -25,7 +25,7 @@ def profile_command(
     :class:`~simscale.errors.UserError` before anything is measured or written.
     """
     from simscale.profiler.runner import run_profile
-    from simscale.profiler.show import contention_note, speed_note, summary_table
+    from simscale.profiler.show import profile_notes, summary_table
 
     err = Console(stderr=True)
     profile = run_profile(
@@ -41,9 +41,8 @@ def profile_command(
     )
     out = Console()
     out.print(summary_table(profile))
-    for note in (contention_note(profile), speed_note(profile)):
-        if note:
-            err.print(f"[yellow]{note}[/]")
+    for note in profile_notes(profile):
+        err.print(f"[yellow]{note}[/]")
     wall = profile.settings.get("wall_time_s")
     out.print(f"wrote {output}" + (f" ({wall:.0f} s)" if isinstance(wall, int | float) else ""))
     return profile

@@ -620,6 +620,11 @@ def run_profile(
     w_train = {"linear_regression": 0.5, "xgboost": 1.0, "resnet50": 3.0}
     w_probe = {"linear_regression": 1.2, "xgboost": 1.3, "resnet50": 3.0}
     w_serve = {"linear_regression": 0.001, "xgboost": 0.002, "resnet50": 0.1}  # s per batch
+
+    def serve_weight(cfg: _Config) -> float:  # a replica start, then every gap and batch
+        return w_probe[cfg.model] + plan.serving_batches * (
+            sum(SERVING_GAPS_S) + len(SERVING_GAPS_S) * w_serve[cfg.model])
+
     mem_jobs = [(c, b) for c in configs for b in c.batch_sizes]
     total = (
         sum(w_train[m] for m in model_list)
@@ -629,8 +634,7 @@ def run_profile(
         )
         + sum(w_probe[c.model] for c, _ in mem_jobs) / max(1, plan.memory_parallel)
         + sum(w_probe[m] * plan.cold_start_samples for m, _ in cold_threads)
-        + sum(w_probe[c.model] + plan.serving_batches * (sum(SERVING_GAPS_S)
-              + len(SERVING_GAPS_S) * w_serve[c.model]) for c in configs)
+        + sum(serve_weight(c) for c in configs)
     )
 
     from simscale.profiler.zoo import train_model
@@ -714,8 +718,7 @@ def run_profile(
                      f"({plan.serving_batches} batches after each idle gap)")
             served[cfg] = measure_serving(cfg.model, cfg.device, cfg.threads,
                                           trained[cfg.model].artifact, plan.serving_batches)
-            bar.step(advance=w_probe[cfg.model] + plan.serving_batches
-                     * (sum(SERVING_GAPS_S) + len(SERVING_GAPS_S) * w_serve[cfg.model]))
+            bar.step(advance=serve_weight(cfg))
         phase("serving")
 
         bar.step("fitting service-time models")

@@ -212,6 +212,11 @@ def speed_note(profile: Profile) -> str | None:
             + "; simulations inherit that uncertainty: measure again on a quiet machine")
 
 
+def profile_notes(profile: Profile) -> list[str]:
+    """The warnings about how ``profile`` was measured (contention, a speed change)."""
+    return [n for n in (contention_note(profile), speed_note(profile)) if n]
+
+
 def show_profile(profile: Profile, console: Any = None) -> None:
     """Print ``profile`` as rich tables: machine, models, one table per configuration."""
     console = console or Console()
@@ -226,9 +231,8 @@ def show_profile(profile: Profile, console: Any = None) -> None:
     )
     if libs:
         console.print(f"Libraries: {libs}")
-    for note in (contention_note(profile), speed_note(profile)):
-        if note:
-            console.print(f"[yellow]{note}[/]")
+    for note in profile_notes(profile):
+        console.print(f"[yellow]{note}[/]")
     console.print(models_table(profile))
     for model in profile.models.values():
         for cfg in model.configs:

@@ -137,14 +137,14 @@ def size_options(svc: Service, profile: Any, max_batch_size: int) -> tuple[SizeO
         # The queueing models take one noise figure: the measured mean/median ratio and squared
         # coefficient of variation of the smallest batch (the fitted noise may have heavy tails
         # with no finite variance; the measurements always have one).
-        # Serving (see the profile schema): the fit's times scale by ``k``; the overhead (a
-        # constant per batch) adds to the median and the mean, not to the spread. The queueing
-        # models size replicas for load, where batches run back to back: the overhead after no
-        # idle time when the profile measured it by idle time.
+        # Serving (the profile's serving model): the fit's times scale by ``k``; the overhead
+        # (a constant per batch) adds to the median and the mean, not to the spread. The
+        # queueing models size replicas for load, where batches run back to back: the overhead
+        # after no idle time.
         b0 = min(cfg.batches, key=lambda st: st.batch_size)
-        k = cfg.fit_scale
-        idle = cfg.serving.idle_overhead_ms if cfg.serving is not None else None
-        oh = min(idle)[1] if idle else cfg.overhead_ms
+        stm = profile.service_model(svc.model, svc.device, t)
+        k = stm.fit_scale
+        oh = float(stm.overhead_after_idle_s(0.0)) * 1000.0
         mean_factor = (k * b0.mean_ms + oh) / (k * b0.p50_ms + oh) if b0.p50_ms > 0 else 1.0
         scv = (k * b0.std_ms / (k * b0.mean_ms + oh)) ** 2 if b0.mean_ms > 0 else 1.0
         opts.append(SizeOption(svc.device, t, (k * float(cfg.fit.alpha_ms) + oh) / svc.cpu_speed,

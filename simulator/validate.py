@@ -11,9 +11,10 @@ The steps, all on this machine:
 3. **Simulation** of the same scenario, seed and strategy with that profile
    (:func:`simscale.simulator.runner.run_scenario`) *calibrated* to the machine's speed at the
    start of the run, saved to ``OUTDIR/simulated``: the real cluster's warm-up (seconds before
-   ``t = 0``) repeats the profiler's serving measurement (isolated batches of one item, the same
-   gaps) on the real replicas, and the ratio of the two predict medians scales the profile's
-   tight-loop fit (the serving overhead is kept). A shared machine's speed drifts by several
+   ``t = 0``) times isolated batches of one item on the real replicas (~50 ms apart, as the
+   profiler's serving measurement does), and a factor on the profile's tight-loop fit makes the
+   simulated predict time there equal theirs (:func:`calibrate`; the serving overhead is
+   kept). A shared machine's speed drifts by several
    per cent within a minute, and queueing multiplies a service-time error several times in the
    tail; the calibration uses nothing measured after ``t = 0``. The simulation with the profile
    as measured is kept too (``OUTDIR/simulated_uncalibrated``, ``uncalibrated`` in
@@ -705,8 +706,9 @@ def calibrate(prof: Any, scenario: Scenario, warmup: dict[str, dict[str, float]]
 def serving_overhead_ms(prof: Any, svc: Service, warm: dict[str, float]) -> float:
     """Per-batch overhead (ms) of serving ``svc`` on the real cluster, measured before the run:
     the median round trip of an isolated batch of one (warm-up) minus the profile's tight-loop
-    median for one item; never negative. The profile's ``serving.overhead_ms`` is the same
-    measurement made by the profiler."""
+    median for one item; never negative. (The profile's ``serving.overhead_ms`` is measured
+    against the serving replica's own back-to-back predict instead: the two agree when the fit
+    and that predict do.)"""
     stm = prof.service_model(svc.model, svc.device, svc.threads, serving=False)
     rt = float(warm.get("roundtrip_ms_median_batch1", math.nan))
     if not math.isfinite(rt):
@@ -737,18 +739,17 @@ def profile_adjusted(prof: Any, scenario: Scenario, overhead_ms: dict[str, float
             if cfg.device == svc.device and cfg.threads == svc.threads:
                 fit = cfg.fit
                 knots = [(b, m * factor) for b, m in fit.knots] if fit.knots else fit.knots
-                serving = cfg.serving or ServingOverhead(
-                    batches=1, gap_ms=0.0, roundtrip_ms_p50=math.nan,
-                    roundtrip_ms_p95=math.nan, predict_ms_p50=math.nan, overhead_ms=0.0)
+                serving = cfg.serving
                 if overhead_ms is not None:
-                    serving = serving.model_copy(update={"overhead_ms": extra,
-                                                         "idle_overhead_ms": None})
+                    serving = (serving or ServingOverhead(
+                        batches=1, gap_ms=0.0, roundtrip_ms_p50=math.nan,
+                        roundtrip_ms_p95=math.nan, predict_ms_p50=math.nan, overhead_ms=0.0)
+                    ).model_copy(update={"overhead_ms": extra, "idle_overhead_ms": None})
                 cfg = cfg.model_copy(update={
                     "fit": fit.model_copy(update={"alpha_ms": fit.alpha_ms * factor,
                                                   "beta_ms": fit.beta_ms * factor,
                                                   "knots": knots}),
-                    "serving": serving if cfg.serving is not None or overhead_ms is not None
-                    else None})
+                    "serving": serving})
             configs.append(cfg)
         models[svc.model] = mp.model_copy(update={"configs": configs})
     return prof.model_copy(update={"models": models})
