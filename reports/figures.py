@@ -12,7 +12,8 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -68,8 +69,10 @@ TEMPLATE = go.layout.Template(
                    ticks="outside", tickcolor="#cbd5e1", automargin=True),
         yaxis=dict(gridcolor="#eef1f5", linecolor="#cbd5e1", zerolinecolor="#e2e8f0",
                    automargin=True),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0.0,
-                    font=dict(size=11), bgcolor="rgba(255,255,255,0)"),
+        # below the plot, at the bottom of the figure (plotly grows the bottom margin to fit
+        # it): plotly's toolbar sits at the top right and would cover legend entries there
+        legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0,
+                    xanchor="left", x=0.0, font=dict(size=11), bgcolor="rgba(255,255,255,0)"),
         margin=dict(l=56, r=24, t=64, b=48),
         hoverlabel=dict(font=dict(family=FONT, size=12)),
     )
@@ -228,8 +231,11 @@ def replicas_figure(
                                  hoverinfo="skip"), secondary_y=True)
     fig.update_xaxes(title_text="time (s)")
     fig.update_yaxes(title_text="arrival rate (rps)", secondary_y=False, rangemode="tozero")
+    most = [float(data[c].max()) for c in ("replicas_ready", "replicas_starting")
+            if len(data) and data[c].notna().any()]
     fig.update_yaxes(title_text="replicas", secondary_y=True, rangemode="tozero",
-                     showgrid=False, tickmode="auto", zeroline=False)
+                     showgrid=False, zeroline=False,
+                     **count_axis(max(most) if most else None))
     return fig
 
 
@@ -326,7 +332,8 @@ def queue_figure(
         add_band_traces(fig, band, name=ptext(label), color=colors[label], group=ptext(label),
                         hover="%{y:.1f}")
     fig.update_xaxes(title_text="time (s)")
-    fig.update_yaxes(title_text="queued requests", rangemode="tozero")
+    most = float(data["queue_length"].max()) if data["queue_length"].notna().any() else None
+    fig.update_yaxes(title_text="queued requests", rangemode="tozero", **count_axis(most))
     return fig
 
 
@@ -406,14 +413,194 @@ def cdf_figure(
     return fig
 
 
+def tick_format(axis_range: Sequence[float] | None) -> str | None:
+    """A d3 tick format for a linear axis over ``axis_range``: fixed decimals, as many as
+    the finest tick step plotly may choose there needs (a quarter of a fifth of the span),
+    thousands separated, trailing zeros trimmed (``,.4~f``: ``0.008``, ``0.0082``; ``1,180``).
+    Never the 10 significant digits plotly shows by default for a tiny span around a value
+    (``0.0083333334``), never an exponent. ``None`` without a range."""
+    if not axis_range:
+        return None
+    span = float(axis_range[1]) - float(axis_range[0])
+    if not math.isfinite(span) or span <= 0:
+        return None
+    decimals = max(0, -math.floor(math.log10(span / 5 / 4)))
+    return f",.{decimals}~f"
+
+
+#: Narrowest span of the cost axis (USD), for costs that are all (nearly) zero.
+MIN_COST_SPAN_USD = 1e-4
+
+
+def padded_range(
+    values: Iterable[float],
+    *,
+    min_rel_span: float = 0.10,
+    min_span: float = 0.0,
+    pad: float = 0.06,
+    lower: float | None = None,
+    upper: float | None = None,
+) -> list[float] | None:
+    """An axis range ``[lo, hi]`` that shows ``values`` with room around them.
+
+    The range covers the finite values, widened symmetrically to a span of at least
+    ``min_rel_span`` times the largest absolute value (0.10: at least ±5% of the value, so
+    that values which are all equal, or differ in the eighth digit, get a readable axis
+    instead of a point) and at least ``min_span`` (in the values' unit; used when all values
+    are 0). It is then kept within ``[lower, upper]`` (shifted, not shrunk, when it can be)
+    and padded by ``pad`` times its span on both sides, so markers never sit on the frame.
+    ``None`` when there is no finite value.
+    """
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return None
+    lo, hi = float(arr.min()), float(arr.max())
+    span = max(hi - lo, min_rel_span * float(np.abs(arr).max()), min_span)
+    if span <= 0:
+        span = 1.0
+    mid = (lo + hi) / 2
+    lo, hi = mid - span / 2, mid + span / 2
+    data_hi = float(arr.max())
+    if upper is not None and hi > max(upper, data_hi):
+        shift = hi - max(upper, data_hi)
+        lo, hi = lo - shift, hi - shift
+    if lower is not None and lo < min(lower, float(arr.min())):
+        shift = min(lower, float(arr.min())) - lo
+        lo, hi = lo + shift, hi + shift
+        if upper is not None:
+            hi = min(hi, max(upper, data_hi))
+    return [lo - pad * span, hi + pad * span]
+
+
+def count_axis(max_value: float | None) -> dict[str, Any]:
+    """Axis settings for counts (replicas, queued requests): ticks on whole numbers.
+
+    With a maximum from 1 to 6 plotly would tick 0.5 steps; this returns a tick every 1 from
+    0 (``dtick=1``). Above, plotly's automatic ticks are whole numbers anyway. Below 1 (means
+    over windows or replications that stay under one) and without a maximum it leaves
+    plotly's ticks, which then show the fractions the curve has.
+    """
+    if max_value is not None and np.isfinite(max_value) and 1 <= max_value <= 6:
+        return {"tickmode": "linear", "tick0": 0, "dtick": 1}
+    return {"tickmode": "auto"}
+
+
+#: The plot area of a half-width report figure, in CSS px (about 480 x 230 at the page's
+#: widest; narrower screens scale both): what :func:`place_labels` plans for.
+PLOT_AREA_PX = (480.0, 230.0)
+_CHAR_PX = 6.6  # width of a character of an 11-px label
+_LINE_PX = 15.0  # height of a line of an 11-px label
+_MARKER_PX = 14.0  # a 12-px marker and its white outline
+_GAP_PX = 3.0  # between a marker (or its error bar) and its label
+
+
+@dataclass(frozen=True)
+class LabelPlacement:
+    """One text label of :func:`place_labels`: the points it names (positions, top line
+    first) and where it goes, in data coordinates, with plotly's anchors."""
+
+    members: tuple[int, ...]
+    x: float
+    y: float
+    yanchor: Literal["top", "bottom"]
+
+
+def place_labels(
+    x: Sequence[float],
+    y: Sequence[float],
+    names: Sequence[str],
+    *,
+    x_range: Sequence[float],
+    y_range: Sequence[float],
+    y_halves: Sequence[float] | None = None,
+    plot_px: tuple[float, float] = PLOT_AREA_PX,
+) -> list[LabelPlacement]:
+    """Where to write the names of scatter points so that no label overlaps another label or
+    another point's marker.
+
+    Each label is centred under its point (over it when there is more room there), clear of
+    the point's vertical error bar (``y_halves``, half-widths in y units); horizontal error
+    bars lie at the point's height and never meet it. Sizes are estimated in pixels for a
+    plot area of ``plot_px`` (width, height). When two labels would overlap, or a label would
+    cover another point's marker, the points share one label listing them all, one name per
+    line from the highest point down; this repeats until nothing overlaps, so coinciding
+    points (cost_aware on the oracle) get one label naming both. NaN points get none.
+    """
+    width_px, height_px = plot_px
+    x0, x1 = float(x_range[0]), float(x_range[1])
+    y0, y1 = float(y_range[0]), float(y_range[1])
+    sx = width_px / max(x1 - x0, 1e-300)
+    sy = height_px / max(y1 - y0, 1e-300)
+    halves = list(y_halves) if y_halves is not None else [0.0] * len(x)
+    pts = [i for i in range(len(x)) if np.isfinite(x[i]) and np.isfinite(y[i])]
+    px = {i: (float(x[i]) - x0) * sx for i in pts}
+    py = {i: (float(y[i]) - y0) * sy for i in pts}
+    half_px = {i: (float(halves[i]) * sy if np.isfinite(halves[i]) else 0.0) for i in pts}
+
+    def box(group: Sequence[int]) -> tuple[float, float, float, float, bool]:
+        """(left, right, bottom, top) in px (y up) and whether the label is below."""
+        w = max(len(str(names[i])) for i in group) * _CHAR_PX + 6
+        h = _LINE_PX * len(group)
+        cx = min(max(float(np.mean([px[i] for i in group])), w / 2), width_px - w / 2)
+        low = min(py[i] - half_px[i] for i in group) - _MARKER_PX / 2 - _GAP_PX
+        high = max(py[i] + half_px[i] for i in group) + _MARKER_PX / 2 + _GAP_PX
+        room_below, room_above = low, height_px - high
+        below = room_below >= h or room_below >= room_above
+        if below:
+            return cx - w / 2, cx + w / 2, low - h, low, True
+        return cx - w / 2, cx + w / 2, high, high + h, False
+
+    def overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+    def marker(i: int) -> tuple[float, float, float, float]:
+        r = _MARKER_PX / 2
+        return px[i] - r, px[i] + r, py[i] - r, py[i] + r
+
+    groups: list[list[int]] = [[i] for i in pts]
+    merged = True
+    while merged:
+        merged = False
+        boxes = [box(g) for g in groups]
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                if (overlaps(boxes[a], boxes[b])
+                        or any(overlaps(boxes[a], marker(i)) for i in groups[b])
+                        or any(overlaps(boxes[b], marker(i)) for i in groups[a])):
+                    groups[a] = sorted(groups[a] + groups[b])
+                    del groups[b]
+                    merged = True
+                    break
+            if merged:
+                break
+    out = []
+    for group in sorted(groups, key=lambda g: g[0]):
+        left, right, bottom, top, below = box(group)
+        members = tuple(sorted(group, key=lambda i: (-float(y[i]), float(x[i]))))
+        out.append(LabelPlacement(
+            members=members, x=x0 + (left + right) / 2 / sx,
+            y=y0 + (top if below else bottom) / sy, yanchor="top" if below else "bottom"))
+    return out
+
+
 def pareto_figure(
     table: pd.DataFrame,
     *,
     colors: Mapping[str, str] | None = None,
     title: str = "Cost against SLO attainment",
 ) -> go.Figure:
-    """One point per strategy: mean cost (x) against mean SLO attainment (y), error bars the
-    95% intervals over replications, with the Pareto front (cheaper and better) drawn.
+    """One point per strategy: mean cost (x, USD over the run) against mean SLO attainment
+    (y, %), error bars the 95% intervals over replications, with the Pareto front (cheaper
+    and better) drawn.
+
+    Both axes get a readable range even when every strategy costs the same or meets the SLO
+    equally (:func:`padded_range`: at least ±5% of the cost and :data:`MIN_COST_SPAN_USD`, at
+    least 2 percentage points of attainment, never above 100% plus padding) and tick labels
+    with the decimals their step needs (:func:`tick_format`). Points are named by text
+    labels in their colour, placed by :func:`place_labels` so that no label covers another
+    label or another point; points that are near or coincide share one label that lists
+    them all. The legend sits below the plot.
 
     ``table`` has columns ``label, cost_usd, slo_attainment`` and optionally
     ``cost_usd_ci, slo_attainment_ci`` (half-widths), e.g. from
@@ -430,30 +617,60 @@ def pareto_figure(
             mode="lines", line=dict(color="#94a3b8", dash="dash", width=1.5, shape="hv"),
             hoverinfo="skip",
         ))
+    xs: list[float] = []
+    ys: list[float] = []
+    y_halves: list[float] = []
+    x_extent: list[float] = []
+    y_extent: list[float] = []
     for label in labels:
         row = table[table["label"] == label].iloc[0]
         name = ptext(label)
+        cost = float(row["cost_usd"])
+        slo = float(row["slo_attainment"]) * 100
 
-        def _err(col: str, value: float, high: float, scale: float = 1.0,
-                 _row: pd.Series = row) -> dict[str, Any]:
+        def _half(col: str, scale: float = 1.0, _row: pd.Series = row) -> float:
             v = _row.get(col, math.nan)
-            if v is None or not np.isfinite(v) or not np.isfinite(value):
+            return float(v) * scale if v is not None and np.isfinite(v) else math.nan
+
+        def _err(half: float, value: float, high: float) -> dict[str, Any]:
+            if not np.isfinite(half) or not np.isfinite(value):
                 return dict(visible=False)
-            half = float(v) * scale
             return dict(type="data", symmetric=False, array=[min(half, high - value)],
                         arrayminus=[min(half, value)], thickness=1.2, width=4)
 
+        cost_half, slo_half = _half("cost_usd_ci"), _half("slo_attainment_ci", 100.0)
         fig.add_trace(go.Scatter(
-            x=[float(row["cost_usd"])], y=[float(row["slo_attainment"]) * 100], name=name,
-            mode="markers+text", text=[name], textposition="top right",
-            textfont=dict(size=11, color=colors[label]),
+            x=[cost], y=[slo], name=name, mode="markers",
             marker=dict(color=colors[label], size=12, line=dict(color="#fff", width=1.5)),
-            error_x=_err("cost_usd_ci", float(row["cost_usd"]), math.inf),
-            error_y=_err("slo_attainment_ci", float(row["slo_attainment"]) * 100, 100.0, 100.0),
-            hovertemplate="$%{x:.4g} · %{y:.2f}% in SLO",
+            error_x=_err(cost_half, cost, math.inf),
+            error_y=_err(slo_half, slo, 100.0),
+            hovertemplate=f"{name}<br>$%{{x:.4g}} · %{{y:.2f}}% in SLO<extra></extra>",
         ))
-    fig.update_xaxes(title_text="cost (USD)")
-    fig.update_yaxes(title_text="SLO attainment (%)")
+        xs.append(cost)
+        ys.append(slo)
+        y_halves.append(slo_half if np.isfinite(slo_half) else 0.0)
+        for value, half, extent in ((cost, cost_half, x_extent), (slo, slo_half, y_extent)):
+            extent.append(value)
+            if np.isfinite(half):
+                extent += [value - half, value + half]
+    x_range = padded_range(x_extent, min_rel_span=0.10, min_span=MIN_COST_SPAN_USD,
+                           lower=0.0)
+    y_range = padded_range(y_extent, min_rel_span=0.0, min_span=2.0, lower=0.0, upper=100.0)
+    fig.update_xaxes(title_text="cost (USD)", range=x_range, tickformat=tick_format(x_range),
+                     hoverformat=".4g")
+    fig.update_yaxes(title_text="SLO attainment (%)", range=y_range,
+                     tickformat=tick_format(y_range))
+    if x_range and y_range:
+        for place in place_labels(xs, ys, labels, x_range=x_range, y_range=y_range,
+                                  y_halves=y_halves):
+            text = "<br>".join(
+                f'<span style="color:{colors[labels[i]]}">{ptext(labels[i])}</span>'
+                for i in place.members)
+            fig.add_annotation(
+                x=place.x, y=place.y, xref="x", yref="y", text=text, showarrow=False,
+                xanchor="center", yanchor=place.yanchor, align="center",
+                font=dict(size=11), bgcolor="rgba(255,255,255,0.9)", borderpad=1,
+            )
     return fig
 
 
@@ -490,7 +707,8 @@ def events_figure(
         sub = sub.sort_values("time_s").head(max_events)
         name = ptext(label)
         hover = [
-            ptext(f"{a}: {f}→{t} replicas" + (f" · {th} threads" if pd.notna(th) else "")
+            ptext(f"{a}: {_int_text(f)}→{_int_text(t)} replicas"
+                  + (f" · {_int_text(th)} threads" if pd.notna(th) else "")
                   + (f" · {r}" if r else ""))
             for a, f, t, th, r in zip(sub["action"], sub["from_replicas"], sub["to_replicas"],
                                       sub["threads"], sub["reason"], strict=True)
@@ -505,10 +723,26 @@ def events_figure(
             hovertemplate="t=%{x:.1f} s · %{text}",
         ))
     fig.update_yaxes(type="category", categoryorder="array",
-                     categoryarray=[row_name[k] for k in reversed(rows)], showgrid=True)
+                     categoryarray=[row_name[k] for k in reversed(rows)], showgrid=True,
+                     range=[-0.5, len(rows) - 0.5])
     xrange = [0, duration_s] if duration_s else None
     fig.update_xaxes(title_text="time (s)", range=xrange)
+    if events.empty:
+        fig.add_annotation(text="no scaling events: every strategy kept its replicas",
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                           font=dict(size=13, color="#6b7280"),
+                           bgcolor="rgba(255,255,255,0.85)")
     return fig
+
+
+def _int_text(value: Any) -> str:
+    """A count read back from JSON or a float column (``4.0``) as ``4``; other values as
+    they are."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{round(v):d}" if np.isfinite(v) and v == round(v) else f"{v:g}"
 
 
 def sweep_figure(

@@ -31,6 +31,8 @@ from simscale.reports.data import ResultSet, load_results
 from simscale.reports.tables import (
     comparison_table_html,
     frame_table_html,
+    service_order,
+    service_urgency,
     strategy_stats,
 )
 
@@ -259,6 +261,37 @@ def _fmt_s(value: Any) -> str:
     return f"{v:.3g} s" if v < 10 else f"{v:.0f} s"
 
 
+def _fmt_date(value: Any) -> str:
+    """An ISO 8601 time stamp as ``2026-11-29 23:39 UTC`` (other text unchanged)."""
+    if value is None:
+        return "?"
+    try:
+        stamp = _dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if stamp.tzinfo is None or len(str(value)) <= 10:
+        return str(value)
+    return stamp.astimezone(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _profile_source(source: Any) -> str:
+    """A profile's source as a reader wants it: a profile that ships inside simscale as
+    ``default_cpu.json (shipped)``, any other as given (its path)."""
+    if source is None:
+        return "?"
+    text = str(source)
+    try:
+        from importlib.resources import files
+
+        shipped = Path(str(files("simscale.profiler") / "data")).resolve()
+        path = Path(text).resolve()
+    except (ImportError, OSError, ValueError):
+        return text
+    if path.parent == shipped:
+        return f"{path.name} (shipped)"
+    return text
+
+
 def header_facts(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The header facts of a run report: what was simulated, on which profile, how."""
     profile = summary.get("profile") or {}
@@ -272,7 +305,7 @@ def header_facts(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append(("Seed", str(summary.get("seed", "?"))))
     rows.append(("Replications", str(summary.get("replications", "?"))))
     if profile:
-        rows.append(("Profile", str(profile.get("source", "?"))))
+        rows.append(("Profile", _profile_source(profile.get("source"))))
     if machine:
         cpu = str(machine.get("cpu_model", "?"))
         cores = machine.get("cores")
@@ -281,20 +314,37 @@ def header_facts(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         if gpu:
             desc += f" · {gpu}"
         rows.append(("Profiled on", desc))
-        rows.append(("Profiled at", str(machine.get("date") or profile.get("created_at", "?"))))
+        rows.append(("Profiled at", _fmt_date(machine.get("date") or profile.get("created_at"))))
     rows.append(("simscale", str(summary.get("simscale_version", "?"))))
     rows.append(("Wall time", _fmt_s(summary.get("wall_s"))))
     return rows
 
 
-def _services_table(services: Sequence[Mapping[str, Any]]) -> str:
+def _services_table(services: Sequence[Mapping[str, Any]], runs: pd.DataFrame,
+                    order: Sequence[str]) -> str:
+    """The overview table of the services, in report order, with the figures that set the
+    order (:func:`~simscale.reports.tables.service_order`)."""
     if not services:
         return ""
     cols = [("name", "Service"), ("model", "Model"), ("device", "Device"),
             ("threads", "Threads"), ("max_batch_size", "Max batch"), ("slo_ms", "SLO (ms)"),
             ("routing", "Routing"), ("cost_per_replica_hour", "USD / replica-hour")]
-    frame = pd.DataFrame([{h: s.get(k, "") for k, h in cols} for s in services])
-    return frame_table_html(frame)
+    rank = {name: i for i, name in enumerate(order)}
+    ordered = sorted(services, key=lambda s: rank.get(str(s.get("name")), len(rank)))
+    frame = pd.DataFrame([{h: s.get(k, "") for k, h in cols} for s in ordered])
+    slo = {str(s.get("name")): float(s["slo_ms"]) for s in services if s.get("slo_ms")}
+    urgency = service_urgency(runs, slo_ms=slo).set_index("service") if len(runs) else None
+    if urgency is not None:
+        names = [str(s.get("name")) for s in ordered]
+        att = [urgency["best_slo_attainment"].get(n, math.nan) for n in names]
+        ratio = [urgency["best_p95_over_slo"].get(n, math.nan) for n in names]
+        frame["Best SLO attainment"] = [
+            "–" if not math.isfinite(a) else f"{100 * a:.2f}%" for a in att]
+        frame["Best p95 / SLO"] = ["–" if not math.isfinite(r) else f"{r:.2f}" for r in ratio]
+    note = ('<p class="note">Services are ordered by how far their best strategy is from the '
+            "SLO: lowest SLO attainment first, then the least p95 headroom, then the highest "
+            "cost. The oracle is left out of “best”.</p>")
+    return frame_table_html(frame) + (note if urgency is not None else "")
 
 
 def service_section(
@@ -346,12 +396,11 @@ def build_report_html(res: ResultSet, *, title: str | None = None) -> str:
     scenario = str(summary.get("scenario", "simulation"))
     strategies = dict(zip(res.runs["label"], res.runs["strategy"], strict=True))
     colors = F.strategy_colors(res.labels, strategies)
-    service_names = [str(s.get("name")) for s in res.services]
-    for name in res.runs["service"].tolist():
-        if name not in service_names:
-            service_names.append(name)
+    slo = {str(s.get("name")): float(s["slo_ms"]) for s in res.services if s.get("slo_ms")}
+    service_names = service_order(res.runs, [str(s.get("name")) for s in res.services],
+                                  slo_ms=slo)
     sections: list[tuple[str, Sequence[Item]]] = []
-    overview = _services_table(res.services)
+    overview = _services_table(res.services, res.runs, service_names)
     if overview:
         sections.append(("Services", [overview]))
     for name in service_names:

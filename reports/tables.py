@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -68,6 +69,109 @@ def strategy_stats(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: SLO attainments closer than this (a fraction: 1e-4 is 0.01 percentage points) count as equal
+#: when services are ordered, so that noise in the last digits does not decide.
+ATTAINMENT_RESOLUTION = 1e-4
+
+
+def service_urgency(
+    runs: pd.DataFrame,
+    *,
+    slo_ms: Mapping[str, float] | None = None,
+    reference: str = ORACLE,
+) -> pd.DataFrame:
+    """How far each service is from its SLO with its best strategy: the basis of
+    :func:`service_order`.
+
+    ``runs`` is :attr:`ResultSet.runs` (one row per strategy label x service x replication).
+    Figures are means over replications per label; the ``reference`` strategy (the oracle,
+    which sees the future) is left out unless it is a service's only strategy. The SLO (ms)
+    comes from the runs' ``slo_ms`` column, else from ``slo_ms`` (service name -> SLO in ms).
+    One row per service, in order of first appearance, with columns:
+
+    - ``service``;
+    - ``best_slo_attainment``: the highest SLO attainment of any strategy (fraction 0..1;
+      NaN when no strategy has one);
+    - ``best_p95_over_slo``: the lowest p95 latency of any strategy divided by the service's
+      SLO (dimensionless; above 1 means even the best p95 misses the SLO; NaN without an SLO
+      or a p95);
+    - ``mean_cost_usd``: the mean cost of the strategies (USD over the simulated time).
+    """
+    rows = []
+    for service, sub in runs.groupby("service", sort=False):
+        ranked = sub[sub["strategy"] != reference]
+        if ranked.empty:
+            ranked = sub
+        means = ranked.groupby("label", sort=False).mean(numeric_only=True)
+        attainment = (means["slo_attainment"] if "slo_attainment" in means
+                      else pd.Series(dtype=float))
+        ratio = pd.Series(dtype=float)
+        slo: pd.Series | float = math.nan
+        if "slo_ms" in means:
+            slo = means["slo_ms"].where(means["slo_ms"] > 0)
+        elif slo_ms and slo_ms.get(str(service)):
+            slo = float(slo_ms[str(service)])
+        if "latency_ms.p95" in means:
+            ratio = means["latency_ms.p95"] / slo
+        cost = means["cost_usd"] if "cost_usd" in means else pd.Series(dtype=float)
+        rows.append({
+            "service": str(service),
+            "best_slo_attainment": float(attainment.max()) if attainment.notna().any()
+            else math.nan,
+            "best_p95_over_slo": float(ratio.min()) if ratio.notna().any() else math.nan,
+            "mean_cost_usd": float(cost.mean()) if cost.notna().any() else math.nan,
+        })
+    return pd.DataFrame(rows, columns=["service", "best_slo_attainment", "best_p95_over_slo",
+                                       "mean_cost_usd"])
+
+
+def service_order(
+    runs: pd.DataFrame,
+    services: Sequence[str] | None = None,
+    *,
+    slo_ms: Mapping[str, float] | None = None,
+) -> list[str]:
+    """Services in the order a reader should see them: the one that matters most first.
+
+    The key, from :func:`service_urgency`, compared in this order:
+
+    1. the best strategy's SLO attainment, lowest first (a service that no strategy keeps
+       inside its SLO comes first); attainments within :data:`ATTAINMENT_RESOLUTION` are equal;
+    2. the best p95 latency relative to the SLO, highest first (the least headroom first);
+    3. the mean cost of its strategies, highest first (the most money at stake first);
+    4. the given order (``services``, then order of appearance in ``runs``).
+
+    A service without a figure sorts after those with it on that key. ``services`` names the
+    services to order (e.g. the summary's, in scenario order); services of ``runs`` not named
+    there are appended, and named services without runs go last, in their given order.
+    ``slo_ms`` is passed to :func:`service_urgency`.
+    """
+    names = [str(s) for s in (services or [])]
+    for name in runs["service"].astype(str).tolist() if len(runs) else []:
+        if name not in names:
+            names.append(name)
+    urgency = (service_urgency(runs, slo_ms=slo_ms).set_index("service") if len(runs)
+               else None)
+
+    def key(item: tuple[int, str]) -> tuple[float, float, float, float, int]:
+        pos, name = item
+        if urgency is None or name not in urgency.index:
+            return (1.0, math.inf, math.inf, math.inf, pos)
+        u = urgency.loc[name]
+        att = u["best_slo_attainment"]
+        ratio = u["best_p95_over_slo"]
+        cost = u["mean_cost_usd"]
+        return (
+            0.0,
+            round(att / ATTAINMENT_RESOLUTION) if np.isfinite(att) else math.inf,
+            -ratio if np.isfinite(ratio) else math.inf,
+            -cost if np.isfinite(cost) else math.inf,
+            pos,
+        )
+
+    return [name for _, name in sorted(enumerate(names), key=key)]
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of an HTML table: the value column, its header, how to format a value, and
@@ -96,6 +200,16 @@ def _fixed(decimals: int) -> Callable[[float], str]:
     return lambda v: "–" if v is None or not np.isfinite(v) else f"{v:,.{decimals}f}"
 
 
+def _count(v: float) -> str:
+    """A count (events, drops): a whole number as an integer (``4``, never ``4.0``); a mean over
+    replications that is not whole keeps one decimal (``3.5``)."""
+    if v is None or not np.isfinite(v):
+        return "–"
+    if math.isclose(v, round(v), abs_tol=1e-9):
+        return f"{round(v):,d}"
+    return f"{v:,.1f}"
+
+
 def _pct(decimals: int = 2, signed: bool = False) -> Callable[[float], str]:
     def fmt(v: float) -> str:
         if v is None or not np.isfinite(v):
@@ -122,11 +236,11 @@ def comparison_columns(has_oracle: bool) -> list[Column]:
         Column("latency_ms.p95", "p95 (ms)", _num(), "min", "latency_ms.p95_ci"),
         Column("latency_ms.p99", "p99 (ms)", _num(), "min", "latency_ms.p99_ci"),
         Column("slo_attainment", "SLO attainment", _pct(2), "max", "slo_attainment_ci"),
-        Column("dropped", "Drops", _fixed(0), "min", "dropped_ci",
+        Column("dropped", "Drops", _count, "min", "dropped_ci",
                note_key="drop_fraction", note_fmt=_pct(2)),
         Column("cost_usd", "Cost", _usd, "min", "cost_usd_ci"),
         Column("mean_replicas", "Mean replicas", _fixed(2), None, "mean_replicas_ci"),
-        Column("scale_events", "Scale events", _fixed(1), "min", "scale_events_ci"),
+        Column("scale_events", "Scale events", _count, "min", "scale_events_ci"),
     ]
     if has_oracle:
         cols += [
@@ -135,6 +249,21 @@ def comparison_columns(has_oracle: bool) -> list[Column]:
             Column("slo_vs_oracle", "SLO vs oracle", _pp, None, "slo_vs_oracle_ci"),
         ]
     return cols
+
+
+def ci_like(mean_text: str, ci_text: str) -> str:
+    """``ci_text`` (a formatted half-width) with its number shown to the decimals of
+    ``mean_text`` (the formatted mean it belongs to): ``5.95`` gets ``± 0``, not
+    ``± 0.000824``; ``9,798`` gets ``± 100``, not ``± 99.7``. A half-width that rounds to
+    zero at that precision is ``0`` (the replications agree to the digits shown)."""
+    dec = re.search(r"\.(\d+)", mean_text)
+    digits = len(dec.group(1)) if dec else 0
+    num = re.search(r"\d[\d,]*(\.\d+)?", ci_text)
+    if not num:
+        return ci_text
+    value = float(num.group().replace(",", ""))
+    shown = "0" if round(value, digits) == 0 else f"{value:,.{digits}f}"
+    return ci_text[:num.start()] + shown + ci_text[num.end():]
 
 
 def best_rows(values: Sequence[float], better: Literal["min", "max"]) -> set[int]:
@@ -200,7 +329,7 @@ def comparison_table_html(
                 if note_val is not None and np.isfinite(note_val):
                     note = f' <span class="note">({html.escape(col.note_fmt(note_val))})</span>'
             if ci is not None and np.isfinite(ci) and ci > 0 and np.isfinite(val):
-                ci_text = col.fmt(ci).lstrip("+").replace("$", "")
+                ci_text = ci_like(text, col.fmt(ci).lstrip("+").replace("$", ""))
                 extra = f'<span class="ci">± {html.escape(ci_text)}</span>'
             cls = "num best" if i in best.get(col.key, set()) else "num"
             cells.append(f'<td class="{cls}">{html.escape(text)}{note}{extra}</td>')

@@ -786,3 +786,318 @@ def test_injected_names_stay_text_in_the_browser(tmp_path: Path) -> None:
     # plotly drew the names as text: legend entries read exactly the user's label
     legend = re.findall(r'class="legendtext"[^>]*>(.*?)</text>', dom.stdout)
     assert html.escape(XSS, quote=False) in legend
+
+
+# --------------------------------------------------------------------------- terminal table
+
+CUSTOM_LABEL = "examples.custom_strategy:QueueProportional"
+LONG_LABEL = "my_company.autoscaling.policies.experimental:SeasonalQueueForecaster"
+
+
+def _terminal_text(summary: dict[str, Any], width: int) -> str:
+    import io
+
+    from rich.console import Console
+
+    from simscale.reports.terminal import print_summary_table
+
+    console = Console(width=width, record=True, file=io.StringIO(), highlight=False,
+                      color_system=None)
+    print_summary_table(summary, console)
+    return console.export_text()
+
+
+def _terminal_tables(text: str) -> list[dict[str, Any]]:
+    """The tables of the terminal output: header cells and rows (label lines joined, cells
+    as printed)."""
+    tables: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if line.startswith("┃"):
+            tables.append({"header": [c.strip() for c in line.strip("┃").split("┃")],
+                           "rows": []})
+        elif line.startswith("│") and tables:
+            cells = [c.strip() for c in line.strip("│").split("│")]
+            rows = tables[-1]["rows"]
+            if rows and not any(cells[1:]):  # a wrapped label: continuation line
+                rows[-1][0] += cells[0]
+            else:
+                rows.append(cells)
+    return tables
+
+
+def _summary_of(out: Path) -> dict[str, Any]:
+    return json.loads((out / "summary.json").read_text(encoding="utf-8"))
+
+
+def test_terminal_table_shows_confidence_intervals(tmp_path: Path) -> None:
+    from simscale.reports.stats import mean_ci
+
+    summary = _summary_of(make_results(tmp_path / "r", replications=3, with_requests=False))
+    text = _terminal_text(summary, 200)
+    assert "means of 3 replications ± 95% confidence interval" in text
+    tables = _terminal_tables(text)
+    assert len(tables) == len(SERVICES)
+    runs = pd.json_normalize(summary["runs"])
+    for svc, table in zip(SERVICES, tables, strict=True):
+        col = table["header"].index("p95 ms")
+        for row in table["rows"]:
+            mean_text, _, half_text = row[col].partition(" ±")
+            assert half_text, row  # every mean has its interval
+            sub = runs[(runs["service"] == svc["name"]) & (runs["label"] == row[0])]
+            mean, half = mean_ci(sub["latency_ms.p95"])
+            digits = 0 if mean >= 100 else 1
+            assert float(mean_text.replace(",", "")) == pytest.approx(mean, abs=10**-digits)
+            assert float(half_text.replace(",", "")) == pytest.approx(half, abs=10**-digits)
+    # one replication: means only
+    single = _summary_of(make_results(tmp_path / "s", replications=1, with_requests=False))
+    assert "±" not in _terminal_text(single, 200)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_terminal_table_readable_when_narrow(tmp_path: Path, width: int) -> None:
+    strategies = [("threshold", "threshold"), ("hpa", "hpa"),
+                  ("examples.custom_strategy:QueueProportional", CUSTOM_LABEL),
+                  ("custom", LONG_LABEL), ("oracle", "oracle")]
+    for reps in (1, 3):
+        summary = _summary_of(make_results(tmp_path / f"r{reps}", replications=reps,
+                                           strategies=strategies, with_requests=False,
+                                           duration_s=60))
+        text = _terminal_text(summary, width)
+        assert "…" not in text
+        assert max(len(line) for line in text.splitlines()) <= width
+        tables = _terminal_tables(text)
+        assert len(tables) == len(SERVICES)
+        for table in tables:
+            # every label whole (wrapped on its own boundaries), in the summary's order
+            assert [r[0] for r in table["rows"]] == [lab for _, lab in strategies]
+            # the columns that answer the question stay
+            for header in ("strategy", "p95 ms", "SLO met", "cost/oracle"):
+                assert header in table["header"], (width, reps, table["header"])
+            n_cols = len(table["header"])
+            assert all(len(r) == n_cols and all(c for c in r) for r in table["rows"])
+        if width == 120 and reps == 1:
+            assert len(tables[0]["header"]) == 10  # everything fits
+        if len(tables[0]["header"]) < 10:  # what is left out is said
+            assert "not shown at this width" in text
+
+
+def test_terminal_label_wrapping() -> None:
+    from simscale.reports.terminal import wrap_label
+
+    assert wrap_label("cost_aware") == ["cost_aware"]
+    assert wrap_label(CUSTOM_LABEL) == ["examples.custom_strategy:", "QueueProportional"]
+    assert wrap_label(CUSTOM_LABEL, 18) == ["examples.", "custom_strategy:",
+                                            "QueueProportional"]
+    for label in (CUSTOM_LABEL, LONG_LABEL, "x" * 70, "a.b:" + "C" * 40):
+        for width in (12, 18, 28):
+            lines = wrap_label(label, width)
+            assert "".join(lines) == label
+            assert all(0 < len(line) <= width for line in lines)
+
+
+def test_cli_console_width_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+
+    from simscale.cli import _console
+
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a terminal, even under -s
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = _console()
+    assert not console.is_terminal and console.width == 120
+
+
+# --------------------------------------------------------------------------- service order
+
+
+def _runs(rows: list[tuple[str, str, float, float, float, float]]) -> pd.DataFrame:
+    """Runs of (service, strategy, slo_attainment, p95 ms, SLO ms, cost USD)."""
+    return pd.DataFrame([
+        {"service": s, "strategy": st, "label": st, "replication": 0, "slo_attainment": a,
+         "latency_ms.p95": p95, "slo_ms": slo, "cost_usd": cost}
+        for s, st, a, p95, slo, cost in rows])
+
+
+def test_service_order_most_urgent_first() -> None:
+    from simscale.reports.tables import service_order
+
+    runs = _runs([
+        # trivial: every strategy meets the SLO with lots of headroom
+        ("trivial", "static", 1.0, 2.0, 20.0, 0.008), ("trivial", "hpa", 1.0, 2.0, 20.0, 0.008),
+        # the best strategy meets the SLO, but the p95 is half the SLO
+        ("tight", "static", 0.2, 9000.0, 1000.0, 0.02), ("tight", "hpa", 1.0, 500.0, 1000.0, 0.03),
+        # no strategy meets it for every request: first, whatever its p95
+        ("failing", "static", 0.90, 80.0, 100.0, 0.01),
+        ("failing", "hpa", 0.95, 60.0, 100.0, 0.01),
+        # the oracle's perfect score is not the best strategy's
+        ("failing", "oracle", 1.0, 10.0, 100.0, 0.01),
+        # same attainment and headroom as trivial, but dearer
+        ("dear", "static", 1.0, 2.0, 20.0, 0.5),
+    ])
+    order = service_order(runs, ["trivial", "tight", "failing", "dear", "no_runs"])
+    assert order == ["failing", "tight", "dear", "trivial", "no_runs"]
+    # attainments within 0.01 pp are equal: the headroom decides
+    near = _runs([("a", "hpa", 0.99999, 100.0, 1000.0, 1.0),
+                  ("b", "hpa", 1.0, 900.0, 1000.0, 1.0)])
+    assert service_order(near) == ["b", "a"]
+    # full ties keep the given order
+    tie = _runs([("x", "hpa", 1.0, 1.0, 10.0, 1.0), ("y", "hpa", 1.0, 1.0, 10.0, 1.0)])
+    assert service_order(tie, ["y", "x"]) == ["y", "x"]
+
+
+def test_report_opens_with_the_most_urgent_service(results_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    shutil.copytree(results_dir, out)
+    summary = _summary_of(out)
+    for run in summary["runs"]:  # xgb-fraud now misses its SLO far more often
+        if run["service"] == "xgb-fraud":
+            run["slo_attainment"] *= 0.5
+    (out / "summary.json").write_text(json.dumps(summary))
+    page = parse_page(render_report(out).read_text(encoding="utf-8"))
+    assert page.headings == ["Services", "Service xgb-fraud", "Service resnet50-api"]
+    overview = next(t for t in page.tables if t and t[0][0][0] == "Service")
+    assert [r[0][0] for r in overview[1:]] == ["xgb-fraud", "resnet50-api"]
+    # the figures follow their sections: xgb-fraud's SLO line comes first
+    figs = figures_of(page)
+    assert trace(figs[1], "SLO 60 ms") and trace(figs[FIGS_PER_SERVICE + 1], "SLO 300 ms")
+
+
+# --------------------------------------------------------------------------- cost-SLO chart
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 6) -> np.ndarray:
+    """Ticks as plotly places them on a linear axis: steps of 1, 2 or 5 x 10^k, about n."""
+    raw = (hi - lo) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 5, 10) if m * mag >= raw), default=10 * mag)
+    return np.arange(math.ceil(lo / step), math.floor(hi / step) + 1) * step + 0.0
+
+
+def _d3_format(value: float, spec: str) -> str:
+    """The d3 format the report's value axes use (``,.4~f``) in Python."""
+    m = re.fullmatch(r",\.(\d+)~f", spec)
+    assert m, spec
+    text = f"{value:,.{int(m.group(1))}f}"
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return "0" if text in ("-0", "") else text
+
+
+def _check_ticks(axis: dict[str, Any]) -> None:
+    """Tick labels at any density plotly may choose are distinct and short."""
+    lo, hi = axis["range"]
+    for n in (3, 6, 10):
+        ticks = _nice_ticks(lo, hi, n)
+        texts = [_d3_format(t, axis["tickformat"]) for t in ticks]
+        assert len(ticks) >= 2 and len(set(texts)) == len(texts), texts
+        assert max(len(t) for t in texts) <= 8, texts
+
+
+def _pareto_stats(costs: list[float], slos: list[float]) -> pd.DataFrame:
+    labels = ["static", "threshold", "hpa", "kpa", "predictive", "cost_aware", "oracle"]
+    return pd.DataFrame({"label": labels[:len(costs)], "strategy": labels[:len(costs)],
+                         "cost_usd": costs, "slo_attainment": slos})
+
+
+@pytest.mark.parametrize("cost", [0.008333333333333333, 0.0, 12.5, 1234.5678])
+def test_pareto_degenerate_axes_are_readable(cost: float) -> None:
+    from simscale.reports.figures import pareto_figure
+
+    n = 7
+    costs = [cost + i * 1e-12 for i in range(n)]  # all the same up to float noise
+    fig = pareto_figure(_pareto_stats(costs, [1.0] * n)).to_plotly_json()
+    xaxis, yaxis = fig["layout"]["xaxis"], fig["layout"]["yaxis"]
+    lo, hi = xaxis["range"]
+    assert lo < cost < hi
+    assert hi - lo >= 0.1 * abs(cost) * 0.999 and hi - lo > 0
+    if cost > 0:
+        assert hi - lo <= 0.2 * cost  # not so wide that the point is lost either
+    _check_ticks(xaxis)
+    ylo, yhi = yaxis["range"]
+    assert ylo < 100 < yhi <= 100.5 and yhi - ylo >= 2
+    _check_ticks(yaxis)
+    # one label lists all seven coincident strategies; no text printed on the points
+    notes = fig["layout"].get("annotations", [])
+    assert len(notes) == 1
+    for label in ("static", "cost_aware", "oracle"):
+        assert f">{label}</span>" in notes[0]["text"]
+    assert all("text" not in (t.get("mode") or "") for t in fig["data"])
+
+
+def test_pareto_labels_of_near_points_do_not_overlap() -> None:
+    from simscale.reports.figures import pareto_figure
+
+    costs = [0.0167, 0.0267, 0.0467, 0.0344, 0.0329, 0.0221, 0.0221]
+    slos = [0.218, 0.789, 0.961, 0.948, 1.0, 1.0, 1.0]
+    fig = pareto_figure(_pareto_stats(costs, slos)).to_plotly_json()
+    notes = fig["layout"]["annotations"]
+    named = [re.findall(r">([a-z_]+)</span>", a["text"]) for a in notes]
+    assert sorted(sum(named, [])) == sorted(_pareto_stats(costs, slos)["label"])
+    together = next(g for g in named if "oracle" in g)
+    assert "cost_aware" in together  # the coincident pair shares one label
+    assert ["static"] in named and ["threshold"] in named and ["hpa"] in named
+    xlo, xhi = fig["layout"]["xaxis"]["range"]
+    assert xlo < min(costs) and xhi > max(costs)
+    ylo, yhi = fig["layout"]["yaxis"]["range"]
+    assert ylo < 21.8 and 100 < yhi <= 100 + 0.07 * (yhi - ylo)  # padding only above 100%
+    _check_ticks(fig["layout"]["xaxis"])
+    _check_ticks(fig["layout"]["yaxis"])
+
+
+# --------------------------------------------------------------------------- counts
+
+
+def test_event_counts_are_integers(tmp_path: Path) -> None:
+    out = make_results(tmp_path / "r", replications=1, with_requests=False)
+    text = render_report(out).read_text(encoding="utf-8")
+    page = parse_page(text)
+    compare = [t for t in page.tables if t and t[0] and t[0][0][0] == "Strategy"]
+    for table in compare:
+        header = [c for c, _ in table[0]]
+        for col in ("Scale events", "Drops"):
+            i = header.index(col)
+            for row in table[1:]:
+                count = row[i][0].split("(")[0].strip()
+                assert re.fullmatch(r"\d[\d,]*", count), (col, row[i][0])
+    # the terminal table too, and the events' hover text
+    summary = _summary_of(out)
+    for table in _terminal_tables(_terminal_text(summary, 200)):
+        i = table["header"].index("events")
+        assert all(re.fullmatch(r"\d+", r[i]) for r in table["rows"])
+    events = figures_of(page)[5]
+    hovers = [h for t in events["data"] for h in (t.get("text") or [])]
+    assert hovers and all(re.search(r": \d+→\d+ replicas · \d+ threads", h) for h in hovers)
+    # means over replications: whole means stay whole, others keep one decimal
+    from simscale.reports.tables import _count
+
+    assert [_count(v) for v in (4.0, 3.5, 0.0, 1234.0)] == ["4", "3.5", "0", "1,234"]
+
+
+def test_count_axes_tick_whole_numbers() -> None:
+    from simscale.reports.figures import count_axis
+
+    assert count_axis(1.0)["dtick"] == 1 and count_axis(6.0)["dtick"] == 1
+    assert "dtick" not in count_axis(40.0) and "dtick" not in count_axis(0.4)
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_degenerate_cost_axis_in_the_browser(tmp_path: Path) -> None:
+    """plotly.js itself draws distinct, short tick labels on the all-equal cost axis, and the
+    legend below the plot, where the toolbar (top right) cannot cover it."""
+    from simscale.reports.figures import pareto_figure
+
+    fig = pareto_figure(_pareto_stats([0.008333333333333333] * 7, [1.0] * 7))
+    page = tmp_path / "p.html"
+    page.write_text(assemble_page("degenerate", [], [("A", [fig])]), encoding="utf-8")
+    dom = _chromium(["--window-size=1280,900", "--dump-dom"], page.resolve().as_uri(),
+                    tmp_path).stdout
+    for axis in ("xtick", "ytick"):
+        ticks = re.findall(rf'<g class="{axis}"><text[^>]*>([^<]*)</text>', dom)
+        assert len(ticks) >= 3 and len(set(ticks)) == len(ticks), ticks
+        assert max(len(t) for t in ticks) <= 7, ticks
+    plot = re.search(r'<rect class="nsewdrag drag"[^>]* y="([\d.]+)" width="[\d.]+" '
+                     r'height="([\d.]+)"', dom)
+    legend = re.search(r'<g class="legend"[^>]*transform="translate\([\d.]+,([\d.]+)\)"', dom)
+    assert plot and legend
+    assert float(legend.group(1)) > float(plot.group(1)) + float(plot.group(2))
+    assert dom.count('class="annotation-text"') == 1  # one label names all seven
