@@ -49,17 +49,17 @@ batch.
 from __future__ import annotations
 
 import functools
-import json
 import platform
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from scipy import stats
 
 from simscale.errors import UserError, pydantic_error_to_user_error
+from simscale.safeload import MAX_JSON_BYTES, load_json, read_text
 
 SCHEMA = "simscale.profile/1"
 
@@ -71,26 +71,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: a time, size or rate: finite and >= 0 (a profile with negative or NaN latencies is refused)
+NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Samples = Annotated[list[NonNeg], Field(min_length=1)]
+
+
 class LatencyStats(_Strict):
     """Measured latency of one batch size (milliseconds per batch)."""
 
     batch_size: int = Field(ge=1)
-    samples_ms: list[float]
-    mean_ms: float
-    std_ms: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    items_per_s: float
-    peak_memory_mb: float | None = None
+    samples_ms: Samples
+    mean_ms: NonNeg
+    std_ms: NonNeg
+    p50_ms: NonNeg
+    p95_ms: NonNeg
+    p99_ms: NonNeg
+    items_per_s: NonNeg
+    peak_memory_mb: NonNeg | None = None
 
 
 class NoiseFit(_Strict):
     """Multiplicative noise ``X`` (median 1) as a frozen scipy.stats distribution."""
 
     dist: Literal["lognorm", "gamma", "weibull_min", "fisk", "norm"]
-    params: list[float]
-    ks_statistic: float | None = None
+    params: list[Finite]
+    ks_statistic: NonNeg | None = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> NoiseFit:
+        try:
+            q = np.asarray(self.frozen.ppf([0.01, 0.5, 0.99]), dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{self.dist}{tuple(self.params)} is not a distribution: {exc}"
+                             ) from None
+        if not np.all(np.isfinite(q)) or not q[1] > 0:
+            raise ValueError(f"{self.dist}{tuple(self.params)} has no finite positive median")
+        return self
 
     @functools.cached_property
     def frozen(self) -> Any:
@@ -100,18 +118,18 @@ class NoiseFit(_Strict):
 class ServiceTimeFit(_Strict):
     """Fitted service-time model of one (model, device, threads)."""
 
-    alpha_ms: float
-    beta_ms: float
+    alpha_ms: NonNeg
+    beta_ms: NonNeg
     noise: NoiseFit
-    r2: float
-    max_rel_error: float = Field(
+    r2: Finite
+    max_rel_error: NonNeg = Field(
         description="worst relative error of the model's p50 and p95 against the measured ones "
         "over the measured batch sizes"
     )
-    knots: list[tuple[int, float]] | None = Field(
+    knots: list[tuple[Annotated[int, Field(ge=1)], NonNeg]] | None = Field(
         default=None, description="(batch size, median ms) where the straight line is not enough"
     )
-    noise_scale: list[tuple[int, float]] | None = Field(
+    noise_scale: list[tuple[Annotated[int, Field(ge=1)], NonNeg]] | None = Field(
         default=None,
         description="(batch size, s) where the spread of the noise depends on the batch size: a "
         "batch of b items takes t50(b) * (1 + s(b) * (X - 1)); s is interpolated linearly in "
@@ -125,23 +143,24 @@ class ServingOverhead(_Strict):
     time around ``predict``, over ``batches`` batches sent ``gap_ms`` apart on average."""
 
     batches: int = Field(ge=1)
-    gap_ms: float = Field(ge=0)
-    roundtrip_ms_p50: float
-    roundtrip_ms_p95: float
-    predict_ms_p50: float = Field(description="the replica's own time around predict")
-    overhead_ms: float = Field(
-        ge=0, description="the serving overhead after gap_ms idle (see the module docstring)")
-    fit_scale: float = Field(
-        default=1.0, gt=0, le=1, description="the fit's times are multiplied by this (see the "
+    gap_ms: NonNeg
+    #: ``None``: not measured (a serving overhead set by hand, e.g. by validate's calibration)
+    roundtrip_ms_p50: NonNeg | None
+    roundtrip_ms_p95: NonNeg | None
+    predict_ms_p50: NonNeg | None = Field(description="the replica's own time around predict")
+    overhead_ms: NonNeg = Field(
+        description="the serving overhead after gap_ms idle (see the module docstring)")
+    fit_scale: Positive = Field(
+        default=1.0, le=1, description="the fit's times are multiplied by this (see the "
         "module docstring)")
-    backtoback_predict_ms_p50: float | None = Field(
+    backtoback_predict_ms_p50: NonNeg | None = Field(
         default=None, description="the replica's median predict time back to back, the "
         "reference of the overheads")
-    idle_overhead_ms: list[tuple[float, float]] | None = Field(
+    idle_overhead_ms: list[tuple[NonNeg, NonNeg]] | None = Field(
         default=None, description="(idle gap ms, overhead ms): the overhead of a batch that "
         "starts after the replica was idle that long (0: back to back), ascending gaps; None: "
         "overhead_ms whatever the idle time")
-    idle_roundtrip_ms_p50: list[tuple[float, float]] | None = Field(
+    idle_roundtrip_ms_p50: list[tuple[NonNeg, NonNeg]] | None = Field(
         default=None, description="(idle gap ms, median round trip ms) as measured")
 
 
@@ -150,7 +169,7 @@ class ConfigProfile(_Strict):
 
     device: Literal["cpu", "cuda"]
     threads: int = Field(ge=1)
-    batches: list[LatencyStats]
+    batches: Annotated[list[LatencyStats], Field(min_length=1)]
     fit: ServiceTimeFit
     serving: ServingOverhead | None = None
 
@@ -169,20 +188,20 @@ class ColdStart(_Strict):
     """Spawn-to-first-prediction time of a fresh replica process (seconds)."""
 
     device: Literal["cpu", "cuda"] = "cpu"
-    samples_s: list[float]
-    mean_s: float
-    p50_s: float
-    p95_s: float
+    samples_s: Samples
+    mean_s: NonNeg
+    p50_s: NonNeg
+    p95_s: NonNeg
 
 
 class Preprocessing(_Strict):
     """Per-item preprocessing time (e.g. image decode, resize, crop, normalize)."""
 
     description: str
-    samples_ms: list[float]
-    mean_ms: float
-    p50_ms: float
-    p95_ms: float
+    samples_ms: Samples
+    mean_ms: NonNeg
+    p50_ms: NonNeg
+    p95_ms: NonNeg
 
 
 class ModelProfile(_Strict):
@@ -191,21 +210,21 @@ class ModelProfile(_Strict):
     name: str
     description: str
     framework: str
-    quality: dict[str, float] = Field(default_factory=dict)
-    n_parameters: int
-    model_size_mb: float
+    quality: dict[str, Finite] = Field(default_factory=dict)
+    n_parameters: int = Field(ge=0)
+    model_size_mb: NonNeg
     input_shape: list[int] | None = None
     preprocessing: Preprocessing | None = None
-    cold_start: list[ColdStart]
-    configs: list[ConfigProfile]
+    cold_start: Annotated[list[ColdStart], Field(min_length=1)]
+    configs: Annotated[list[ConfigProfile], Field(min_length=1)]
 
 
 class MachineFingerprint(_Strict):
     """Where and when the profile was measured."""
 
     cpu_model: str
-    cores: int
-    memory_mb: float
+    cores: int = Field(ge=1)
+    memory_mb: NonNeg
     gpu: str | None = None
     platform: str
     python: str
@@ -441,16 +460,7 @@ def load_profile(path: str | Path | None = None, *, warn: bool = True) -> Profil
     if path is None or str(path) == "default":
         path = default_profile_path()
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError("profile file not found", source=path) from None
-    except OSError as exc:
-        raise UserError(f"cannot read profile: {exc.strerror}", source=path) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"not valid JSON (line {exc.lineno}: {exc.msg})", source=path) from None
+    data = load_json(read_text(path, what="profile", max_bytes=MAX_JSON_BYTES), source=path)
     if not isinstance(data, dict):
         raise UserError("a profile must be a JSON object", source=path)
     if data.get("schema") != SCHEMA:

@@ -10,8 +10,10 @@ from rich.table import Table
 from simscale.profiler.schema import ConfigProfile, ModelProfile, Profile, ServiceTimeFit
 
 
-def _fmt_ms(ms: float) -> str:
-    """Milliseconds with about 4 significant digits."""
+def _fmt_ms(ms: float | None) -> str:
+    """Milliseconds with about 4 significant digits (``-`` when not measured)."""
+    if ms is None:
+        return "-"
     if ms >= 100:
         return f"{ms:,.0f}"
     if ms >= 1:

@@ -21,6 +21,7 @@ def simulate(
     overrides: list[str] | None = None,
     keep_requests: bool = False,
     progress: bool = False,
+    force: bool = False,
 ) -> SimulationResult:
     """Simulate a scenario's strategies on common random numbers.
 
@@ -42,6 +43,11 @@ def simulate(
         ``dotted.key=value`` strings applied to the scenario before validation.
     keep_requests:
         Keep the per-request table (``result.requests``).
+    progress:
+        Show a progress bar on stderr.
+    force:
+        Run even when the estimate of memory or time is over the limits (more than half of the
+        available memory, more than half an hour; see :mod:`simscale.simulator.budget`).
 
     Returns
     -------
@@ -67,4 +73,5 @@ def simulate(
         profile=profile,
         keep_requests=keep_requests,
         progress=progress,
+        force=force,
     )

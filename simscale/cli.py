@@ -126,8 +126,10 @@ def profile_show(path: str) -> None:
 @click.argument("scenario")
 @click.option("--strategy", "strategies", multiple=True,
               help="Run only this strategy (name or label; repeatable).")
-@click.option("--seed", type=int, help="Override the scenario's seed.")
-@click.option("--replications", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1),
+              help="Override the scenario's seed.")
+@click.option("--replications", type=click.IntRange(min=1, max=10_000), default=1,
+              show_default=True,
               help="Run this many seeds and report means with 95% confidence intervals.")
 @click.option("--profile", "profile_path", help="A profile file (default: the scenario's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -137,18 +139,21 @@ def profile_show(path: str) -> None:
 @click.option("--save-requests", is_flag=True, help="Also write requests.parquet.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json to stdout.")
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
+@click.option("--force", is_flag=True,
+              help="Run even when the estimate of memory or time is over the limits.")
 def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, replications: int,
              profile_path: str | None, overrides: tuple[str, ...], outdir: Path | None,
-             save_requests: bool, as_json: bool, no_report: bool) -> None:
+             save_requests: bool, as_json: bool, no_report: bool, force: bool) -> None:
     """Simulate every strategy of SCENARIO (a YAML file or a shipped scenario's name)."""
     from simscale.api import simulate as run
+    from simscale.io import check_output_dir
     from simscale.simulator.scenario import load_scenario
 
     sc = load_scenario(scenario, list(overrides))
+    outdir = check_output_dir(outdir or Path("results") / _safe_name(sc.name))
     result = run(sc, strategies=list(strategies) or None, seed=seed,
                  replications=replications, profile=profile_path, keep_requests=save_requests,
-                 progress=not as_json)
-    outdir = outdir or Path("results") / _safe_name(sc.name)
+                 progress=not as_json, force=force)
     result.save(outdir, save_requests=save_requests)
     report = None
     if not no_report:
@@ -173,7 +178,10 @@ def _render_report(outdir: Path) -> Path | None:
 
 
 def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "scenario"
+    """``name`` as one folder name: letters, digits, ``-_.`` (others become ``_``), never
+    starting with a dot (so never ``.`` or ``..``), at most 100 characters."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:100]
+    return "_" + safe[1:] if safe.startswith(".") else (safe or "scenario")
 
 
 def _json_default(obj: Any) -> Any:
@@ -185,59 +193,12 @@ def _json_default(obj: Any) -> Any:
 
 
 def print_summary_table(summary: dict[str, Any], console: Any) -> None:
-    """Print one table per service of a summary's runs (means over replications), with cost and
-    SLO attainment relative to the oracle when the oracle was run."""
-    import pandas as pd
-    from rich.table import Table
+    """Print one table per service of a summary's runs, fitted to the console's width, with
+    95% confidence intervals when there are replications (see
+    :func:`simscale.reports.terminal.print_summary_table`)."""
+    from simscale.reports.terminal import print_summary_table as print_tables
 
-    runs = pd.json_normalize(summary["runs"])
-    if runs.empty:
-        console.print("no runs")
-        return
-    cols = {
-        "latency_ms.p50": "p50 ms", "latency_ms.p95": "p95 ms", "latency_ms.p99": "p99 ms",
-        "slo_attainment": "SLO met", "dropped": "dropped", "cost_usd": "cost $",
-        "mean_replicas": "replicas", "scale_events": "events",
-    }
-    means = runs.groupby(["service", "label"], sort=False)[list(cols)].mean()
-    strategy_of = dict(zip(runs["label"], runs["strategy"], strict=False))
-    n = summary.get("replications", 1)
-    head = f"{summary['scenario']}: {summary['duration_s']:.0f} s simulated, seed {summary['seed']}"
-    if n > 1:
-        head += f", means of {n} replications"
-    console.print(f"[bold]{head}[/bold]")
-    for service in dict.fromkeys(runs["service"]):
-        rows = means.loc[service]
-        oracle = [lab for lab in rows.index if strategy_of.get(lab) == "oracle"]
-        ref = rows.loc[oracle[0]] if oracle else None
-        slo_ms = runs.loc[runs["service"] == service, "slo_ms"].iloc[0]
-        table = Table(title=f"{service} (SLO {slo_ms:g} ms)", title_justify="left")
-        table.add_column("strategy")
-        for name in cols.values():
-            table.add_column(name, justify="right")
-        if ref is not None:
-            table.add_column("cost/oracle", justify="right")
-        for label, vals in rows.iterrows():
-            cells = [_fmt(key, vals[key]) for key in cols]
-            if ref is not None:
-                ratio = vals["cost_usd"] / ref["cost_usd"] if ref["cost_usd"] > 0 else float("nan")
-                cells.append("—" if ratio != ratio else f"{ratio:.2f}x")
-            table.add_row(str(label), *cells)
-        console.print(table)
-
-
-def _fmt(key: str, v: float) -> str:
-    if v != v:  # NaN
-        return "—"
-    if key == "slo_attainment":
-        return f"{100 * v:.1f}%"
-    if key == "cost_usd":
-        return f"{v:.3f}"
-    if key in ("dropped", "scale_events"):
-        return f"{v:.0f}"
-    if key == "mean_replicas":
-        return f"{v:.2f}"
-    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+    print_tables(summary, console)
 
 
 # --------------------------------------------------------------------------- report
@@ -292,16 +253,21 @@ def scenarios_show(name: str) -> None:
 @click.argument("file")
 @click.option("--profile", "profile_path", help="Also check models against this profile.")
 def scenarios_check(file: str, profile_path: str | None) -> None:
-    """Validate a scenario file (and that its models are in the profile)."""
-    from simscale.simulator.runner import check_profile, load_scenario_profile
+    """Validate a scenario file as `simulate` does, without simulating: the file, its
+    profile and the models in it, its traces, every strategy (imported and built with its
+    parameters) and the memory and time the run would need."""
+    from simscale.simulator.budget import check_budget
+    from simscale.simulator.runner import check_profile, load_scenario_profile, scenario_budget
     from simscale.simulator.scenario import load_scenario
 
     sc = load_scenario(file)
     prof = load_scenario_profile(sc, profile_path)
     if prof is not None:
         check_profile(sc, prof)
+    budget = scenario_budget(sc, list(sc.strategies))
+    check_budget(budget, source=file)
     _console().print(f"{file}: ok ({len(sc.services)} services, {len(sc.strategies)} strategies,"
-                     f" {sc.duration_s:g} s)")
+                     f" {sc.duration_s:g} s; {budget.summary()})")
 
 
 @scenarios.command("schema")
@@ -359,14 +325,17 @@ def strategies_show(name: str) -> None:
               show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel workers (default: cores).")
 @click.option("--address", help="Ray cluster address (with --executor ray).")
+@click.option("--force", is_flag=True,
+              help="Run even when the grid or a run's estimate is over the limits.")
 def sweep(sweep_file: Path, outdir: Path | None, executor: str, workers: int | None,
-          address: str | None) -> None:
+          address: str | None, force: bool) -> None:
     """Run a parameter sweep (many simulations) locally or on Ray."""
+    from simscale.io import check_output_dir
     from simscale.simulator.sweep import run_sweep
 
-    outdir = outdir or Path("results") / "sweeps" / _safe_name(sweep_file.stem)
+    outdir = check_output_dir(outdir or Path("results") / "sweeps" / _safe_name(sweep_file.stem))
     result = run_sweep(sweep_file, outdir=outdir, executor=executor, workers=workers,
-                       address=address, progress=True)
+                       address=address, progress=True, force=force)
     console = _console()
     console.print(f"{len(result.table)} rows; computed {result.computed}, reused "
                   f"{result.reused}, failed {result.failed}; results in {outdir}")
@@ -396,7 +365,10 @@ def validate(scenario: str, strategy: str | None, duration_s: float | None,
             f"validation needs the profile extra (pip install 'simscale[profile]'): {exc}",
             source="simscale validate",
         ) from None
-    outdir = outdir or Path("results") / "validate" / _safe_name(Path(scenario).stem)
+    from simscale.io import check_output_dir
+
+    outdir = check_output_dir(outdir or Path("results") / "validate"
+                              / _safe_name(Path(scenario).stem))
     validate_command(scenario, strategy=strategy, duration_s=duration_s, outdir=outdir,
                      profile=profile_path)
 
@@ -426,6 +398,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except BrokenPipeError:  # pragma: no cover - e.g. `simscale ... | head`
         sys.exit(0)
+    except MemoryError:
+        click.echo("simscale: error: ran out of memory (run without --force to see the "
+                   "estimate, or make the run smaller)", err=True)
+        sys.exit(2)
+    except RecursionError:
+        click.echo("simscale: error: input nested too deeply", err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

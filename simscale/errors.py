@@ -38,18 +38,25 @@ class UserError(Exception):
 
 
 def pydantic_error_to_user_error(exc: Exception, source: str | Path | None) -> UserError:
-    """Turn a :class:`pydantic.ValidationError` into one :class:`UserError` line.
+    """Turn a :class:`pydantic.ValidationError` into one :class:`UserError` line that lists
+    every problem.
 
-    The first error is reported with its dotted location; the count of further errors is added so
-    that the line stays short but nothing is hidden.
+    The first problem's dotted location is the error's ``field``; further problems follow in the
+    message as ``; field: message``, so nothing is hidden behind a count.
     """
     errors = exc.errors()  # type: ignore[attr-defined]
     if not errors:
         return UserError(str(exc), source=source)
-    first = errors[0]
-    loc = ".".join(str(p) for p in first.get("loc", ()) if p not in ("function-after", ))
-    msg = first.get("msg", "invalid value")
-    if first.get("type") == "extra_forbidden":
+    items = [_describe(e) for e in errors]
+    first_loc, first_msg = items[0]
+    rest = "".join(f"; {loc + ': ' if loc else ''}{msg}" for loc, msg in items[1:])
+    return UserError(f"{first_msg}{rest}", source=source, field=first_loc or None)
+
+
+def _describe(error: dict) -> tuple[str, str]:
+    """``(dotted location, message)`` of one pydantic error."""
+    loc = ".".join(str(p) for p in error.get("loc", ()) if p not in ("function-after", ))
+    msg = error.get("msg", "invalid value")
+    if error.get("type") == "extra_forbid" or error.get("type") == "extra_forbidden":
         msg = "unknown key"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return UserError(f"{msg}{more}", source=source, field=loc or None)
+    return loc, msg

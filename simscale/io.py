@@ -70,3 +70,26 @@ def _nan_to_none(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
         return _nan_to_none(obj.item())
     return obj
+
+
+def check_output_dir(path: str | Path, *, flag: str = "--output") -> Path:
+    """Check, before any work, that results can be written to the folder ``path``: it is a
+    folder or can be made one (no part of it is a file, every name fits the file system, the
+    nearest existing folder is writable). Creates nothing. Raises :class:`UserError` naming the
+    folder and ``flag`` otherwise; returns ``path``."""
+    from simscale.errors import UserError
+
+    path = Path(path)
+    where = f"{flag} {path}"
+    for part in path.parts:
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            raise UserError(f"the name '{part[:40]}…' is longer than 255 bytes", source=where)
+    node = path
+    while not os.path.lexists(node) and node.parent != node:
+        node = node.parent
+    if not os.path.isdir(node):
+        what = "is a file" if node == path else f"lies inside {node}, which is a file"
+        raise UserError(f"the output folder {what}", source=where)
+    if not os.access(node, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {node} (permission denied)", source=where)
+    return path

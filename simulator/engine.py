@@ -16,6 +16,10 @@ Semantics (times in seconds):
   first at ``sync_period_s``. The requested count is clamped to the service's
   ``replicas.min..max``. Scaling down cancels pending replicas first, then starting ones (newest
   first), then drains the ready replicas with the fewest outstanding requests (ties: newest).
+- What ``decide`` returns is checked by :func:`~simscale.strategies.base.normalize_decision`
+  (a ``Decision`` or a whole number of replicas; a strategy that raises, exits or returns
+  anything else fails the run with :class:`~simscale.strategies.base.StrategyFailed`);
+  ``Decision.max_batch_size`` is capped at the service's ``batching.max_batch_size``.
 - ``Decision.threads``/``device``/``max_batch_size``: applied in place to every live replica
   after ``resize_delay_s`` (default 0); a batch in service keeps its time. Thread counts the
   profile has not measured are replaced by the nearest measured one. With a distribution as
@@ -53,6 +57,9 @@ from simscale.strategies.base import (
     ReplicaCounts,
     ServiceContext,
     SizeOption,
+    StrategyFailed,
+    call_strategy,
+    normalize_decision,
 )
 
 __all__ = ["ReplicaRecord", "ServiceInputs", "ServiceRun", "run_strategy", "size_options"]
@@ -398,9 +405,12 @@ class _ServiceSim:
             yield self.env.timeout(period)
             self.sync()
             obs = self.monitor.observe(self.env.now)
-            decision = self.strategy.decide(obs)
-            if isinstance(decision, (int, np.integer)):  # a bare count is accepted too
-                decision = Decision(replicas=int(decision))
+            try:
+                decision = normalize_decision(call_strategy(self.strategy, "decide", obs),
+                                              max_batch_size=self.svc.batching.max_batch_size)
+            except StrategyFailed as exc:
+                raise StrategyFailed(f"{exc.message} (service {self.svc.name}, at "
+                                     f"t = {self.env.now:g} s)") from None
             self.apply(decision)
 
     def apply(self, d: Decision) -> None:
@@ -742,9 +752,8 @@ def run_strategy(
             initial_replicas=svc.replicas.initial, size_options=sim.options,
             initial_size=sim.size,
             true_rate_rps=(true_rate or {}).get(svc.name) or inputs[svc.name].true_rate_rps)
-        setup = getattr(strat, "setup", None)
-        if callable(setup):
-            setup(ctx)
+        if callable(getattr(strat, "setup", None)):
+            call_strategy(strat, "setup", ctx)
         sims.append(sim)
     for sim in sims:
         sim.start()

@@ -59,6 +59,9 @@ from simscale.strategies.base import (
     ReplicaCounts,
     ServiceContext,
     SizeOption,
+    StrategyFailed,
+    call_strategy,
+    normalize_decision,
 )
 
 __all__ = [
@@ -980,7 +983,12 @@ class RealCluster:
         strategy = svc.spec.strategy
         window = float(getattr(strategy, "latency_window_s", 60.0))
         obs = svc.observation(t, self.metric_lag_s, self.history_s, window)
-        decision = strategy.decide(obs)
+        try:
+            decision = normalize_decision(call_strategy(strategy, "decide", obs),
+                                          max_batch_size=svc.spec.max_batch_size)
+        except StrategyFailed as exc:
+            raise UserError(f"strategy failed: {exc.message} (service {svc.spec.name}, at "
+                            f"t = {t:g} s)", field="strategies") from None
         svc.decisions.append({"time_s": t, "replicas": int(decision.replicas),
                               "observed_rate_rps": obs.rate_rps(10),
                               "observed_utilization": obs.utilization(10),

@@ -16,17 +16,14 @@ import numpy as np
 import pandas as pd
 
 from simscale.errors import UserError
+from simscale.simulator.budget import Budget, check_budget, estimate
 from simscale.simulator.engine import ServiceInputs, run_strategy
 from simscale.simulator.metrics import run_figures
 from simscale.simulator.results import SimulationResult, aggregate_runs
 from simscale.simulator.scenario import Distribution, Scenario, Service, StrategySpec
+from simscale.strategies.base import StrategyFailed
 
-__all__ = ["run_scenario", "select_strategies", "service_inputs", "BYTES_PER_REQUEST"]
-
-#: memory the engine needs per request and service while a run is simulated (inputs, outputs
-#: and the temporaries of the figures), bytes; a kept requests table adds about 60 per run
-BYTES_PER_REQUEST = 200
-_REQUEST_TABLE_BYTES = 60
+__all__ = ["run_scenario", "scenario_budget", "select_strategies", "service_inputs"]
 
 
 def select_strategies(scenario: Scenario, names: list[str] | None) -> list[StrategySpec]:
@@ -93,30 +90,15 @@ def check_profile(scenario: Scenario, profile: Any) -> None:
                 raise _naming_scenario(err, scenario, f"services.{k}.model") from None
 
 
-def _check_memory(scenario: Scenario, n_runs: int, keep_requests: bool) -> None:
-    from simscale.simulator.workload import expected_arrivals
+def scenario_budget(scenario: Scenario, specs: list[StrategySpec], replications: int = 1, *,
+                    keep_requests: bool = False) -> Budget:
+    """The memory and time estimate of simulating ``specs`` on ``scenario`` (each strategy is
+    built once, which also checks its parameters)."""
+    from simscale.strategies import make_strategy
 
-    total = 0.0
-    for k, svc in enumerate(scenario.services):
-        try:
-            total += expected_arrivals(svc.workload, scenario.duration_s,
-                                       base_dir=scenario.base_dir)
-        except UserError as err:
-            raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
-    need = total * (BYTES_PER_REQUEST + (_REQUEST_TABLE_BYTES * n_runs if keep_requests else 0))
-    try:
-        import psutil
-
-        avail = float(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - no psutil: do not guess
-        return
-    if need > 0.5 * avail:
-        raise UserError(
-            f"about {total:,.0f} requests expected; simulating them needs about "
-            f"{need / 2**30:.1f} GiB of memory, more than half of the {avail / 2**30:.1f} GiB "
-            "available "
-            "(shorten duration_s, lower the rates, or do not keep requests)",
-            source=_source(scenario), field="duration_s")
+    src = _source(scenario)
+    built = [(s.display_label, make_strategy(s.name, s.params, source=src)) for s in specs]
+    return estimate(scenario, built, replications, keep_requests=keep_requests)
 
 
 class _ProgressBar:
@@ -188,6 +170,39 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
                          fault_ss, true_rate)
 
 
+def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
+              inputs: dict[str, ServiceInputs], prof: Any, runs: list[dict[str, Any]],
+              ts_parts: list[pd.DataFrame], req_parts: list[pd.DataFrame] | None) -> float:
+    """Simulate one strategy entry on one replication's inputs and append its runs, time series
+    and (when ``req_parts`` is a list) requests; returns the wall time in seconds. A strategy
+    that fails is a :class:`UserError` naming its entry and the scenario file."""
+    from simscale.strategies import make_strategy
+
+    src = _source(scenario)
+    t0 = time.perf_counter()
+    strats = {svc.name: make_strategy(spec.name, spec.params, source=src)
+              for svc in scenario.services}
+    try:
+        out = run_strategy(scenario, strats, inputs, prof)
+    except StrategyFailed as exc:
+        raise UserError(f"strategy '{spec.display_label}' failed: {exc.message}",
+                        source=src, field=f"strategies.{spec.display_label}") from None
+    wall = time.perf_counter() - t0
+    for srun in out:
+        summ, ts, req = run_figures(srun, scenario.warmup_s, keep_requests=req_parts is not None)
+        ident = {"strategy": spec.name, "label": spec.display_label,
+                 "service": srun.service.name, "replication": rep}
+        runs.append({**ident, "seed": seed_r, **summ, "wall_s": wall})
+        for col, val in reversed(list(ident.items())):
+            ts.insert(0, col, val)
+        ts_parts.append(ts)
+        if req is not None and req_parts is not None:
+            for col, val in reversed(list(ident.items())):
+                req.insert(0, col, val)
+            req_parts.append(req)
+    return wall
+
+
 def run_scenario(
     scenario: Scenario,
     *,
@@ -197,14 +212,16 @@ def run_scenario(
     profile: Any = None,
     keep_requests: bool = False,
     progress: bool = False,
+    force: bool = False,
 ) -> SimulationResult:
     """Simulate the scenario's strategies (or those named/labelled in ``strategies``) for
     ``replications`` seeds (``seed + r``; default seed: the scenario's) on common random
     numbers. ``profile``: a loaded profile or a path; by default the scenario's ``profile``
     field, loaded only when some service uses ``service_time: profile`` or
-    ``cold_start_s: profile``. Raises :class:`UserError` for unknown strategies or when the
-    run would not fit in memory."""
-    from simscale.strategies import make_strategy
+    ``cold_start_s: profile``. Raises :class:`UserError` for unknown strategies, for a strategy
+    that fails (raises, exits or returns something that is not a decision), and, unless
+    ``force``, when the run would need more than half of the available memory or more than
+    half an hour (see :mod:`simscale.simulator.budget`)."""
 
     if replications < 1:
         raise UserError("replications must be at least 1", field="replications")
@@ -214,42 +231,28 @@ def run_scenario(
     prof = load_scenario_profile(scenario, profile)
     src = _source(scenario)
     check_profile(scenario, prof)
-    _check_memory(scenario, len(specs) * replications, keep_requests)
+    check_budget(scenario_budget(scenario, specs, replications, keep_requests=keep_requests),
+                 source=src, force=force)
     runs: list[dict[str, Any]] = []
     ts_parts: list[pd.DataFrame] = []
     req_parts: list[pd.DataFrame] = []
     bar = _ProgressBar(len(specs) * replications, enabled=progress)
-    for rep in range(replications):
-        seed_r = base_seed + rep
-        children = service_seed_sequences(scenario, seed_r)
-        inputs = {}
-        for k, (svc, ss) in enumerate(zip(scenario.services, children, strict=True)):
-            try:
-                inputs[svc.name] = service_inputs(svc, scenario, ss, prof)
-            except UserError as err:
-                raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
-        for spec in specs:
-            t0 = time.perf_counter()
-            strats = {svc.name: make_strategy(spec.name, spec.params, source=src)
-                      for svc in scenario.services}
-            out = run_strategy(scenario, strats, inputs, prof)
-            wall = time.perf_counter() - t0
-            for srun in out:
-                summ, ts, req = run_figures(srun, scenario.warmup_s, keep_requests=keep_requests)
-                ident = {"strategy": spec.name, "label": spec.display_label,
-                         "service": srun.service.name, "replication": rep}
-                runs.append({**ident, "seed": seed_r, **summ, "wall_s": wall})
-                ts.insert(0, "replication", rep)
-                ts.insert(0, "service", srun.service.name)
-                ts.insert(0, "label", spec.display_label)
-                ts.insert(0, "strategy", spec.name)
-                ts_parts.append(ts)
-                if req is not None:
-                    for col, val in reversed(list(ident.items())):
-                        req.insert(0, col, val)
-                    req_parts.append(req)
-            bar.advance(f"{spec.display_label} (replication {rep}) {wall:.2f} s")
-    bar.close()
+    try:
+        for rep in range(replications):
+            seed_r = base_seed + rep
+            children = service_seed_sequences(scenario, seed_r)
+            inputs = {}
+            for k, (svc, ss) in enumerate(zip(scenario.services, children, strict=True)):
+                try:
+                    inputs[svc.name] = service_inputs(svc, scenario, ss, prof)
+                except UserError as err:
+                    raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
+            for spec in specs:
+                wall = _run_spec(scenario, spec, rep, seed_r, inputs, prof, runs, ts_parts,
+                                 req_parts if keep_requests else None)
+                bar.advance(f"{spec.display_label} (replication {rep}) {wall:.2f} s")
+    finally:
+        bar.close()
     summary: dict[str, Any] = {
         "scenario": scenario.name,
         "description": scenario.description,

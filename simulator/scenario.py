@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,6 +25,17 @@ from pydantic import (
 )
 
 from simscale.errors import UserError, pydantic_error_to_user_error
+from simscale.safeload import (
+    MAX_DEPTH,
+    MAX_YAML_BYTES,
+    InputRefused,
+    check_depth,
+    load_yaml,
+    read_text,
+)
+
+#: longest ``--set`` value accepted, characters
+MAX_OVERRIDE_CHARS = 65_536
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -46,7 +56,8 @@ class Distribution(_Model):
     dist: Literal["exponential", "deterministic", "lognormal", "gamma", "uniform"]
     mean_ms: PositiveFloat | None = None
     mean_s: PositiveFloat | None = None
-    cv: NonNegFloat = 1.0
+    #: at most 100: beyond that a lognormal or gamma duration is almost always ~0 or enormous
+    cv: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 1.0
 
     @model_validator(mode="after")
     def _one_mean(self) -> Distribution:
@@ -115,7 +126,7 @@ class DiurnalWorkload(_Model):
 
     kind: Literal["diurnal"]
     mean_rps: NonNegFloat
-    amplitude: Annotated[float, Field(ge=0, le=1)]
+    amplitude: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
     period_s: PositiveFloat
     phase_s: Annotated[float, Field(allow_inf_nan=False)] = 0.0
 
@@ -242,10 +253,10 @@ class Service(_Model):
     name: str = Field(min_length=1)
     model: str
     device: Literal["cpu", "cuda"] = "cpu"
-    threads: Annotated[int, Field(ge=1)] = 1
+    threads: Annotated[int, Field(ge=1, le=4096)] = 1
     #: speed of the CPUs (or GPU) the replicas run on relative to the machine that measured
     #: the profile: service times are divided by it (0.5 = half as fast, times double)
-    cpu_speed: PositiveFloat = 1.0
+    cpu_speed: Annotated[float, Field(ge=1e-4, le=1e4, allow_inf_nan=False)] = 1.0
     slo_ms: PositiveFloat
     batching: Batching = Batching()
     queue: Queue = Queue()
@@ -272,8 +283,8 @@ class Faults(_Model):
     times slower)."""
 
     crash_mtbf_s: PositiveFloat | None = None
-    straggler_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
-    straggler_slowdown: Annotated[float, Field(ge=1)] = 1.0
+    straggler_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    straggler_slowdown: Annotated[float, Field(ge=1, le=1000, allow_inf_nan=False)] = 1.0
 
 
 class Metrics(_Model):
@@ -307,7 +318,7 @@ class Scenario(_Model):
     name: str = Field(min_length=1)
     description: str = ""
     duration_s: PositiveFloat
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
     warmup_s: NonNegFloat = 0.0
     profile: str = "default"
     services: list[Service] = Field(min_length=1)
@@ -352,6 +363,7 @@ def load_scenario(
     """
     src_name: str | None
     if isinstance(source, dict):
+        check_depth(source, source=source.get("__source__"))
         data = copy.deepcopy(source)
         src_name = data.pop("__source__", None)
         base_dir = data.pop("__base_dir__", None)
@@ -359,26 +371,20 @@ def load_scenario(
         path = Path(source)
         src_name = str(path)
         if not path.exists():
-            shipped = shipped_scenario_path(str(source))
+            # a bare name ("step", "step.yaml") may be a shipped scenario; a path never is
+            shipped = shipped_scenario_path(str(source)) if path.name == str(source) else None
             if shipped is None:
                 raise UserError("scenario file not found", source=path)
             path = shipped
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot read scenario: {exc.strerror}", source=path) from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise UserError(f"malformed YAML{where}: {problem}", source=path) from None
+        text = read_text(path, what="scenario", max_bytes=MAX_YAML_BYTES)
+        data = load_yaml(text, source=path, what="scenario")
         base_dir = str(path.resolve().parent)
         if not isinstance(data, dict):
             raise UserError("a scenario must be a YAML mapping", source=path)
     for item in overrides or []:
         apply_override(data, item, source=src_name)
+    if overrides:
+        check_depth(data, source="--set")
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -391,10 +397,15 @@ def apply_override(data: dict[str, Any], item: str, *, source: str | None = None
     if "=" not in item:
         raise UserError(f"--set expects dotted.key=value, got '{item}'", source="--set")
     key, _, raw = item.partition("=")
+    if len(raw) > MAX_OVERRIDE_CHARS:
+        raise UserError(f"value longer than {MAX_OVERRIDE_CHARS} characters", source="--set",
+                        field=key.strip())
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        value = raw
+        value = load_yaml(raw, source="--set", what="value")
+    except InputRefused:
+        raise
+    except UserError:
+        value = raw  # not YAML: the text itself
     set_dotted(data, key.strip(), value, source="--set")
 
 
@@ -402,6 +413,8 @@ def set_dotted(data: Any, key: str, value: Any, *, source: str | None = None) ->
     """Set ``value`` at dotted path ``key`` inside nested dicts/lists; list items are addressed
     by index or by the ``name``/``label`` of the item."""
     parts = key.split(".")
+    if len(parts) > MAX_DEPTH:
+        raise UserError(f"more than {MAX_DEPTH} dotted parts", source=source, field=key[:80])
     node = data
     for i, part in enumerate(parts):
         last = i == len(parts) - 1

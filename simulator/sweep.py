@@ -43,6 +43,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -54,12 +55,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simscale import __version__
 from simscale.errors import UserError, pydantic_error_to_user_error
 from simscale.io import write_json_atomic, write_with_atomic
+from simscale.safeload import MAX_YAML_BYTES, load_yaml, read_text
 from simscale.simulator.scenario import (
     Scenario,
     load_scenario,
@@ -89,6 +90,8 @@ KEY_COLUMNS: tuple[str, ...] = ("strategy", "label", "seed", "service", "replica
 SKIPPED_FIELDS: frozenset[str] = frozenset({"events"})
 
 Executor = Literal["local", "ray"]
+#: most simulations (grid points x strategies x seeds) a sweep plans without ``--force``
+MAX_SWEEP_RUNS = 20_000
 
 
 # ---------------------------------------------------------------------------- the sweep file
@@ -151,17 +154,8 @@ def load_sweep(path: str | Path) -> SweepFile:
     """Read and validate a sweep file; any problem is a :class:`UserError` naming the file and
     field."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError("sweep file not found", source=path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UserError(f"cannot read sweep file: {exc.strerror}", source=path) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UserError(f"malformed YAML{where}: {problem}", source=path) from None
+    data = load_yaml(read_text(path, what="sweep", max_bytes=MAX_YAML_BYTES), source=path,
+                     what="sweep file")
     if not isinstance(data, dict):
         raise UserError("a sweep file must be a YAML mapping", source=path)
     try:
@@ -190,6 +184,8 @@ class Job:
     base_dir: str | None = None
     source: str | None = None
     runner: str = DEFAULT_RUNNER
+    #: run even over the memory and time limits (``simscale sweep --force``)
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -284,18 +280,24 @@ def _file_digest(path: Path, cache: dict[Path, str]) -> str:
     return cache[path]
 
 
-def plan_sweep(path: str | Path, *, runner: str = DEFAULT_RUNNER) -> SweepPlan:
+def plan_sweep(path: str | Path, *, runner: str = DEFAULT_RUNNER,
+               force: bool = False) -> SweepPlan:
     """Validate a sweep file and every scenario variant it makes, and list its jobs.
 
     Every grid value is applied and validated (with :func:`load_scenario` and the strategies'
     parameter models) before anything runs, so a bad path or value fails fast with a
-    :class:`UserError` naming the sweep file and the ``grid.<path>`` field.
+    :class:`UserError` naming the sweep file and the ``grid.<path>`` field. Unless ``force``, a
+    sweep of more than :data:`MAX_SWEEP_RUNS` simulations is refused before its grid is
+    expanded, and so is a grid point whose runs would need more memory or time than
+    :func:`simscale.simulator.budget.check_budget` allows.
     """
     path = Path(path)
     spec = load_sweep(path)
     scenario_path = _resolve_scenario_path(path, spec.scenario)
     base = load_scenario(scenario_path)  # errors name the scenario file and its field
-    raw = yaml.safe_load(scenario_path.read_text(encoding="utf-8"))
+    _check_sweep_size(spec, base, path, force)
+    raw = load_yaml(read_text(scenario_path, what="scenario", max_bytes=MAX_YAML_BYTES),
+                    source=scenario_path, what="scenario")
     src = str(scenario_path)
     base_dir = str(scenario_path.resolve().parent)
     grid_paths = tuple(spec.grid)
@@ -344,6 +346,7 @@ def plan_sweep(path: str | Path, *, runner: str = DEFAULT_RUNNER) -> SweepPlan:
         sc = variant(list(zip(grid_paths, point, strict=True))) if grid_paths else base
         selected = _check_strategies(sc, spec, path, field_name="grid" if grid_paths else None)
         _check_profile(sc, profiles, path, field_name="grid" if grid_paths else "scenario")
+        _check_point_budget(sc, selected, len(seeds_for(sc)), path, point, force)
         dumped = sc.model_dump(mode="json", by_alias=True, exclude_none=True)
         inputs = {f: _file_digest(sc.resolve_path(f), digests) for f in _input_files(sc)}
         for seed in seeds_for(sc):
@@ -356,10 +359,38 @@ def plan_sweep(path: str | Path, *, runner: str = DEFAULT_RUNNER) -> SweepPlan:
                     jobs[key] = Job(key=key, scenario=data, label=label, seed=seed,
                                     services=tuple(s.name for s in sc.services),
                                     strategy_name=strat.name, base_dir=base_dir, source=src,
-                                    runner=runner)
+                                    runner=runner, force=force)
                 rows.append(Row(point=tuple(point), job_key=key))
     return SweepPlan(path=path, spec=spec, scenario_path=scenario_path, grid_paths=grid_paths,
                      rows=tuple(rows), jobs=jobs)
+
+
+def _check_sweep_size(spec: SweepFile, base: Scenario, sweep_path: Path, force: bool) -> None:
+    """Refuse, before the grid is expanded, a sweep of more than :data:`MAX_SWEEP_RUNS`
+    simulations (grid points x strategies x seeds) unless ``force``."""
+    points = math.prod(len(v) for v in spec.grid.values())
+    strategies = len(spec.strategies) if spec.strategies is not None else len(base.strategies)
+    seeds = spec.seeds if isinstance(spec.seeds, int) else len(spec.seeds)
+    runs = points * strategies * seeds
+    if runs > MAX_SWEEP_RUNS and not force:
+        raise UserError(f"{points:,} grid points x {strategies} strategies x {seeds} seeds = "
+                        f"{runs:,} simulations, over the limit of {MAX_SWEEP_RUNS:,}; shrink "
+                        "the grid, or pass --force", source=sweep_path, field="grid")
+
+
+def _check_point_budget(sc: Scenario, selected: list[Any], seeds: int, sweep_path: Path,
+                        point: tuple[Any, ...], force: bool) -> None:
+    """The memory and time estimate of one grid point's runs, as ``simulate`` checks it."""
+    from simscale.simulator.budget import check_budget
+    from simscale.simulator.runner import scenario_budget
+
+    try:
+        check_budget(scenario_budget(sc, selected, 1), source=str(sweep_path), force=force)
+    except UserError as exc:
+        where = f" at grid point {_short(point, 60)}" if point else ""
+        raise UserError(f"{exc.field}{where}: {exc.message}", source=sweep_path,
+                        field="grid" if point else "scenario") from None
+    del seeds  # each job runs one seed: the limits apply per job
 
 
 def _check_profile(sc: Scenario, cache: dict[str, Any], sweep_path: Path,
@@ -428,8 +459,9 @@ def execute_job(job: Job) -> dict[str, Any]:
     The record is ``{"key", "label", "seed", "runs": [summary.json's run dicts],
     "wall_s": seconds, "simscale_version"}`` or, when the simulation raised,
     ``{"key", "label", "seed", "error": "Type: message", "traceback": str, ...}``.
-    Exceptions are caught here so that one failing job never stops a sweep; ``KeyboardInterrupt``
-    and ``SystemExit`` are not.
+    Whatever the job raises is caught here, so that one failing job never stops a sweep: any
+    exception, ``SystemExit`` (a strategy that calls ``sys.exit``) and every other
+    ``BaseException`` subclass; only ``KeyboardInterrupt`` (Ctrl-C) propagates.
     """
     import importlib
 
@@ -441,10 +473,14 @@ def execute_job(job: Job) -> dict[str, Any]:
         run_scenario = getattr(importlib.import_module(module_name), func_name)
         scenario = load_scenario({**job.scenario, "__source__": job.source,
                                   "__base_dir__": job.base_dir})
-        result = run_scenario(scenario, strategies=[job.label], seed=job.seed, replications=1)
+        extra = {"force": True} if job.force else {}
+        result = run_scenario(scenario, strategies=[job.label], seed=job.seed, replications=1,
+                              **extra)
         summary = result.summary if hasattr(result, "summary") else result
         record["runs"] = list(summary["runs"])
-    except Exception as exc:  # noqa: BLE001 - a failing job is recorded, not raised
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a failing job is recorded, not raised
         record["error"] = _error_text(exc)
         record["traceback"] = traceback.format_exc()
     record["wall_s"] = time.perf_counter() - t0
@@ -452,6 +488,10 @@ def execute_job(job: Job) -> dict[str, Any]:
 
 
 def _error_text(exc: BaseException) -> str:
+    """``Type: message`` on one line (``SystemExit`` says that the job exited)."""
+    if isinstance(exc, SystemExit):
+        return (f"SystemExit: the job called sys.exit({exc.code!r}) (a strategy or runner "
+                "must return, not exit)")
     msg = exc.format() if isinstance(exc, UserError) else str(exc)
     text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
     return " ".join(text.split())  # one line
@@ -505,6 +545,46 @@ def _lost_record(job: Job, what: str) -> dict[str, Any]:
             "simscale_version": __version__, "error": what, "traceback": "", "wall_s": 0.0}
 
 
+#: Seconds between a pool worker's checks that the sweep process is still its parent.
+PARENT_POLL_S = 0.5
+
+
+def _pool_worker_init(parent_pid: int) -> None:
+    """Initializer of every pool worker: exit when the sweep process ``parent_pid`` dies.
+
+    On Linux the kernel kills the worker at once (``prctl(PR_SET_PDEATHSIG, SIGKILL)``; it fires
+    when the *thread* that started the worker ends, which is the thread running the sweep: it
+    outlives every job). Everywhere, a daemon thread checks every :data:`PARENT_POLL_S` seconds
+    that ``parent_pid`` is still the parent (an orphan is adopted by another process) and ends
+    the worker with ``os._exit(1)`` when it is not; a worker whose parent died before this ran
+    exits at once. Never raises (a failing initializer would break the pool).
+    """
+    import signal
+    import threading
+
+    try:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no libc or no prctl: the thread below still works
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    try:
+        threading.Thread(target=watch, name="simscale-parent-watch", daemon=True).start()
+    except RuntimeError:  # pragma: no cover - no thread can be started
+        pass
+
+
 def _run_local(jobs: list[Job], workers: int, on_done: OnDone) -> None:
     """Run ``jobs`` on a spawn-context process pool of ``workers`` processes.
 
@@ -512,6 +592,11 @@ def _run_local(jobs: list[Job], workers: int, on_done: OnDone) -> None:
     crash in native code) only those jobs are lost. Each is retried once, alone in a process of
     its own (so the job that kills its worker cannot take others with it), and recorded as
     failed if that process dies too; the other jobs go on in a fresh pool.
+
+    No worker outlives this process, however it ends (even ``kill -9``): each worker runs
+    :func:`_pool_worker_init`, which makes it exit when this process is gone. Multiprocessing's
+    resource tracker then exits too (it stops at the end of its pipe, whose last writers are this
+    process and the workers).
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -523,7 +608,9 @@ def _run_local(jobs: list[Job], workers: int, on_done: OnDone) -> None:
     pools: list[ProcessPoolExecutor] = []
 
     def new_pool(n: int) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+        # the workers are started by this thread (submit), which waits for all of their jobs
+        pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_pool_worker_init,
+                                   initargs=(os.getpid(),))
         pools.append(pool)
         return pool
 
@@ -562,7 +649,10 @@ def _run_local(jobs: list[Job], workers: int, on_done: OnDone) -> None:
                             main.shutdown(wait=False, cancel_futures=True)
                             main = new_pool(max(1, min(workers, len(queue) + len(inflight))))
                     continue
-                except Exception as exc:  # e.g. a result that cannot be pickled
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - e.g. a result that cannot be
+                    # pickled, or a SystemExit that escaped execute_job: the job failed
                     record = _lost_record(job, _error_text(exc))
                 on_done(job, record)
                 if alone:
@@ -848,6 +938,7 @@ def run_sweep(
     progress: bool = True,
     report: bool = True,
     runner: str = DEFAULT_RUNNER,
+    force: bool = False,
 ) -> SweepResult:
     """Run every job of a sweep that has no stored result yet, then write the results table.
 
@@ -877,6 +968,9 @@ def run_sweep(
     runner:
         ``module:function`` that runs one job, with the signature of
         :func:`simscale.simulator.runner.run_scenario` (the default).
+    force:
+        Plan and run even beyond :data:`MAX_SWEEP_RUNS` simulations or the memory and time
+        limits of one run.
 
     Returns
     -------
@@ -899,7 +993,7 @@ def run_sweep(
             raise UserError("the ray executor needs Ray: pip install 'simscale[ray]'",
                             source="--executor") from None
     n_workers = workers or _cpu_count()
-    plan = plan_sweep(sweep_path, runner=runner)
+    plan = plan_sweep(sweep_path, runner=runner, force=force)
     outdir = Path(outdir)
     store = _Store(outdir)
 

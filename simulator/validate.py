@@ -690,7 +690,7 @@ def calibrate(prof: Any, scenario: Scenario, warmup: dict[str, dict[str, float]]
         fit_ms = cfg.fit_scale * float(bare.median_s(1)) * 1000.0
         sv = cfg.serving
         extra_ms = 0.0
-        if sv is not None and sv.backtoback_predict_ms_p50 is not None:
+        if sv is not None and None not in (sv.backtoback_predict_ms_p50, sv.predict_ms_p50):
             extra_ms = max(0.0, float(sv.predict_ms_p50)
                            - cfg.fit_scale * float(sv.backtoback_predict_ms_p50))
         warm_ms = float((warmup.get(svc.name) or {}).get("service_ms_median_batch1", math.nan))
@@ -742,8 +742,8 @@ def profile_adjusted(prof: Any, scenario: Scenario, overhead_ms: dict[str, float
                 serving = cfg.serving
                 if overhead_ms is not None:
                     serving = (serving or ServingOverhead(
-                        batches=1, gap_ms=0.0, roundtrip_ms_p50=math.nan,
-                        roundtrip_ms_p95=math.nan, predict_ms_p50=math.nan, overhead_ms=0.0)
+                        batches=1, gap_ms=0.0, roundtrip_ms_p50=None,
+                        roundtrip_ms_p95=None, predict_ms_p50=None, overhead_ms=0.0)
                     ).model_copy(update={"overhead_ms": extra, "idle_overhead_ms": None})
                 cfg = cfg.model_copy(update={
                     "fit": fit.model_copy(update={"alpha_ms": fit.alpha_ms * factor,

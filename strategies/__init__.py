@@ -23,7 +23,9 @@ from simscale.strategies.base import (
     ServiceContext,
     SizeOption,
     Strategy,
+    StrategyFailed,
     StrategyLike,
+    describe_exception,
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "ServiceContext",
     "SizeOption",
     "Strategy",
+    "StrategyFailed",
     "StrategyLike",
     "describe_strategy",
     "list_strategies",
@@ -66,8 +69,13 @@ def strategy_class(name: str, *, source: str | None = None) -> type:
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"cannot import strategy module '{module_name}': {exc}", source=source,
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a broken module (syntax error, exit) too
+        what = str(exc) if isinstance(exc, ImportError) else describe_exception(exc)
+        if isinstance(exc, SyntaxError):
+            what = f"SyntaxError: {exc.msg} at {exc.filename}:{exc.lineno}"
+        raise UserError(f"cannot import strategy module '{module_name}': {what}", source=source,
                         field="strategies") from None
     cls = getattr(module, class_name, None)
     if cls is None or not callable(getattr(cls, "decide", None)):
@@ -94,6 +102,11 @@ def make_strategy(name: str, params: dict[str, Any] | None = None, *,
     except TypeError as exc:
         raise UserError(f"bad parameters for strategy '{name}': {exc}", source=source,
                         field=f"strategies.{name}") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the strategy's own __init__ failed
+        raise UserError(f"strategy '{name}' could not be built: {describe_exception(exc)}",
+                        source=source, field=f"strategies.{name}") from None
 
 
 def _first_line(text: str | None) -> str:

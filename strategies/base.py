@@ -15,9 +15,10 @@ Units are in the names: ``_s`` seconds, ``_ms`` milliseconds, ``_rps`` requests 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -194,3 +195,91 @@ class Strategy:
 
     def decide(self, obs: Observation) -> Decision:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class StrategyFailed(Exception):
+    """A strategy raised (or exited) inside ``decide``/``setup``, or returned something that is
+    not a decision. ``message`` says what and where (the innermost frame of the strategy's own
+    code); the runner names the strategy's entry and the scenario file around it."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+def call_strategy(strategy: Any, method: str, *args: Any) -> Any:
+    """Call ``strategy.<method>(*args)``; any exception, ``SystemExit`` included (a strategy that
+    exits does not end the simulation as a success), becomes :class:`StrategyFailed` naming the
+    exception and the line of the strategy's code it came from. Ctrl-C passes through."""
+    try:
+        return getattr(strategy, method)(*args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure of user code is reported
+        raise StrategyFailed(f"{method}() raised {describe_exception(exc)}") from None
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``SystemExit(0) at my_strategy.py:12`` (the innermost frame outside simscale's engine)."""
+    import traceback
+
+    text = str(exc)
+    what = type(exc).__name__ + (f": {text}" if text else "")
+    if isinstance(exc, SystemExit):
+        what = f"SystemExit({exc.code!r})"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        what += f" at {last.filename}:{last.lineno}"
+    return what[:300]
+
+
+def _whole(value: Any, what: str, minimum: int) -> int:
+    """``value`` as an int when it is a whole number >= ``minimum`` (int, numpy integer, or an
+    integral finite float); else :class:`StrategyFailed`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer | float | np.floating):
+        raise StrategyFailed(f"decide() returned {what}={value!r:.60}; expected a whole number")
+    f = float(value)
+    if not math.isfinite(f) or f != math.floor(f) or f < minimum:
+        raise StrategyFailed(f"decide() returned {what}={value!r:.60}; expected a whole number "
+                             f">= {minimum}")
+    return int(f)
+
+
+def normalize_decision(value: Any, *, max_batch_size: int) -> Decision:
+    """The one rule for what ``decide`` may return, shared by the simulator and the real cluster.
+
+    A :class:`Decision`, or a bare whole number of replicas. Every field is checked: ``replicas``
+    a whole number >= 0 (bounds are applied later by the caller), ``threads`` >= 1,
+    ``max_batch_size`` >= 1 and capped at the service's ``max_batch_size`` (a strategy cannot ask
+    for more than the scenario allows), ``resize_delay_s`` finite and >= 0, ``device`` ``cpu``
+    or ``cuda``, ``info`` a mapping. Anything else raises :class:`StrategyFailed`.
+    """
+    if not isinstance(value, Decision):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise StrategyFailed(f"decide() returned {value!r:.60}; expected a Decision or a "
+                                 "whole number of replicas")
+        return Decision(replicas=_whole(value, "replicas", 0))
+    d = value
+    replicas = _whole(d.replicas, "replicas", 0)
+    threads = None if d.threads is None else _whole(d.threads, "threads", 1)
+    maxb = None if d.max_batch_size is None else min(
+        _whole(d.max_batch_size, "max_batch_size", 1), max_batch_size)
+    delay = d.resize_delay_s
+    if delay is not None:
+        try:
+            delay = float(delay)
+        except (TypeError, ValueError):
+            delay = math.nan
+        if not (math.isfinite(delay) and delay >= 0):
+            raise StrategyFailed(f"decide() returned resize_delay_s={d.resize_delay_s!r:.60}; "
+                                 "expected a finite number of seconds >= 0")
+    if d.device is not None and d.device not in ("cpu", "cuda"):
+        raise StrategyFailed(f"decide() returned device={d.device!r:.60}; expected cpu or cuda")
+    if d.info is not None and not isinstance(d.info, dict):
+        raise StrategyFailed(f"decide() returned info={d.info!r:.60}; expected a mapping")
+    if (replicas, threads, maxb, delay) == (d.replicas, d.threads, d.max_batch_size,
+                                            d.resize_delay_s):
+        return d
+    return Decision(replicas=replicas, threads=threads, device=d.device, max_batch_size=maxb,
+                    resize_delay_s=delay, info=d.info or {})
