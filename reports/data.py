@@ -8,7 +8,6 @@ The report reads only ``summary.json``, ``timeseries.parquet`` and, when present
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from simscale.errors import UserError
+from simscale.safeload import MAX_JSON_BYTES, load_json, read_text
 
 SUMMARY_FILE = "summary.json"
 TIMESERIES_FILE = "timeseries.parquet"
@@ -114,16 +114,9 @@ def load_results(outdir: str | Path) -> ResultSet:
 
 def read_summary(path: Path) -> dict[str, Any]:
     """Read and check ``summary.json``."""
-    if not path.is_file():
+    if not path.exists():
         raise UserError("missing result file (is this a simscale result folder?)", source=path)
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read file: {exc}", source=path) from None
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})", source=path
-        ) from None
+    summary = load_json(read_text(path, what="result", max_bytes=MAX_JSON_BYTES), source=path)
     if not isinstance(summary, dict):
         raise UserError("expected a JSON object", source=path)
     for key in SUMMARY_FIELDS:
