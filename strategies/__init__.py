@@ -3,6 +3,8 @@
 :func:`make_strategy` builds a strategy from a scenario's strategy entry: a built-in name from
 :data:`BUILTINS`, or ``package.module:ClassName`` for a custom strategy. Parameters are validated
 by the class's ``Params`` pydantic model when it has one; errors name the strategy and field.
+The built-ins derive from :class:`ParameterizedStrategy`, whose ``Params`` model is the one
+declaration of their parameters (a custom strategy may do the same, or not).
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ from simscale.strategies.base import (
     StrategyLike,
     describe_exception,
 )
+from simscale.strategies.params import ParameterizedStrategy, StrategyParams
 
 __all__ = [
     "BUILTINS",
     "Decision",
     "Observation",
+    "ParameterizedStrategy",
     "ReplicaCounts",
     "ServiceContext",
     "SizeOption",
     "Strategy",
     "StrategyFailed",
     "StrategyLike",
+    "StrategyParams",
     "describe_strategy",
     "list_strategies",
     "make_strategy",

@@ -26,25 +26,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from simscale.strategies.base import (
     Decision,
     Observation,
     ServiceContext,
     SizeOption,
-    Strategy,
 )
-from simscale.strategies.forecasters import (
-    FORECASTERS,
-    Forecaster,
-    RateForecast,
-    make_forecaster,
-)
+from simscale.strategies.forecasters import ForecastParams, RateForecast
 from simscale.strategies.governors import clamp
+from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 from simscale.strategies.queueing import (
     Config,
     cheapest_config,
@@ -53,29 +47,26 @@ from simscale.strategies.queueing import (
 )
 
 
-class CostAwareParams(BaseModel):
-    """Parameters of :class:`CostAware`."""
-
-    model_config = ConfigDict(extra="forbid")
+class SolverParams(StrategyParams):
+    """What the queueing solver must meet and which configurations it may choose from; shared by
+    ``cost_aware`` and ``oracle`` (see :func:`candidate_options` and
+    :func:`~simscale.strategies.queueing.cheapest_config`)."""
 
     slo_percentile: float = Field(default=0.95, gt=0, lt=1,
                                   description="latency percentile that must meet the SLO")
-    forecaster: str = Field(default="holt", description="one of: " + ", ".join(FORECASTERS))
-    forecaster_params: dict[str, Any] = Field(default_factory=dict,
-                                              description="the forecaster's parameters")
-    lead_s: float | None = Field(default=None, ge=0, description=(
-        "how far ahead to plan (s); default: cold start of the current size + sync period"))
-    bin_s: float = Field(default=5.0, ge=1, description="the rate series' step (s)")
-    history_s: float = Field(default=7200.0, ge=60, description="rate history kept (s)")
-    reactive_window_s: float = Field(default=10.0, gt=0,
-                                     description="window of the observed-rate floor (s)")
+    tune_threads: bool = Field(default=True, description="choose threads per replica too")
+    tune_batch_size: bool = Field(default=True, description="choose the batching limit too")
+    same_device_only: bool = Field(default=True, description="only sizes on the current device")
+
+
+class CostAwareParams(ForecastParams, SolverParams):
+    """Parameters of :class:`CostAware`: the solver's (:class:`SolverParams`), the forecast's
+    (:class:`~simscale.strategies.forecasters.ForecastParams`), then its own."""
+
     rate_headroom: float = Field(default=1.0, ge=1.0,
                                  description="multiplier on the planned rate (safety margin)")
     backlog_drain_s: float = Field(default=10.0, gt=0,
                                    description="plan to drain the current queue within this (s)")
-    tune_threads: bool = Field(default=True, description="choose threads per replica too")
-    tune_batch_size: bool = Field(default=True, description="choose the batching limit too")
-    same_device_only: bool = Field(default=True, description="only sizes on the current device")
     size_switch_margin: float = Field(default=0.1, ge=0, description=(
         "switch to another size only when it is cheaper by more than this fraction"))
     scale_in_horizon_s: float = Field(default=600.0, gt=0,
@@ -84,12 +75,7 @@ class CostAwareParams(BaseModel):
                                  description="recent peak the scale-in risk is judged at (s)")
     violation_cost_usd: float = Field(default=1e-4, ge=0,
                                       description="cost charged per request missing the SLO")
-    sync_period_s: float = Field(default=15.0, gt=0, description="how often to decide (s)")
-
-    def model_post_init(self, _context: Any) -> None:
-        if self.forecaster not in FORECASTERS:
-            raise ValueError(f"forecaster must be one of: {', '.join(FORECASTERS)}")
-        make_forecaster(self.forecaster, self.forecaster_params)
+    sync_period_s: float = sync_period_field("how often to decide (s)")
 
 
 def candidate_options(obs: Observation, tune_threads: bool = True,
@@ -149,40 +135,15 @@ def config_decision(config: Config, obs: Observation, replicas: int, rate_rps: f
         info=info)
 
 
-class CostAware(Strategy):
+class CostAware(ParameterizedStrategy):
     """Cheapest replicas x size x batching whose predicted latency percentile meets the SLO at the
-    forecast rate, with a scale-in rule that weighs the cost and risk of a later cold start."""
+    forecast rate, with a scale-in rule that weighs the cost and risk of a later cold start;
+    parameters: :class:`CostAwareParams`."""
 
     name = "cost_aware"
     source = ("Erlang-C / Allen-Cunneen M/G/c capacity planning (Gross et al., Fundamentals of "
               "Queueing Theory); AWS predictive scaling for the forecast")
     Params = CostAwareParams
-
-    def __init__(self, slo_percentile: float = 0.95, forecaster: str | Forecaster = "holt",
-                 forecaster_params: dict[str, Any] | None = None, lead_s: float | None = None,
-                 bin_s: float = 5.0, history_s: float = 7200.0, reactive_window_s: float = 10.0,
-                 rate_headroom: float = 1.0, backlog_drain_s: float = 10.0,
-                 tune_threads: bool = True, tune_batch_size: bool = True,
-                 same_device_only: bool = True, size_switch_margin: float = 0.1,
-                 scale_in_horizon_s: float = 600.0, peak_window_s: float = 300.0,
-                 violation_cost_usd: float = 1e-4, sync_period_s: float = 15.0):
-        self.slo_percentile = slo_percentile
-        self.forecaster = forecaster
-        self.forecaster_params = forecaster_params
-        self.lead_s = lead_s
-        self.bin_s = bin_s
-        self.history_s = history_s
-        self.reactive_window_s = reactive_window_s
-        self.rate_headroom = rate_headroom
-        self.backlog_drain_s = backlog_drain_s
-        self.tune_threads = tune_threads
-        self.tune_batch_size = tune_batch_size
-        self.same_device_only = same_device_only
-        self.size_switch_margin = size_switch_margin
-        self.scale_in_horizon_s = scale_in_horizon_s
-        self.peak_window_s = peak_window_s
-        self.violation_cost_usd = violation_cost_usd
-        self.sync_period_s = sync_period_s
 
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)

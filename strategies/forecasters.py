@@ -7,7 +7,9 @@ answer is the rate expected ``horizon_s`` seconds after the centre of the last b
 between scheduled refits (so the same sequence of calls gives the same forecasts).
 
 :class:`RateHistory` gathers the per-second arrival counts of successive observations (each
-observation holds only a recent window) into one series and bins it.
+observation holds only a recent window) into one series and bins it. :class:`ForecastParams`
+declares, once, the forecast parameters of the strategies that plan for a forecast rate
+(``predictive``, ``cost_aware``).
 
 References: Hyndman & Athanasopoulos, *Forecasting: Principles and Practice* (3rd ed.), ch. 8
 (exponential smoothing: Holt, Holt-Winters additive) and ch. 9 (ARIMA, via statsmodels).
@@ -21,8 +23,10 @@ import warnings
 from typing import Any, Protocol
 
 import numpy as np
+from pydantic import Field
 
 from simscale.strategies.base import Observation
+from simscale.strategies.params import StrategyParams
 
 
 class Forecaster(Protocol):
@@ -230,6 +234,36 @@ def make_forecaster(name: str, params: dict[str, Any] | None = None) -> Forecast
     return FORECASTERS[name](**(params or {}))
 
 
+class ForecastParams(StrategyParams):
+    """The forecast parameters shared by the strategies that plan for a forecast arrival rate:
+    which forecaster (and its own parameters, e.g. ARIMA's order and refit schedule), how the
+    rate history is binned and kept, how far ahead to forecast, and the window of the observed
+    rate that the plan never goes below. Fields are checked when the model is built: an unknown
+    forecaster or forecaster parameter is an error."""
+
+    forecaster: str = Field(default="holt", description="one of: " + ", ".join(FORECASTERS))
+    forecaster_params: dict[str, Any] = Field(default_factory=dict, description=(
+        "the forecaster's parameters, e.g. {window_s: 300} or {season_s: 3600} or "
+        "{order: [1, 1, 1], refit_every: 40}"))
+    lead_s: float | None = Field(default=None, ge=0, description=(
+        "how far ahead to provision (s); default: cold start of the current size + sync period"))
+    bin_s: float = Field(default=5.0, ge=1, description="the rate series' step (s)")
+    history_s: float = Field(default=7200.0, ge=60, description="rate history kept (s)")
+    reactive_window_s: float = Field(default=10.0, gt=0,
+                                     description="window of the observed rate for the floor (s)")
+
+    def model_post_init(self, _context: Any) -> None:
+        """Reject an unknown forecaster, or parameters its constructor does not take (as a
+        ``ValueError``, which pydantic reports as a validation error of this model)."""
+        if self.forecaster not in FORECASTERS:
+            raise ValueError(f"forecaster must be one of: {', '.join(FORECASTERS)}")
+        try:
+            make_forecaster(self.forecaster, self.forecaster_params)
+        except TypeError as exc:  # an unknown or missing keyword: a user error, not a crash
+            message = str(exc).split("() ", 1)[-1]
+            raise ValueError(f"forecaster_params for '{self.forecaster}': {message}") from None
+
+
 class RateHistory:
     """Per-second arrival counts gathered from successive observations.
 
@@ -238,7 +272,7 @@ class RateHistory:
     no observation covered) restarts the history. At most ``max_s`` seconds are kept.
     """
 
-    def __init__(self, max_s: float = 7200.0):
+    def __init__(self, max_s: float):
         self.max_s = max_s
         self.counts = np.zeros(0)
         self.end_s: int | None = None  # exclusive end (s) of the history
@@ -274,9 +308,10 @@ class RateHistory:
 
 
 class RateForecast:
-    """The arrival rate a strategy plans for: a forecaster fed a :class:`RateHistory`."""
+    """The arrival rate a strategy plans for: a forecaster fed a :class:`RateHistory` that keeps
+    ``history_s`` seconds and bins them by ``bin_s`` seconds (see :class:`ForecastParams`)."""
 
-    def __init__(self, forecaster: Forecaster, bin_s: float = 5.0, history_s: float = 7200.0):
+    def __init__(self, forecaster: Forecaster, bin_s: float, history_s: float):
         self.forecaster = forecaster
         self.bin_s = bin_s
         self.history = RateHistory(history_s)

@@ -19,11 +19,11 @@ policies per period (up: max of 4 pods or 100 % per 15 s; down: 100 % per 15 s).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from simscale.strategies.base import Decision, Observation, ServiceContext, Strategy
+from simscale.strategies.base import Decision, Observation, ServiceContext
 from simscale.strategies.governors import (
     Bounds,
     Chain,
@@ -33,22 +33,19 @@ from simscale.strategies.governors import (
     StabilizationWindow,
     Step,
 )
+from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 
 
-class PolicyParams(BaseModel):
+class PolicyParams(StrategyParams):
     """One scaling policy: ``type`` Pods or Percent, ``value``, ``period_s``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["Pods", "Percent"] = Field(description="Pods: a count; Percent: of the count")
     value: int = Field(gt=0, description="pods or percent allowed per period")
     period_s: float = Field(gt=0, le=1800, description="the period (s)")
 
 
-class HpaParams(BaseModel):
+class HpaParams(StrategyParams):
     """Parameters of :class:`Hpa` (names follow the HPA spec; durations in seconds)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     metric: Literal["utilization", "in_flight"] = Field(
         default="utilization", description="utilization: busy fraction per ready replica (like "
@@ -71,11 +68,12 @@ class HpaParams(BaseModel):
         default_factory=lambda: [PolicyParams(type="Percent", value=100, period_s=15)],
         description="scaleDown policies")
     scale_down_select: SelectPolicy = Field(default="Max", description="scaleDown selectPolicy")
-    sync_period_s: float = Field(default=15.0, gt=0,
-                                 description="--horizontal-pod-autoscaler-sync-period (s)")
+    sync_period_s: float = sync_period_field("--horizontal-pod-autoscaler-sync-period (s)")
 
 
-def _policies(items: list) -> list[ScalingPolicy]:
+def _policies(items: list[dict[str, Any]] | list[PolicyParams]) -> list[ScalingPolicy]:
+    """Governor policies from the ``scale_*_policies`` parameters (dicts, or :class:`PolicyParams`
+    when a caller set the attribute to models)."""
     out = []
     for p in items:
         d = p if isinstance(p, dict) else p.model_dump()
@@ -83,44 +81,22 @@ def _policies(items: list) -> list[ScalingPolicy]:
     return out
 
 
-class Hpa(Strategy):
+class Hpa(ParameterizedStrategy):
     """Kubernetes HPA: ``desired = ceil(ready * metric / target)`` outside the tolerance, with
-    unready replicas handled as the controller does, then stabilization and scaling policies."""
+    unready replicas handled as the controller does, then stabilization and scaling policies;
+    parameters: :class:`HpaParams`."""
 
     name = "hpa"
     source = ("kubernetes pkg/controller/podautoscaler (replica_calculator.go, horizontal.go); "
               "kubernetes.io HorizontalPodAutoscaler docs")
     Params = HpaParams
 
-    def __init__(self, metric: str = "utilization", target_utilization: float = 0.6,
-                 target_value: float = 4.0, tolerance: float = 0.1,
-                 scale_up_stabilization_s: float = 0.0, scale_down_stabilization_s: float = 300.0,
-                 scale_up_policies: list | None = None, scale_up_select: str = "Max",
-                 scale_down_policies: list | None = None, scale_down_select: str = "Max",
-                 sync_period_s: float = 15.0):
-        self.metric = metric
-        self.target_utilization = target_utilization
-        self.target_value = target_value
-        self.tolerance = tolerance
-        self.scale_up_stabilization_s = scale_up_stabilization_s
-        self.scale_down_stabilization_s = scale_down_stabilization_s
-        self.scale_up_policies = scale_up_policies
-        self.scale_up_select = scale_up_select
-        self.scale_down_policies = scale_down_policies
-        self.scale_down_select = scale_down_select
-        self.sync_period_s = sync_period_s
-
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)
-        defaults = HpaParams()
-        up = self.scale_up_policies if self.scale_up_policies is not None \
-            else defaults.scale_up_policies
-        down = self.scale_down_policies if self.scale_down_policies is not None \
-            else defaults.scale_down_policies
         self.governors = Chain(
             StabilizationWindow(self.scale_up_stabilization_s, self.scale_down_stabilization_s),
-            RateLimit(_policies(up), _policies(down), self.scale_up_select,  # type: ignore[arg-type]
-                      self.scale_down_select),  # type: ignore[arg-type]
+            RateLimit(_policies(self.scale_up_policies), _policies(self.scale_down_policies),
+                      self.scale_up_select, self.scale_down_select),
             Bounds(),
         )
 

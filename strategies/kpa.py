@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from simscale.strategies.base import Decision, Observation, ServiceContext, Strategy
+from simscale.strategies.base import Decision, Observation, ServiceContext
 from simscale.strategies.governors import (
     Bounds,
     Chain,
@@ -30,12 +30,11 @@ from simscale.strategies.governors import (
     StabilizationWindow,
     Step,
 )
+from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 
 
-class KpaParams(BaseModel):
+class KpaParams(StrategyParams):
     """Parameters of :class:`Kpa` (names follow Knative's config-autoscaler keys)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target_concurrency: float = Field(
         default=10.0, gt=0, description="requests in flight per replica (container-concurrency-"
@@ -53,32 +52,17 @@ class KpaParams(BaseModel):
                                                 description="scale-to-zero-grace-period (s)")
     scale_down_delay_s: float = Field(default=0.0, ge=0, le=3600,
                                       description="scale-down-delay (s)")
-    sync_period_s: float = Field(default=2.0, gt=0, description="tick-interval (s)")
+    sync_period_s: float = sync_period_field("tick-interval (s)", default=2.0)
 
 
-class Kpa(Strategy):
+class Kpa(ParameterizedStrategy):
     """Knative KPA: ``ceil(concurrency / (target_concurrency * target_utilization))`` over the
-    stable window, or over the panic window while panicking (never scaling down in panic)."""
+    stable window, or over the panic window while panicking (never scaling down in panic);
+    parameters: :class:`KpaParams`."""
 
     name = "kpa"
     source = "knative/serving pkg/autoscaler/scaling/autoscaler.go; knative.dev KPA docs"
     Params = KpaParams
-
-    def __init__(self, target_concurrency: float = 10.0, target_utilization: float = 0.7,
-                 stable_window_s: float = 60.0, panic_window_percentage: float = 10.0,
-                 panic_threshold_percentage: float = 200.0, max_scale_up_rate: float = 1000.0,
-                 max_scale_down_rate: float = 2.0, scale_to_zero_grace_period_s: float = 30.0,
-                 scale_down_delay_s: float = 0.0, sync_period_s: float = 2.0):
-        self.target_concurrency = target_concurrency
-        self.target_utilization = target_utilization
-        self.stable_window_s = stable_window_s
-        self.panic_window_percentage = panic_window_percentage
-        self.panic_threshold_percentage = panic_threshold_percentage
-        self.max_scale_up_rate = max_scale_up_rate
-        self.max_scale_down_rate = max_scale_down_rate
-        self.scale_to_zero_grace_period_s = scale_to_zero_grace_period_s
-        self.scale_down_delay_s = scale_down_delay_s
-        self.sync_period_s = sync_period_s
 
     @property
     def panic_window_s(self) -> float:

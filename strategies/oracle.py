@@ -21,58 +21,40 @@ and paying for a fresh cold start moments later.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from simscale.errors import UserError
-from simscale.strategies.base import Decision, Observation, ServiceContext, Strategy
+from simscale.strategies.base import Decision, Observation, ServiceContext
 from simscale.strategies.cost_aware import (
+    SolverParams,
     batch_cap,
     candidate_options,
     config_decision,
     keep_larger_batch,
 )
 from simscale.strategies.governors import clamp
+from simscale.strategies.params import ParameterizedStrategy, sync_period_field
 from simscale.strategies.queueing import Config, cheapest_config
 
 
-class OracleParams(BaseModel):
-    """Parameters of :class:`Oracle`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    slo_percentile: float = Field(default=0.95, gt=0, lt=1,
-                                  description="latency percentile that must meet the SLO")
-    tune_threads: bool = Field(default=True, description="choose threads per replica too")
-    tune_batch_size: bool = Field(default=True, description="choose the batching limit too")
-    same_device_only: bool = Field(default=True, description="only sizes on the current device")
+class OracleParams(SolverParams):
+    """Parameters of :class:`Oracle`: the solver's (the same as ``cost_aware``'s), then its own."""
     sample_step_s: float = Field(default=1.0, gt=0,
                                  description="resolution of the search for the peak rate (s)")
     smoothing_s: float = Field(default=10.0, ge=0,
                                description="the rate is averaged over this window before its "
                                "peak is taken (s): a replayed trace's rate is its requests per "
                                "1 s bin, whose Poisson noise is not load to provision for")
-    sync_period_s: float = Field(default=15.0, gt=0, description="how often to decide (s)")
+    sync_period_s: float = sync_period_field("how often to decide (s)")
 
 
-class Oracle(Strategy):
+class Oracle(ParameterizedStrategy):
     """Cheapest configuration meeting the SLO at the true peak rate of the interval its replicas
-    will serve, asked for exactly one cold start ahead."""
+    will serve, asked for exactly one cold start ahead; parameters: :class:`OracleParams`."""
 
     name = "oracle"
     source = "clairvoyant lower bound (true rate function) + the cost_aware queueing solver"
     Params = OracleParams
-
-    def __init__(self, slo_percentile: float = 0.95, tune_threads: bool = True,
-                 tune_batch_size: bool = True, same_device_only: bool = True,
-                 sample_step_s: float = 1.0, sync_period_s: float = 15.0,
-                 smoothing_s: float = 10.0):
-        self.slo_percentile = slo_percentile
-        self.tune_threads = tune_threads
-        self.tune_batch_size = tune_batch_size
-        self.same_device_only = same_device_only
-        self.sample_step_s = sample_step_s
-        self.sync_period_s = sync_period_s
-        self.smoothing_s = smoothing_s
 
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)

@@ -19,72 +19,35 @@ of the last ``scale_down_stabilization_s`` seconds.
 from __future__ import annotations
 
 import math
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from simscale.strategies.base import Decision, Observation, ServiceContext, Strategy
-from simscale.strategies.forecasters import (
-    FORECASTERS,
-    Forecaster,
-    RateForecast,
-    make_forecaster,
-)
+from simscale.strategies.base import Decision, Observation, ServiceContext
+from simscale.strategies.forecasters import ForecastParams, RateForecast
 from simscale.strategies.governors import Bounds, Chain, StabilizationWindow, Step
+from simscale.strategies.params import ParameterizedStrategy, sync_period_field
 
 
-class PredictiveParams(BaseModel):
-    """Parameters of :class:`Predictive`."""
+class PredictiveParams(ForecastParams):
+    """Parameters of :class:`Predictive`: the shared forecast parameters, then its own."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    forecaster: str = Field(default="holt", description="one of: " + ", ".join(FORECASTERS))
-    forecaster_params: dict[str, Any] = Field(default_factory=dict, description=(
-        "the forecaster's parameters, e.g. {window_s: 300} or {season_s: 3600} or "
-        "{order: [1, 1, 1], refit_every: 40}"))
-    lead_s: float | None = Field(default=None, ge=0, description=(
-        "how far ahead to provision (s); default: cold start of the current size + sync period"))
-    bin_s: float = Field(default=5.0, ge=1, description="the rate series' step (s)")
-    history_s: float = Field(default=7200.0, ge=60, description="rate history kept (s)")
     target_utilization: float = Field(default=0.7, gt=0, le=1.0,
                                       description="busy fraction to plan each replica for")
     capacity_rps_per_replica: float | None = Field(default=None, gt=0, description=(
         "requests/s one replica serves; default: the profile's, at batch size 1"))
-    reactive_window_s: float = Field(default=10.0, gt=0,
-                                     description="window of the observed rate for the floor (s)")
     scale_down_stabilization_s: float = Field(default=120.0, ge=0,
                                               description="keep the highest count this long (s)")
-    sync_period_s: float = Field(default=15.0, gt=0, description="how often to decide (s)")
-
-    def model_post_init(self, _context: Any) -> None:
-        if self.forecaster not in FORECASTERS:
-            raise ValueError(f"forecaster must be one of: {', '.join(FORECASTERS)}")
-        make_forecaster(self.forecaster, self.forecaster_params)  # unknown parameters fail here
+    sync_period_s: float = sync_period_field("how often to decide (s)")
 
 
-class Predictive(Strategy):
+class Predictive(ParameterizedStrategy):
     """Provision ``ceil(forecast(now + lead) / (capacity * target_utilization))`` replicas, never
-    fewer than the observed rate needs."""
+    fewer than the observed rate needs; parameters: :class:`PredictiveParams`. ``forecaster`` may
+    be set to a forecaster object (anything with ``forecast``) after construction."""
 
     name = "predictive"
     source = "AWS EC2 Auto Scaling predictive scaling (forecast + scheduling buffer + dynamic)"
     Params = PredictiveParams
-
-    def __init__(self, forecaster: str | Forecaster = "holt",
-                 forecaster_params: dict[str, Any] | None = None, lead_s: float | None = None,
-                 bin_s: float = 5.0, history_s: float = 7200.0, target_utilization: float = 0.7,
-                 capacity_rps_per_replica: float | None = None, reactive_window_s: float = 10.0,
-                 scale_down_stabilization_s: float = 120.0, sync_period_s: float = 15.0):
-        self.forecaster = forecaster
-        self.forecaster_params = forecaster_params
-        self.lead_s = lead_s
-        self.bin_s = bin_s
-        self.history_s = history_s
-        self.target_utilization = target_utilization
-        self.capacity_rps_per_replica = capacity_rps_per_replica
-        self.reactive_window_s = reactive_window_s
-        self.scale_down_stabilization_s = scale_down_stabilization_s
-        self.sync_period_s = sync_period_s
 
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)

@@ -7,32 +7,28 @@ the next sync period.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from simscale.strategies.base import Decision, Observation, ServiceContext, Strategy
+from simscale.strategies.base import Decision, Observation, ServiceContext
+from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 
 
-class StaticParams(BaseModel):
+class StaticParams(StrategyParams):
     """Parameters of :class:`Static`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     replicas: int | None = Field(
         default=None, ge=0, description="fixed replica count; default: the service's initial"
     )
-    sync_period_s: float = Field(default=15.0, gt=0, description="how often to re-check (s)")
+    sync_period_s: float = sync_period_field("how often to re-check (s)")
 
 
-class Static(Strategy):
-    """Keep ``replicas`` replicas (clamped to the service's bounds)."""
+class Static(ParameterizedStrategy):
+    """Keep ``replicas`` replicas (clamped to the service's bounds); parameters:
+    :class:`StaticParams`."""
 
     name = "static"
     source = "baseline: fixed provisioning (no autoscaler)"
     Params = StaticParams
-
-    def __init__(self, replicas: int | None = None, sync_period_s: float = 15.0):
-        self.replicas = replicas
-        self.sync_period_s = sync_period_s
 
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)

@@ -12,18 +12,17 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from simscale.strategies.base import Decision, Observation, ServiceContext, Strategy
+from simscale.strategies.base import Decision, Observation, ServiceContext
 from simscale.strategies.governors import Bounds, Chain, Cooldown, Step
+from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 
 Metric = Literal["utilization", "queue_length", "latency_p95_ms"]
 
 
-class ThresholdParams(BaseModel):
+class ThresholdParams(StrategyParams):
     """Parameters of :class:`Threshold`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     metric: Metric = Field(default="utilization", description=(
         "metric compared with the thresholds: utilization (busy fraction 0..1 of ready "
@@ -46,7 +45,7 @@ class ThresholdParams(BaseModel):
                                     "replica; default: the largest the profile measured")
     resize_delay_s: float = Field(default=5.0, ge=0,
                                   description="vertical: time an in-place resize takes (s)")
-    sync_period_s: float = Field(default=15.0, gt=0, description="how often to decide (s)")
+    sync_period_s: float = sync_period_field("how often to decide (s)")
 
     @model_validator(mode="after")
     def _ordered(self) -> ThresholdParams:
@@ -55,30 +54,13 @@ class ThresholdParams(BaseModel):
         return self
 
 
-class Threshold(Strategy):
+class Threshold(ParameterizedStrategy):
     """Add ``step`` when the windowed metric is above the upper threshold, remove ``step`` when
-    below the lower one, then wait out the cooldown."""
+    below the lower one, then wait out the cooldown; parameters: :class:`ThresholdParams`."""
 
     name = "threshold"
     source = "AWS EC2 Auto Scaling step scaling policies (CloudWatch alarm + cooldown)"
     Params = ThresholdParams
-
-    def __init__(self, metric: Metric = "utilization", upper_threshold: float = 0.8,
-                 lower_threshold: float = 0.3, step: int = 1, evaluation_window_s: float = 60.0,
-                 cooldown_s: float = 60.0, mode: str = "horizontal", min_threads: int = 1,
-                 max_threads: int | None = None, resize_delay_s: float = 5.0,
-                 sync_period_s: float = 15.0):
-        self.metric = metric
-        self.upper_threshold = upper_threshold
-        self.lower_threshold = lower_threshold
-        self.step = step
-        self.evaluation_window_s = evaluation_window_s
-        self.cooldown_s = cooldown_s
-        self.mode = mode
-        self.min_threads = min_threads
-        self.max_threads = max_threads
-        self.resize_delay_s = resize_delay_s
-        self.sync_period_s = sync_period_s
 
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)
