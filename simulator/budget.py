@@ -11,7 +11,7 @@ The cost model (constants measured on the 2-core reference machine with the engi
 they are deliberately on the high side, since the point is to refuse what cannot finish, not to
 predict to the second):
 
-- **requests**: ``E[N]`` per service (:func:`~simscale.simulator.workload.expected_arrivals`)
+- **requests**: ``E[N]`` per service (:func:`~simscale.simulator.workloads.expected_arrivals`)
   times :data:`BYTES_PER_REQUEST` while a replication runs (inputs, outputs and the figures'
   temporaries), plus :data:`REQUEST_TABLE_BYTES` per request and run when requests are kept;
   :data:`SECONDS_PER_REQUEST` of wall time per request and run;
@@ -102,7 +102,7 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
     """Estimate the peak memory and wall time of simulating ``strategies`` (``(label, built
     strategy object)`` pairs, one per strategy entry) on ``scenario`` for ``replications``
     seeds."""
-    from simscale.simulator.workload import expected_arrivals
+    from simscale.simulator.workloads import expected_arrivals
 
     n_runs = max(1, len(strategies)) * replications
     duration = float(scenario.duration_s)

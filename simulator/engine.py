@@ -51,11 +51,11 @@ import simpy
 from simscale.errors import UserError
 from simscale.simulator.requestplane import DROP_NONE, DROP_QUEUE_FULL, RequestPlane
 from simscale.simulator.scenario import Distribution, Scenario, Service
+from simscale.simulator.serving import build_observation, scale_down_victims, service_context
 from simscale.strategies.base import (
     Decision,
     Observation,
     ReplicaCounts,
-    ServiceContext,
     SizeOption,
     StrategyFailed,
     call_strategy,
@@ -482,17 +482,16 @@ class _ServiceSim:
                 self.plane.set_factors(rec.rid, *self._factors(size, rec.slowdown, maxb))
 
     def _scale_down(self, k: int) -> None:
-        for state in ("pending", "starting"):
-            for rec in sorted((r for r in self.records if r.state == state),
-                              key=lambda r: -r.rid):
-                if k == 0:
-                    return
+        """Remove ``k`` replicas in the shared order (:func:`scale_down_victims`): pending and
+        starting ones stop at once, ready ones drain."""
+        live = [(r.rid, r.state, self.plane.outstanding(r.rid) if r.state == "ready" else 0)
+                for r in self.records if r.state in ("pending", "starting", "ready")]
+        for rid in scale_down_victims(k, live):
+            rec = self.records[rid]
+            if rec.state == "ready":
+                self._drain(rec)
+            else:
                 self._stop(rec, self.env.now, remove=False)
-                k -= 1
-        ready = [r for r in self.records if r.state == "ready"]
-        ready.sort(key=lambda r: (self.plane.outstanding(r.rid), -r.rid))
-        for rec in ready[:k]:
-            self._drain(rec)
 
     def result(self) -> ServiceRun:
         info = {k: self.info_sum[k] / self.info_n[k] for k in self.info_sum}
@@ -589,10 +588,6 @@ class _Monitor:
         self._finalize(t_obs)
         kb1 = self.fin
         kb0 = max(0, kb1 - self.history_s)
-        serve = self.serve_bins[kb0:kb1]
-        util = np.divide(self.busy_bins[kb0:kb1], serve, out=np.zeros(kb1 - kb0),
-                         where=serve > 0)
-        util = np.minimum(util, 1.0)
         window_s = float(getattr(sim.strategy, "latency_window_s", 60.0) or 60.0)
         hi = int(np.searchsorted(pl.arrival_s, t_obs, side="left"))
         self.p_win = self._pointer(self.p_win, hi, t_obs - window_s)
@@ -616,6 +611,7 @@ class _Monitor:
             p50, p95, p99 = percentiles_linear(lat_ms, (50, 95, 99))
         else:
             p50 = p95 = p99 = math.nan
+        # per-replica busy time over the last second
         # per-replica busy fraction over the last second
         ready = [r for r in sim.records if r.state == "ready"]
         per_rep = []
@@ -630,24 +626,18 @@ class _Monitor:
             ov = np.clip(np.minimum(e, b) - np.maximum(s, a), 0.0, None) * w
             busy_by = np.bincount(rep, weights=ov, minlength=sim._next_rid)
             for rec in ready:
-                span = b - max(a, rec.ready_s)
                 busy = float(busy_by[rec.rid]) if rec.rid < len(busy_by) else 0.0
-                per_rep.append(min(busy / span, 1.0) if span > 0 else 0.0)
-        return Observation(
-            time_s=float(t_s), service=sim.svc.name, slo_ms=sim.svc.slo_ms,
-            metric_lag_s=self.lag_s,
+                per_rep.append((busy, b - max(a, rec.ready_s)))
+        return build_observation(
+            t_s=t_s, lag_s=self.lag_s, service=sim.svc.name, slo_ms=sim.svc.slo_ms,
+            min_replicas=sim.svc.replicas.min, max_replicas=sim.svc.replicas.max, size=sim.size,
+            size_options=sim.options, counts=sim.counts(),
             arrivals_per_s=self.arr_bins[kb0:kb1].copy(),
             completions_per_s=self.comp_bins[kb0:kb1].copy(),
-            utilization_per_s=util,
-            utilization_per_replica=tuple(per_rep),
-            queue_length=qlen, in_flight=infl,
-            latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
-            latency_window_s=window_s,
-            replicas=sim.counts(),
-            min_replicas=sim.svc.replicas.min, max_replicas=sim.svc.replicas.max,
-            current_size=sim.size, size_options=sim.options,
-            max_wait_ms=sim.max_wait_s * 1000.0,
-        )
+            busy_per_s=self.busy_bins[kb0:kb1], serving_per_s=self.serve_bins[kb0:kb1],
+            replica_busy_last_s=per_rep, queue_length=qlen, in_flight=infl,
+            latency_window_s=window_s, latency_percentiles_ms=(p50, p95, p99),
+            max_wait_ms=sim.max_wait_s * 1000.0)
 
 
 def busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None,
@@ -734,8 +724,6 @@ def run_strategy(
     strategies: dict[str, Any],
     inputs: dict[str, ServiceInputs],
     profile: Any,
-    *,
-    true_rate: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> list[ServiceRun]:
     """Simulate one strategy (one object per service, keyed by service name) over the whole
     scenario; returns one :class:`ServiceRun` per service, in the scenario's order."""
@@ -746,12 +734,8 @@ def run_strategy(
     for svc in scenario.services:
         strat = strategies[svc.name]
         sim = _ServiceSim(env, scenario, svc, strat, inputs[svc.name], profile, cluster)
-        ctx = ServiceContext(
-            service=svc.name, slo_ms=svc.slo_ms, min_replicas=svc.replicas.min,
-            max_replicas=svc.replicas.max, duration_s=scenario.duration_s,
-            initial_replicas=svc.replicas.initial, size_options=sim.options,
-            initial_size=sim.size,
-            true_rate_rps=(true_rate or {}).get(svc.name) or inputs[svc.name].true_rate_rps)
+        ctx = service_context(scenario, svc, sim.size, sim.options,
+                              inputs[svc.name].true_rate_rps)
         if callable(getattr(strat, "setup", None)):
             call_strategy(strat, "setup", ctx)
         sims.append(sim)

@@ -40,13 +40,6 @@ from simscale.simulator.requestplane import (
 
 __all__ = ["busy_cumulative", "busy_per_bin", "grouped_quantile", "run_figures"]
 
-_TS_COLUMNS = [
-    "arrival_rate_rps", "throughput_rps", "dropped_rps", "queue_length", "in_flight",
-    "replicas_pending", "replicas_starting", "replicas_ready", "replicas_draining", "threads",
-    "utilization", "cost_rate_usd_per_h", "latency_p95_ms",
-]
-
-
 def busy_per_bin(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None, n_bins: int
                  ) -> np.ndarray:
     """``sum_j weight_j * |[start_j, end_j) & [k, k+1)|`` for each 1 s bin ``k`` (O(n), no

@@ -53,6 +53,12 @@ import numpy as np
 import pandas as pd
 
 from simscale.errors import UserError
+from simscale.simulator.serving import (
+    build_observation,
+    make_routing,
+    percentiles_or_nan,
+    scale_down_victims,
+)
 from simscale.strategies.base import (
     Decision,
     Observation,
@@ -422,7 +428,7 @@ class _Service:
         self.next_index = 0
         self.max_batch_size = spec.max_batch_size
         self.rng = random.Random(seed)
-        self.rr = 0
+        self.routing = make_routing(spec.routing)
         n = len(spec.arrivals_s)
         self.arrival_s = np.asarray(spec.arrivals_s, dtype=float)
         self.enqueue_s = np.full(n, np.nan)
@@ -526,20 +532,18 @@ class _Service:
             self.cond.notify_all()
 
     def _route_locked(self) -> _Replica | None:
-        routing = self.spec.routing
-        if routing == "shared_queue":
+        """The replica a new request joins, by the scenario's routing policy (the one the
+        simulator uses, :mod:`simscale.simulator.serving`); ``None``: the shared backlog."""
+        policy = self.routing
+        if policy.shared:
             return None
-        ready = [r for r in self.replicas if r.state == "ready"]
+        ready = {r.index: r for r in self.replicas if r.state == "ready"}
         if not ready:
             return None
-        if routing == "round_robin":
-            self.rr = (self.rr + 1) % len(ready)
-            return ready[self.rr]
-        if routing == "random":
-            return self.rng.choice(ready)
-        if routing == "power_of_two" and len(ready) > 2:
-            ready = self.rng.sample(ready, 2)
-        return min(ready, key=_outstanding)
+        u = [self.rng.random() for _ in range(policy.draws)]
+        pick = policy.route(sorted(ready), lambda i: _outstanding(ready[i]),
+                            u[0] if len(u) == 1 else (tuple(u) or None))
+        return ready[pick]
 
     def _queued_locked(self) -> int:
         return len(self.backlog) + sum(len(r.own_queue) for r in self.replicas)
@@ -678,12 +682,10 @@ class _Service:
                 self.spawn(now_s)
             return
         with self.cond:
-            starting = sorted((r for r in self.replicas if r.state == "starting"),
-                              key=lambda r: -r.index)
-            ready = sorted((r for r in self.replicas if r.state == "ready"),
-                           key=lambda r: (_outstanding(r), -r.index))
-            order = starting + ready
-            victims = order[: current - target]
+            by_index = {r.index: r for r in self.replicas}
+            live = [(r.index, r.state, _outstanding(r) if r.state == "ready" else 0)
+                    for r in self.replicas if r.state in ("starting", "ready")]
+            victims = [by_index[i] for i in scale_down_victims(current - target, live)]
             for r in victims:
                 if r.state == "starting":
                     r.state = "removed"
@@ -705,7 +707,7 @@ class _Service:
         k = int(math.floor(t_obs + 1e-9))
         lo = max(0, k - history_s)
         edges = np.arange(lo, k + 1, dtype=float)
-        per_replica: list[float] = []
+        per_replica: list[tuple[float, float]] = []
         with self.cond:
             n = self.arrived
             arr = self.arrival_s[:n]
@@ -713,13 +715,13 @@ class _Service:
             lat_ms = (end - arr) * 1000.0
             reps = [(r, r.busy_until(t_obs), r.ready_s, r.stop_s, r.state)
                     for r in self.replicas]
-            # the engine's per-replica metric: busy fraction over [t_obs - 1, t_obs]
+            # the engine's per-replica metric: busy time over [t_obs - 1, t_obs]
             for _r, intervals, ready_s, _, state in reps:
                 if state == "ready" and ready_s is not None:
                     a = max(t_obs - 1.0, ready_s)
                     span = t_obs - a
                     b = _binned(intervals, np.array([a, t_obs]))[0] if span > 0 else 0.0
-                    per_replica.append(min(b / span, 1.0) if span > 0 else 0.0)
+                    per_replica.append((float(b), span))
             counts = self.counts_locked()
         arrivals = np.histogram(arr, bins=edges)[0].astype(float) if k > lo else np.zeros(0)
         done = end[np.isfinite(end)]
@@ -734,14 +736,7 @@ class _Service:
             busy += b
             r_end = stop_s if stop_s is not None else t_obs
             ready_time += _binned([(ready_s, r_end)], edges)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            util = np.where(ready_time > 0, np.minimum(busy / np.maximum(ready_time, 1e-12), 1.0),
-                            0.0)
         sel = np.isfinite(end) & (end >= t_obs - window_s) & (end < t_obs)
-        if sel.any():
-            p50, p95, p99 = (float(v) for v in np.percentile(lat_ms[sel], [50, 95, 99]))
-        else:
-            p50 = p95 = p99 = math.nan
         # queue length and in-flight at t_obs, from the request times (as the engine does):
         # queued from arrival until start or drop; in flight until end or drop
         with self.cond:
@@ -755,16 +750,15 @@ class _Service:
         upto = arr <= t_obs
         qlen = int(np.count_nonzero(upto & not_full & (leave > t_obs)))
         infl = int(np.count_nonzero(upto & not_full & (finish > t_obs)))
-        return Observation(
-            time_s=t, service=spec.name, slo_ms=spec.slo_ms, metric_lag_s=lag_s,
-            arrivals_per_s=arrivals, completions_per_s=completions, utilization_per_s=util,
-            utilization_per_replica=tuple(per_replica),
-            queue_length=qlen, in_flight=infl,
-            latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
-            latency_window_s=window_s, replicas=counts, min_replicas=spec.min_replicas,
-            max_replicas=spec.max_replicas, current_size=spec.size,
-            size_options=spec.size_options, max_wait_ms=spec.max_wait_ms,
-        )
+        return build_observation(
+            t_s=t, lag_s=lag_s, service=spec.name, slo_ms=spec.slo_ms,
+            min_replicas=spec.min_replicas, max_replicas=spec.max_replicas, size=spec.size,
+            size_options=spec.size_options, counts=counts, arrivals_per_s=arrivals,
+            completions_per_s=completions, busy_per_s=busy, serving_per_s=ready_time,
+            replica_busy_last_s=per_replica, queue_length=qlen, in_flight=infl,
+            latency_window_s=window_s,
+            latency_percentiles_ms=percentiles_or_nan(lat_ms[sel]),  # type: ignore[arg-type]
+            max_wait_ms=spec.max_wait_ms)
 
 
 def _outstanding(r: _Replica) -> int:

@@ -56,20 +56,20 @@ from collections import deque
 
 import numpy as np
 
+from simscale.simulator.serving import make_routing
+
 __all__ = [
     "DROP_CRASH",
     "DROP_NONE",
     "DROP_QUEUE_FULL",
     "DROP_REASONS",
     "DROP_TIMEOUT",
-    "ROUTINGS",
     "RequestPlane",
 ]
 
 DROP_NONE, DROP_QUEUE_FULL, DROP_TIMEOUT, DROP_CRASH = 0, 1, 2, 3
 #: drop codes -> the names used in results
 DROP_REASONS: tuple[str, ...] = ("", "queue_full", "timeout", "crash")
-ROUTINGS = ("shared_queue", "round_robin", "least_outstanding", "power_of_two", "random")
 _INF = math.inf
 _NAN = math.nan
 _COMPLETE, _DEADLINE = 0, 1
@@ -86,7 +86,7 @@ class RequestPlane:
         One service draw per request (a multiplier or seconds, see ``factors`` of
         :meth:`add_replica`); the draw of a batch's first request sets the batch's time.
     routing:
-        One of :data:`ROUTINGS`.
+        A routing policy registered in :data:`simscale.simulator.serving.ROUTING_POLICIES`.
     max_batch_size, max_wait_s:
         Batching limits (see module docstring).
     capacity:
@@ -109,8 +109,7 @@ class RequestPlane:
         timeout_s: float | None = None,
         route_u: np.ndarray | None = None,
     ) -> None:
-        if routing not in ROUTINGS:
-            raise ValueError(f"unknown routing {routing!r}")
+        self.policy = make_routing(routing)
         self.arrival_s = np.ascontiguousarray(arrival_s, dtype=np.float64)
         self.unit_service = np.ascontiguousarray(unit_service, dtype=np.float64)
         n = len(self.arrival_s)
@@ -122,7 +121,7 @@ class RequestPlane:
         self.max_wait_s = float(max_wait_s)
         self.capacity = capacity
         self.timeout_s = timeout_s
-        if routing in ("random", "power_of_two") and route_u is None:
+        if self.policy.draws and route_u is None:
             raise ValueError(f"routing {routing} needs route_u")
         self.route_u = route_u
         # per-request results
@@ -148,7 +147,6 @@ class RequestPlane:
         self.draining: set[int] = set()
         #: draining replicas that finished their work (id -> stop time), for the control plane
         self.stopped: dict[int, float] = {}
-        self._rr = 0
         self._crash_lo = 0
 
     # ------------------------------------------------------------------ control operations
@@ -164,7 +162,7 @@ class RequestPlane:
         self.free_at[rid] = t_s
         self.nserv[rid] = 0
         self.set_factors(rid, factors, offsets, idle)
-        if self.routing != "shared_queue":
+        if not self.policy.shared:
             self.rq[rid] = deque()
         self.accepting.append(rid)
         self.accepting.sort()
@@ -282,7 +280,7 @@ class RequestPlane:
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
-            if self.routing == "shared_queue":
+            if self.policy.shared:
                 if self.max_batch_size == 1 and self._fifo_fast_ok():
                     self._advance_fifo(t_end_s)
                 else:
@@ -518,7 +516,7 @@ class RequestPlane:
         i0 = self.next_i
         i1 = int(np.searchsorted(arr, T, side="left"))
         self.next_i = i1
-        shared = self.routing == "shared_queue"
+        shared = self.policy.shared
         queue = self.queue
         rq = self.rq
         lo = i0
@@ -542,7 +540,7 @@ class RequestPlane:
         accepting = self.accepting
         draining = self.draining
         stopped = self.stopped
-        routing = self.routing
+        policy_route = self.policy.route
         route_u = self.route_u[lo:hi].tolist() if self.route_u is not None else None
         events: list[tuple[float, int, int, int]] = []
         seq = 0
@@ -644,34 +642,14 @@ class RequestPlane:
                 return
             start_batch(r, t, q)
 
-        def route(idx: int) -> int:
-            m = len(accepting)
-            if m == 1:
+        def outstanding(r: int) -> int:
+            return len(rq[r]) + (nserv[r] if busy[r] else 0)
+
+        def route(idx: int) -> int:  # the policy of simulator/serving.py decides
+            if len(accepting) == 1:
                 return accepting[0]
-            if routing == "round_robin":
-                r = accepting[self._rr % m]
-                self._rr += 1
-                return r
-            if routing == "random":
-                return accepting[min(int(route_u[idx - lo] * m), m - 1)]  # type: ignore[index]
-            if routing == "power_of_two":
-                u1, u2 = route_u[idx - lo]  # type: ignore[index]
-                j1 = min(int(u1 * m), m - 1)
-                j2 = min(int(u2 * (m - 1)), m - 2)
-                if j2 >= j1:
-                    j2 += 1
-                r1, r2 = accepting[j1], accepting[j2]
-                o1 = len(rq[r1]) + (nserv[r1] if busy[r1] else 0)
-                o2 = len(rq[r2]) + (nserv[r2] if busy[r2] else 0)
-                return r2 if o2 < o1 else r1
-            # least_outstanding
-            best = accepting[0]
-            bo = len(rq[best]) + (nserv[best] if busy[best] else 0)
-            for r in accepting:
-                o = len(rq[r]) + (nserv[r] if busy[r] else 0)
-                if o < bo:
-                    best, bo = r, o
-            return best
+            return policy_route(accepting, outstanding,
+                                route_u[idx - lo] if route_u is not None else None)
 
         def enqueue(idx: int, q: deque[int]) -> None:
             q.append(idx)

@@ -21,26 +21,10 @@ from simscale.simulator.engine import ServiceInputs, run_strategy
 from simscale.simulator.metrics import run_figures
 from simscale.simulator.results import SimulationResult, aggregate_runs
 from simscale.simulator.scenario import Distribution, Scenario, Service, StrategySpec
+from simscale.simulator.serving import ROUTING_POLICIES, select_strategies
 from simscale.strategies.base import StrategyFailed
 
 __all__ = ["run_scenario", "scenario_budget", "select_strategies", "service_inputs"]
-
-
-def select_strategies(scenario: Scenario, names: list[str] | None) -> list[StrategySpec]:
-    """The scenario's strategies whose name or label is in ``names`` (all when ``None``)."""
-    if not names:
-        return list(scenario.strategies)
-    chosen = []
-    for n in names:
-        hit = [s for s in scenario.strategies if n in (s.display_label, s.name)]
-        if not hit:
-            have = ", ".join(s.display_label for s in scenario.strategies)
-            raise UserError(f"strategy '{n}' is not in the scenario (it has: {have})",
-                            source=_source(scenario), field="strategies")
-        for s in hit:
-            if s not in chosen:
-                chosen.append(s)
-    return chosen
 
 
 def _source(scenario: Scenario) -> str:
@@ -143,7 +127,7 @@ def service_seed_sequences(scenario: Scenario, seed: int) -> list[np.random.Seed
 def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence,
                    profile: Any) -> ServiceInputs:
     """Arrivals, per-request service draws and the other streams of one service."""
-    from simscale.simulator.workload import generate_arrivals, rate_function
+    from simscale.simulator.workloads import generate_arrivals, rate_function
 
     arr_ss, noise_ss, cold_ss, fault_ss, route_ss = seq.spawn(5)
     paths: list[Any] = []
@@ -161,11 +145,10 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
         unit = stm.unit_noise(u)
     del u
     route_u = None
-    rr = np.random.default_rng(route_ss)
-    if svc.routing == "random":
-        route_u = rr.random(n)
-    elif svc.routing == "power_of_two":
-        route_u = rr.random((n, 2))
+    draws = ROUTING_POLICIES[svc.routing].draws
+    if draws:
+        rr = np.random.default_rng(route_ss)
+        route_u = rr.random(n) if draws == 1 else rr.random((n, draws))
     return ServiceInputs(np.asarray(arrivals, dtype=np.float64), unit, route_u, cold_ss,
                          fault_ss, true_rate)
 

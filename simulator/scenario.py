@@ -20,7 +20,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -33,17 +32,13 @@ from simscale.safeload import (
     load_yaml,
     read_text,
 )
+from simscale.simulator.fields import FrozenModel as _Model
+from simscale.simulator.fields import NonNegFloat, PositiveFloat
+from simscale.simulator.serving import ROUTING_POLICIES
+from simscale.simulator.workloads import Workload, rebuild_on_register
 
 #: longest ``--set`` value accepted, characters
 MAX_OVERRIDE_CHARS = 65_536
-
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
 
 # ---------------------------------------------------------------------------- distributions
 class Distribution(_Model):
@@ -78,140 +73,6 @@ class Distribution(_Model):
         return {"exponential": 1.0, "deterministic": 0.0}.get(self.dist, self.cv)
 
 
-# ---------------------------------------------------------------------------- workloads
-class ConstantWorkload(_Model):
-    """Poisson arrivals at a fixed rate."""
-
-    kind: Literal["constant"]
-    rate_rps: NonNegFloat
-
-
-class StepPoint(_Model):
-    at_s: NonNegFloat
-    rate_rps: NonNegFloat
-
-
-class StepWorkload(_Model):
-    """Piecewise-constant rate: from each ``at_s`` on, ``rate_rps`` (0 before the first step)."""
-
-    kind: Literal["step"]
-    steps: list[StepPoint] = Field(min_length=1)
-
-    @field_validator("steps")
-    @classmethod
-    def _sorted(cls, v: list[StepPoint]) -> list[StepPoint]:
-        if any(b.at_s < a.at_s for a, b in zip(v, v[1:], strict=False)):
-            raise ValueError("steps must be in increasing at_s order")
-        return v
-
-
-class RampWorkload(_Model):
-    """``from_rps`` until ``start_s``, linear to ``to_rps`` at ``end_s``, then ``to_rps``."""
-
-    kind: Literal["ramp"]
-    from_rps: NonNegFloat
-    to_rps: NonNegFloat
-    start_s: NonNegFloat
-    end_s: NonNegFloat
-
-    @model_validator(mode="after")
-    def _order(self) -> RampWorkload:
-        if self.end_s < self.start_s:
-            raise ValueError("end_s must not be before start_s")
-        return self
-
-
-class DiurnalWorkload(_Model):
-    """``mean_rps * (1 + amplitude * sin(2*pi*(t - phase_s)/period_s))``; amplitude in [0, 1]."""
-
-    kind: Literal["diurnal"]
-    mean_rps: NonNegFloat
-    amplitude: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-    period_s: PositiveFloat
-    phase_s: Annotated[float, Field(allow_inf_nan=False)] = 0.0
-
-
-class FlashCrowdWorkload(_Model):
-    """``base_rps``, then from ``start_s`` a linear rise over ``ramp_s`` to ``peak_rps``, held for
-    ``hold_s``, then a linear decay over ``decay_s`` back to ``base_rps``."""
-
-    kind: Literal["flash_crowd"]
-    base_rps: NonNegFloat
-    peak_rps: NonNegFloat
-    start_s: NonNegFloat
-    ramp_s: NonNegFloat
-    hold_s: NonNegFloat
-    decay_s: NonNegFloat
-
-
-class MmppState(_Model):
-    rate_rps: NonNegFloat
-    mean_sojourn_s: PositiveFloat
-
-
-class MmppWorkload(_Model):
-    """Markov-modulated Poisson process: Poisson arrivals at the current state's ``rate_rps``;
-    each stay is exponential with ``mean_sojourn_s``, then the next state is drawn uniformly
-    among the others. The first state is drawn from the stationary distribution."""
-
-    kind: Literal["mmpp"]
-    states: list[MmppState] = Field(min_length=1)
-
-
-class TraceWorkload(_Model):
-    """Replay a CSV trace.
-
-    Either ``timestamp_column`` (one row per request; those exact timestamps are replayed) or
-    ``count_column`` with ``interval_s`` (requests per interval; Poisson arrivals at that rate
-    within each interval). ``time_unit`` is the unit of timestamps; ``time_scale`` stretches time
-    (2 = twice as slow), ``rate_scale`` multiplies the load (thinning or superposing);
-    ``start_s``/``end_s`` cut a window of the trace (in trace seconds, before scaling), which is
-    shifted to start at 0. ``path`` is relative to the scenario file.
-    """
-
-    kind: Literal["trace"]
-    path: str
-    timestamp_column: str | None = None
-    count_column: str | None = None
-    interval_s: PositiveFloat | None = None
-    time_unit: Literal["s", "ms", "us"] = "s"
-    time_scale: PositiveFloat = 1.0
-    rate_scale: PositiveFloat = 1.0
-    start_s: NonNegFloat | None = None
-    end_s: NonNegFloat | None = None
-
-    @model_validator(mode="after")
-    def _columns(self) -> TraceWorkload:
-        if (self.timestamp_column is None) == (self.count_column is None):
-            raise ValueError("give exactly one of timestamp_column or count_column")
-        if self.count_column is not None and self.interval_s is None:
-            raise ValueError("count_column needs interval_s")
-        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
-            raise ValueError("end_s must be after start_s")
-        return self
-
-
-class SumWorkload(_Model):
-    """The superposition of several workloads (rates add; traces are merged)."""
-
-    kind: Literal["sum"]
-    workloads: list[Workload] = Field(min_length=1)
-
-
-Workload = Annotated[
-    ConstantWorkload
-    | StepWorkload
-    | RampWorkload
-    | DiurnalWorkload
-    | FlashCrowdWorkload
-    | MmppWorkload
-    | TraceWorkload
-    | SumWorkload,
-    Field(discriminator="kind"),
-]
-SumWorkload.model_rebuild()
-
-
 # ---------------------------------------------------------------------------- services
 class Batching(_Model):
     """A replica takes up to ``max_batch_size`` queued requests at once; when fewer are waiting
@@ -244,7 +105,8 @@ class Replicas(_Model):
         return self
 
 
-Routing = Literal["shared_queue", "round_robin", "least_outstanding", "power_of_two", "random"]
+#: a routing policy registered in :data:`simscale.simulator.serving.ROUTING_POLICIES`
+Routing = Literal[tuple(ROUTING_POLICIES)]  # type: ignore[valid-type]
 
 
 class Service(_Model):
@@ -349,6 +211,20 @@ class Scenario(_Model):
         if not p.is_absolute() and self.base_dir is not None:
             p = Path(self.base_dir) / p
         return p
+
+
+# a service's workload may be of any registered kind, including ones registered later
+rebuild_on_register(Service, Scenario)
+
+
+def __getattr__(name: str) -> Any:
+    """The workload models under their former home (``scenario.TraceWorkload``, ...): they now
+    live in :mod:`simscale.simulator.workloads`, one module per kind."""
+    import simscale.simulator.workloads as workloads
+
+    if name in workloads.__all__:
+        return getattr(workloads, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------- loading

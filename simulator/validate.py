@@ -47,14 +47,11 @@ Run directly with ``python -m simscale.simulator.validate SCENARIO [--strategy N
 
 from __future__ import annotations
 
-import argparse
-import inspect
 import math
 import os
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -71,6 +68,9 @@ from simscale.simulator.realcluster import (
     RealServiceSpec,
 )
 from simscale.simulator.scenario import Scenario, Service, StrategySpec, load_scenario
+from simscale.simulator.serving import select_strategies, service_context
+from simscale.strategies import BUILTINS
+from simscale.strategies.base import StrategyFailed, call_strategy
 
 __all__ = [
     "FIGURES",
@@ -249,22 +249,13 @@ def prepare_scenario(scenario: Scenario, strategy: str | None, duration_s: float
                      ) -> tuple[Scenario, StrategySpec]:
     """The scenario as validated: cut to ``duration_s``, one strategy (by name or label),
     service and cold-start times from the profile, and the chosen strategy spec."""
-    spec: StrategySpec | None = None
     if strategy is None:
         spec = scenario.strategies[0]
-    else:
-        for s in scenario.strategies:
-            if strategy in (s.display_label, s.name):
-                spec = s
-                break
-        if spec is None:
-            from simscale.strategies import BUILTINS
-
-            if strategy not in BUILTINS and ":" not in strategy:
-                have = ", ".join(s.display_label for s in scenario.strategies)
-                raise UserError(f"no strategy '{strategy}' in the scenario (it has: {have})",
-                                source="--strategy")
-            spec = StrategySpec(name=strategy)
+    elif strategy in BUILTINS and not any(strategy in (s.display_label, s.name)
+                                          for s in scenario.strategies):
+        spec = StrategySpec(name=strategy)  # a built-in with its defaults
+    else:  # the one rule of simulate and sweep: labels first, then names
+        spec = select_strategies(scenario, [strategy], source="--strategy")[0]
     update: dict[str, Any] = {"strategies": [spec]}
     if duration_s is not None:
         if duration_s <= 0:
@@ -340,17 +331,7 @@ def _get_profile(scenario: Scenario, profile: Any, outdir: Path, say: Callable[[
     threads = sorted({s.threads for s in scenario.services})
     devices = sorted({s.device for s in scenario.services})
     say(f"quick profile of {', '.join(models)} (threads {threads}) on this machine")
-    kwargs: dict[str, Any] = {"models": models, "quick": True, "threads": threads,
-                              "devices": devices}
-    try:  # pass only what this profiler takes (devices may not be a parameter)
-        params = inspect.signature(run_profile).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            kwargs = {k: v for k, v in kwargs.items() if k in params}
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        pass
-    prof = run_profile(**kwargs)
-    if isinstance(prof, str | Path):
-        prof = load_profile(prof, warn=False)
+    prof = run_profile(models=models, quick=True, threads=threads, devices=devices)
     path = outdir / "profile.json"
     write_json_atomic(path, prof.model_dump(mode="json", by_alias=True))
     return prof, str(path)
@@ -360,12 +341,17 @@ def _real_spec(scenario: Scenario, index: int, svc: Service, spec: StrategySpec,
                artifact: str | None) -> RealServiceSpec:
     from simscale.strategies import make_strategy
 
-    arrivals = service_arrivals(scenario, index, scenario.seed, prof)
+    inputs = service_inputs_of(scenario, index, scenario.seed, prof)
     size, options = _size_options(prof, svc)
     strategy = make_strategy(spec.name, spec.params, source=scenario.name)
-    ctx = _service_context(scenario, svc, size, options)
-    if hasattr(strategy, "setup"):
-        strategy.setup(ctx)
+    ctx = service_context(scenario, svc, size, options, inputs.true_rate_rps)
+    if callable(getattr(strategy, "setup", None)):
+        try:
+            call_strategy(strategy, "setup", ctx)
+        except StrategyFailed as exc:
+            raise UserError(f"strategy '{spec.display_label}' failed: {exc.message}",
+                            source=scenario.source, field="strategies") from None
+    arrivals = np.asarray(inputs.arrival_s, dtype=float)
     return RealServiceSpec(
         name=svc.name, model=svc.model, device=svc.device, threads=svc.threads,
         slo_ms=svc.slo_ms, max_batch_size=svc.batching.max_batch_size,
@@ -395,18 +381,17 @@ def model_artifacts(scenario: Scenario, prof: Any, folder: Path) -> dict[str, st
 
 
 # --------------------------------------------------------------------------- engine hooks
-def service_arrivals(scenario: Scenario, index: int, seed: int, profile: Any) -> np.ndarray:
-    """The arrival timestamps (s) of service ``index`` for ``seed``: exactly those the
-    simulation uses. The runner spawns one ``SeedSequence`` child per service from the seed
-    (replication 0) and :func:`~simscale.simulator.runner.service_inputs` draws that service's
-    arrivals from it; the same functions are called here (and checked against the simulation's
-    requests after the run: ``arrivals_match`` in ``fidelity.json``)."""
+def service_inputs_of(scenario: Scenario, index: int, seed: int, profile: Any) -> Any:
+    """The inputs of service ``index`` for ``seed`` (replication 0): exactly those the
+    simulation uses, arrivals and the true rate of their realization (the oracle's) included.
+    The runner spawns one ``SeedSequence`` child per service from the seed and
+    :func:`~simscale.simulator.runner.service_inputs` draws that service's inputs from it; the
+    same functions are called here (the arrivals are checked against the simulation's requests
+    after the run: ``arrivals_match`` in ``fidelity.json``)."""
     from simscale.simulator.runner import service_inputs, service_seed_sequences
 
     children = service_seed_sequences(scenario, seed)
-    svc = scenario.services[index]
-    return np.asarray(service_inputs(svc, scenario, children[index], profile).arrival_s,
-                      dtype=float)
+    return service_inputs(scenario.services[index], scenario, children[index], profile)
 
 
 def _size_options(prof: Any, svc: Service) -> tuple[Any, tuple[Any, ...]]:
@@ -421,19 +406,6 @@ def _size_options(prof: Any, svc: Service) -> tuple[Any, tuple[Any, ...]]:
         prof.config(svc.model, svc.device, svc.threads)  # raises the UserError naming it
         size = options[0]
     return size, options
-
-
-def _service_context(scenario: Scenario, svc: Service, size: Any, options: tuple[Any, ...]
-                     ) -> Any:
-    from simscale.simulator.workload import rate_function
-    from simscale.strategies.base import ServiceContext
-
-    return ServiceContext(
-        service=svc.name, slo_ms=svc.slo_ms, min_replicas=svc.replicas.min,
-        max_replicas=svc.replicas.max, duration_s=scenario.duration_s,
-        initial_replicas=svc.replicas.initial, size_options=options, initial_size=size,
-        true_rate_rps=rate_function(svc.workload, base_dir=scenario.base_dir),
-    )
 
 
 def _simulate(scenario: Scenario, spec: StrategySpec, prof: Any) -> Any:
@@ -934,14 +906,8 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
     measured overheads. ``real`` and ``sim`` are results with ``timeseries`` and ``requests``
     frames."""
     from simscale.io import write_text_atomic
-
-    try:
-        from simscale.reports.html import Wide, assemble_page
-        from simscale.reports.tables import frame_table_html, key_value_table_html
-    except ImportError:  # no reports module: a minimal self-contained page
-        path = outdir / "report.html"
-        write_text_atomic(path, minimal_report_html(doc, scenario, real, sim))
-        return path
+    from simscale.reports.html import Wide, assemble_page
+    from simscale.reports.tables import frame_table_html, key_value_table_html
 
     rows = []
     for name, svc in doc["services"].items():
@@ -1009,68 +975,3 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
     path = outdir / "report.html"
     write_text_atomic(path, page)
     return path
-
-
-def minimal_report_html(doc: dict[str, Any], scenario: Scenario, real: Any, sim: Any) -> str:
-    """A self-contained page (plotly.js inlined) with the fidelity table and, per service,
-    real vs simulated ready replicas and 1 s p95 latency; used without the reports module."""
-    import html
-
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    parts = [f"<h1>Validation: {html.escape(scenario.name)}</h1><table border=1>"
-             "<tr><th>service</th><th>figure</th><th>real</th><th>simulated</th>"
-             "<th>relative error</th></tr>"]
-    for name, svc in doc["services"].items():
-        for f in FIGURES:
-            parts.append(f"<tr><td>{html.escape(name)}</td><td>{f}</td>"
-                         f"<td>{_fmt(f, svc['real'][f])}</td>"
-                         f"<td>{_fmt(f, svc['simulated'][f])}</td>"
-                         f"<td>{_pct(svc['error'][f])}</td></tr>")
-    parts.append("</table>")
-    first = True
-    for svc in scenario.services:
-        fig = make_subplots(rows=2, cols=1, shared_xaxes=True,
-                            subplot_titles=("ready replicas", "p95 latency (ms), 1 s bins"))
-        for label, res in (("real", real), ("simulated", sim)):
-            ts = res.timeseries
-            ts = ts[ts["service"] == svc.name]
-            fig.add_trace(go.Scatter(x=ts["time_s"], y=ts["replicas_ready"], name=f"{label}",
-                                     line={"shape": "hv"}), row=1, col=1)
-            fig.add_trace(go.Scatter(x=ts["time_s"], y=ts["latency_p95_ms"],
-                                     name=f"{label} p95", mode="lines"), row=2, col=1)
-        fig.update_layout(title=svc.name, height=600)
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
-        first = False
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>validation</title>"
-            f"</head><body>{''.join(parts)}</body></html>\n")
-
-
-# --------------------------------------------------------------------------- __main__
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m simscale.simulator.validate``: the same as ``simscale validate``."""
-    parser = argparse.ArgumentParser(prog="python -m simscale.simulator.validate",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("scenario")
-    parser.add_argument("--strategy")
-    parser.add_argument("--duration-s", type=float)
-    parser.add_argument("-o", "--output", default=None)
-    parser.add_argument("--profile", default=None, help="use this profile instead of measuring")
-    args = parser.parse_args(argv)
-    outdir = Path(args.output) if args.output else Path("results") / "validate" / Path(
-        args.scenario).stem
-    try:
-        validate_command(args.scenario, strategy=args.strategy, duration_s=args.duration_s,
-                         outdir=outdir, profile=args.profile)
-    except UserError as exc:
-        print(f"simscale: error: {exc.format()}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("simscale: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

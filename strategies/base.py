@@ -86,7 +86,8 @@ class Observation:
     arrivals_per_s: np.ndarray
     #: requests completed in each of the recent seconds
     completions_per_s: np.ndarray
-    #: mean busy fraction (0..1) of ready replicas in each of the recent seconds ("CPU %")
+    #: busy fraction (0..1) in each of the recent seconds ("CPU %"): busy time (a batch of b
+    #: counts 1/b per request) over the time replicas were ready or draining
     utilization_per_s: np.ndarray
     #: busy fraction of each ready replica over the last second (the per-pod metric)
     utilization_per_replica: tuple[float, ...]

@@ -96,6 +96,9 @@ def textbook_batching(arr, unit, fac, *, routing="shared_queue", maxb=1, maxw=0.
             return r
         if routing == "random":
             return min(int(route_u[i] * c), c - 1)
+        if routing == "join_idle_queue":
+            idle = [r for r in range(c) if outstanding(r) == 0]
+            return idle[0] if idle else min(int(route_u[i] * c), c - 1)
         if routing == "power_of_two":
             j1 = min(int(route_u[i, 0] * c), c - 1)
             j2 = min(int(route_u[i, 1] * (c - 1)), c - 2)
@@ -218,6 +221,8 @@ CASES = [
     ("least_outstanding", 3, 0.005, 4),
     ("power_of_two", 2, 0.01, None),
     ("random", 4, 0.01, None),
+    ("join_idle_queue", 1, 0.0, None),
+    ("join_idle_queue", 4, 0.01, 5),
 ]
 
 
@@ -265,7 +270,7 @@ def test_batching_and_routing_match_textbook(routing, maxb, maxw, cap):
     if routing == "shared_queue":
         fac = [fac[0]] * c  # replica choice among idle ones is not compared for a shared queue
     route_u = None
-    if routing == "random":
+    if routing in ("random", "join_idle_queue"):
         route_u = rng.random(len(arr))
     elif routing == "power_of_two":
         route_u = rng.random((len(arr), 2))
@@ -289,7 +294,7 @@ def test_batching_and_routing_match_textbook(routing, maxb, maxw, cap):
     seed=st.integers(0, 10_000),
     c=st.integers(1, 4),
     routing=st.sampled_from(["shared_queue", "round_robin", "least_outstanding",
-                             "power_of_two", "random"]),
+                             "power_of_two", "random", "join_idle_queue"]),
     maxb=st.integers(1, 4),
     maxw=st.sampled_from([0.0, 0.003, 0.02]),
     cap=st.one_of(st.none(), st.integers(0, 6)),

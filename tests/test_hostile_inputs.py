@@ -171,7 +171,7 @@ def test_a_three_row_trace_with_a_huge_gap_stays_small(tmp_path, capsys, last):
                                                   "timestamp_column": "ts"},
                                     strategies=[{"name": "oracle"}]))
     from simscale.simulator.scenario import load_scenario
-    from simscale.simulator.workload import rate_function
+    from simscale.simulator.workloads import rate_function
 
     sc = load_scenario(path)
     tracemalloc.start()

@@ -15,7 +15,7 @@ from scipy import stats
 
 from simscale.errors import UserError
 from simscale.simulator.scenario import Workload
-from simscale.simulator.workload import (
+from simscale.simulator.workloads import (
     clear_trace_cache,
     expected_arrivals,
     generate_arrivals,
