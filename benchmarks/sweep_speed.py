@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from simscale.simulator.sweep import run_sweep
+from simscale.sweeps import run_sweep
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_SWEEP = HERE.parent / "scenarios" / "sweeps" / "flash_crowd_grid.yaml"

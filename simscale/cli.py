@@ -331,7 +331,7 @@ def sweep(sweep_file: Path, outdir: Path | None, executor: str, workers: int | N
           address: str | None, force: bool) -> None:
     """Run a parameter sweep (many simulations) locally or on Ray."""
     from simscale.io import check_output_dir
-    from simscale.simulator.sweep import run_sweep
+    from simscale.sweeps import run_sweep
 
     outdir = check_output_dir(outdir or Path("results") / "sweeps" / _safe_name(sweep_file.stem))
     result = run_sweep(sweep_file, outdir=outdir, executor=executor, workers=workers,
@@ -359,7 +359,7 @@ def validate(scenario: str, strategy: str | None, duration_s: float | None,
              outdir: Path | None, profile_path: str | None) -> None:
     """Run SCENARIO against real inference here and compare it with the simulation."""
     try:
-        from simscale.simulator.validate import validate_command
+        from simscale.validation.command import validate_command
     except ImportError as exc:
         raise UserError(
             f"validation needs the profile extra (pip install 'simscale[profile]'): {exc}",

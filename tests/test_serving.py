@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from simscale.errors import UserError
-from simscale.simulator import realcluster, requestplane, serving
+from simscale.simulator import requestplane, serving
 from simscale.simulator.scenario import load_scenario
 from simscale.simulator.serving import (
     ROUTING_POLICIES,
@@ -19,6 +19,7 @@ from simscale.simulator.serving import (
     select_strategies,
 )
 from simscale.strategies.base import ReplicaCounts, SizeOption
+from simscale.validation import cluster, replica, router
 
 
 def test_registry_names_every_policy_once_and_scenarios_accept_them() -> None:
@@ -96,12 +97,13 @@ def test_one_rule_selects_strategies_by_label_then_name() -> None:
 def test_no_second_copy_of_the_serving_rules() -> None:
     """The request plane and the real cluster route through the registry and scale down in
     the shared order: neither names a routing policy nor sorts victims itself."""
-    for module in (requestplane, realcluster):
+    for module in (requestplane, replica, router, cluster):
         src = inspect.getsource(module)
         for name in ROUTING_POLICIES:
             for test in (f'== "{name}"', f'!= "{name}"', f'in ("{name}"'):
                 assert test not in src, (module.__name__, test)
-    assert "scale_down_victims" in inspect.getsource(realcluster)
-    assert "Observation(" not in inspect.getsource(realcluster)
-    assert "build_observation" in inspect.getsource(realcluster)
+    assert "scale_down_victims" in inspect.getsource(router)
+    for module in (replica, router, cluster):
+        assert "Observation(" not in inspect.getsource(module), module.__name__
+    assert "build_observation" in inspect.getsource(router)
     assert serving.__doc__ and "To add a routing policy" in serving.__doc__

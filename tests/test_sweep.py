@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from simscale.cli import main
 from simscale.errors import UserError
-from simscale.simulator.sweep import plan_sweep, run_sweep, sweep_command
+from simscale.sweeps import execute_job, plan_sweep, run_sweep
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 
@@ -74,6 +75,28 @@ class Killer(Boom):
 
     def decide(self, obs):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Exit(Boom):
+    """Calls sys.exit(0) in decide (a custom strategy that exits instead of raising)."""
+
+    def decide(self, obs):
+        import sys
+
+        sys.exit(0)
+
+
+class Block(Boom):
+    """Writes a file named by its worker's pid into SWEEP_TEST_MARKERS, then never returns (a
+    job still running when the sweep is killed)."""
+
+    def decide(self, obs):
+        import pathlib
+        import threading
+
+        marker = pathlib.Path(os.environ["SWEEP_TEST_MARKERS"]) / str(os.getpid())
+        marker.write_text("running", encoding="utf-8")
+        threading.Event().wait()
 '''
 
 @pytest.fixture()
@@ -108,6 +131,13 @@ GRID = {
 def figures_only(df: pd.DataFrame) -> pd.DataFrame:
     """The table without timing columns (wall-clock seconds differ from run to run)."""
     return df.drop(columns=[c for c in df.columns if c.endswith("wall_s")]).reset_index(drop=True)
+
+
+def sweep_cli(sweep: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``simscale sweep SWEEP -o OUT --workers 2``; its exit status and its stdout."""
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", str(sweep), "-o", str(out), "--workers", "2"])
+    return int(exc.value.code or 0), capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- the table
@@ -223,11 +253,10 @@ def test_failing_job_is_recorded_and_the_others_finish(
     assert "boom" in pd.read_csv(out / "results.csv")["error"].dropna().iloc[0]
 
     # failed jobs are tried again, finished ones are not; the CLI's status says it failed
-    code = sweep_command(sweep, outdir=out, workers=2)
+    code, text = sweep_cli(sweep, out, capsys)
     assert code == 1
-    text = capsys.readouterr().out
     assert "computed 2, reused 2, failed 2" in text
-    assert "2 of 4 jobs failed" in text
+    assert "2 run(s) failed" in text
 
 
 def test_killed_worker_loses_nothing_else(tmp_path: Path, helpers: None) -> None:
@@ -244,6 +273,137 @@ def test_killed_worker_loses_nothing_else(tmp_path: Path, helpers: None) -> None
     assert len(list((out / "runs").glob("*.error.json"))) == 3
 
 
+def test_job_that_calls_sys_exit_fails_alone(tmp_path: Path, helpers: None,
+                                             capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A strategy that calls ``sys.exit(0)`` fails its own jobs, each recorded with its error
+    like any failed job; the other jobs finish, the tables are written, and the command exits
+    non-zero saying how many failed."""
+    scenario = {**SCENARIO, "strategies": [{"name": "static", "label": "fixed"},
+                                           {"name": "sweep_helpers:Exit", "label": "exits"}]}
+    sweep = write_sweep(tmp_path, {"grid": {"services.a.workload.rate_rps": [5, 10, 15]}},
+                        scenario)
+    out = tmp_path / "out"
+    res = run_sweep(sweep, outdir=out, workers=2, progress=False, report=False)
+    assert (res.jobs, res.computed, res.failed) == (6, 6, 3)
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 12
+    bad = df[df["label"] == "exits"]
+    assert bad["error"].str.contains("SystemExit").all() and bad["latency_ms.p95"].isna().all()
+    good = df[df["label"] == "fixed"]
+    assert good["error"].isna().all() and good["latency_ms.p95"].notna().all()
+    records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.error.json")]
+    assert len(records) == 3
+    for rec in records:
+        assert "SystemExit(0)" in rec["error"] and "Traceback" in rec["traceback"]
+
+    # the command runs the failed jobs again, and they fail again: status 1, and it says so
+    code, text = sweep_cli(sweep, out, capsys)
+    assert code == 1
+    assert "computed 3, reused 3, failed 3" in text and "3 run(s) failed" in text
+    errors = pd.read_csv(out / "results.csv")["error"].dropna()
+    assert len(errors) == 6 and errors.str.contains("SystemExit").all()
+
+    # a SystemExit that reaches the job itself (here from run_scenario) is caught there too
+    import simscale.simulator.runner
+
+    def exiting_run_scenario(*args: Any, **kwargs: Any) -> None:
+        import sys
+
+        sys.exit(3)
+
+    monkeypatch.setattr(simscale.simulator.runner, "run_scenario", exiting_run_scenario)
+    job = next(iter(plan_sweep(sweep).jobs.values()))
+    rec = execute_job(job)
+    assert "runs" not in rec and "Traceback" in rec["traceback"]
+    assert rec["error"].startswith("SystemExit: the job called sys.exit(3)")
+
+
+def _alive(proc: Any) -> bool:
+    """Whether a psutil process still runs (a zombie, or a new process that reuses the pid,
+    does not count)."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _describe(proc: Any) -> str:
+    """``pid: command line`` of a psutil process (as far as it can still be read)."""
+    import psutil
+
+    try:
+        return f"{proc.pid}: {' '.join(proc.cmdline())}"
+    except psutil.Error:
+        return str(proc.pid)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_killed_sweep_leaves_no_process_behind(tmp_path: Path, helpers: None) -> None:
+    """``kill -9`` of ``simscale sweep`` while its jobs run: every process it started (the pool
+    workers, multiprocessing's resource tracker) exits by itself; none is left under PID 1."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    scenario = {**SCENARIO, "strategies": [{"name": "sweep_helpers:Block", "label": "block"}]}
+    sweep = write_sweep(tmp_path, {"seeds": 2}, scenario)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    path = [str(tmp_path / "mods"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "SWEEP_TEST_MARKERS": str(markers), "PYTHONPATH": os.pathsep.join(path)}
+    log = tmp_path / "log.txt"
+    with log.open("wb") as fh:  # its own session: the finally below can kill all of it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simscale.cli", "sweep", str(sweep), "-o",
+             str(tmp_path / "out"), "--workers", "2"],
+            stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    descendants: list[psutil.Process] = []
+    try:
+        parent = psutil.Process(proc.pid)
+        # the event: both jobs are running in pool workers (each wrote its worker's pid)
+        deadline = time.monotonic() + 180
+        while len(list(markers.iterdir())) < 2:
+            assert proc.poll() is None, f"the sweep ended: {log.read_text(errors='replace')}"
+            assert time.monotonic() < deadline, "the jobs did not start within 180 s"
+            time.sleep(0.1)
+        descendants = parent.children(recursive=True)
+        running = {int(p.name) for p in markers.iterdir()}
+        assert running <= {p.pid for p in descendants}
+
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 60
+        while [p for p in descendants if _alive(p)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = [_describe(p) for p in descendants if _alive(p)]
+        assert not left, f"still running after the sweep was killed: {left}"
+    finally:
+        # leave nothing behind, but kill only what this test started: the whole session while
+        # its leader lives (its pid is then still the group's), else what was seen below it and
+        # any multiprocessing helper still in its group
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+        for p in descendants:
+            if _alive(p):
+                p.kill()
+        for p in psutil.process_iter():
+            try:
+                if (os.getpgid(p.pid) == proc.pid and _alive(p)
+                        and "multiprocessing" in " ".join(p.cmdline())):
+                    p.kill()
+            except (OSError, psutil.Error):
+                continue
+
+
 # ---------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     ("sweep", "field", "message"),
@@ -258,7 +418,8 @@ def test_killed_worker_loses_nothing_else(tmp_path: Path, helpers: None) -> None
          "replicaz"),
         ({"grid": {"services.a.slo_ms": []}}, "grid.services.a.slo_ms", "at least 1"),
         ({"grid": {"services.a.slo_ms": [100, 100]}}, "grid", "more than once"),
-        ({"strategies": ["fixed", "hpa"]}, "strategies.1", "no strategy 'hpa'"),
+        ({"strategies": ["fixed", "hpa"]}, "strategies.1",
+         "strategy 'hpa' is not in the scenario"),
         ({"seeds": 0}, "seeds", "greater than or equal to 1"),
         ({"scenario": "../nowhere.yaml"}, "scenario", "scenario file not found"),
     ],

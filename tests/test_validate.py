@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,14 +29,9 @@ import yaml
 from simscale.errors import UserError
 from simscale.profiler.schema import Profile
 from simscale.simulator.scenario import load_scenario
-from simscale.simulator.validate import (
-    FIGURES,
-    calibrate,
-    fidelity,
-    prepare_scenario,
-    profile_adjusted,
-    summarize_real,
-)
+from simscale.validation.command import prepare_scenario
+from simscale.validation.fidelity import FIGURES, calibrate, fidelity, profile_adjusted
+from simscale.validation.records import summarize_real
 
 TINY = {
     "name": "tiny_tabular",
@@ -106,6 +102,45 @@ def replica_children(proc: psutil.Process | None = None) -> list[psutil.Process]
     return out
 
 
+#: Seconds a process test waits for an event (a replica serving, a process gone) before it
+#: fails: generous, so that a loaded machine only makes the test slower, never failing.
+EVENT_DEADLINE_S = 180.0
+#: The same for a command that measures a quick profile before it serves.
+PROFILE_DEADLINE_S = 600.0
+
+
+def serving_logged(log: Path) -> bool:
+    """Whether ``log`` (a validate command's output) holds the real cluster's ``serving`` line:
+    the initial replicas are ready, have answered their warm-up batches, and the load generator
+    starts. (Only the whole line counts: the profiler's progress also says "serving ...".)"""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return re.search(r"^\d\d:\d\d:\d\d serving\s*$", text, re.MULTILINE) is not None
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], log: Path, deadline_s: float) -> list[int]:
+    """Wait (polling, up to ``deadline_s`` seconds) until the command ``proc`` logs that its real
+    cluster serves; return the pids of its replicas then. Fails if it ends first."""
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + deadline_s
+    while not serving_logged(log):
+        assert proc.poll() is None, f"the command ended before serving: {log.read_text()}"
+        assert time.monotonic() < deadline, f"not serving after {deadline_s:.0f} s: " \
+            f"{log.read_text(errors='replace')}"
+        time.sleep(0.1)
+    pids = [p.pid for p in replica_children(parent)]
+    assert pids, "serving, but no replica process: " + log.read_text(errors="replace")
+    return pids
+
+
+def wait_gone(pids: list[int], deadline_s: float = EVENT_DEADLINE_S) -> list[int]:
+    """Wait (polling, up to ``deadline_s`` seconds) until none of ``pids`` runs; return those
+    still running then."""
+    deadline = time.monotonic() + deadline_s
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive(pids)
+
+
 def alive(pids: list[int]) -> list[int]:
     out = []
     for pid in pids:
@@ -150,7 +185,7 @@ def test_prepare_scenario_picks_strategy_and_cuts(tmp_path: Path) -> None:
                for s in cut.services)
     _, first = prepare_scenario(sc, None, None)
     assert first.display_label == "static"
-    with pytest.raises(UserError, match="no strategy 'nope'"):
+    with pytest.raises(UserError, match="strategy 'nope' is not in the scenario"):
         prepare_scenario(sc, "nope", None)
 
 
@@ -205,7 +240,7 @@ def test_calibration_matches_the_warmup_predict_time() -> None:
 
 def test_real_run_becomes_simulator_results() -> None:
     """A synthetic real run goes through the simulator's own run_figures: accounting holds."""
-    from simscale.simulator.realcluster import RealRunResult, RealServiceRecord
+    from simscale.validation.records import RealRunResult, RealServiceRecord
 
     sc, spec = prepare_scenario(load_scenario(TINY), None, None)
     arr = np.array([0.5, 1.0, 2.0, 3.0, 11.9])
@@ -236,11 +271,11 @@ def test_real_run_becomes_simulator_results() -> None:
 
 # ----------------------------------------------------------------------------- slow tests
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(1200)
 def test_validate_tiny_tabular_end_to_end(tmp_path: Path) -> None:
     """The whole command on a tiny tabular scenario: quick profile (when the profiler offers
     run_profile), real run, simulation, fidelity.json, report."""
-    from simscale.simulator.validate import validate_command
+    from simscale.validation.command import validate_command
 
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(yaml.safe_dump(TINY), encoding="utf-8")
@@ -251,10 +286,8 @@ def test_validate_tiny_tabular_end_to_end(tmp_path: Path) -> None:
         profile = tmp_path / "profile.json"
         profile.write_text(json.dumps(synthetic_profile()), encoding="utf-8")
     out = tmp_path / "out"
-    t0 = time.perf_counter()
     doc = validate_command(scenario, strategy=None, duration_s=None, outdir=out,
                            profile=profile)
-    assert time.perf_counter() - t0 < 180
     on_disk = json.loads((out / "fidelity.json").read_text())
     assert on_disk["services"].keys() == {"lr"}
     s = on_disk["services"]["lr"]
@@ -263,9 +296,15 @@ def test_validate_tiny_tabular_end_to_end(tmp_path: Path) -> None:
     real, sim = s["real"], s["simulated"]
     arrivals = doc["services"]["lr"]["diagnosis"]
     assert arrivals["arrivals_match"] is True
-    # sane numbers: every request served (the load is light), latencies a few ms
-    assert real["completed"] == pytest.approx(sim["completed"], abs=3)
-    assert real["completed"] > 200 and real["dropped"] == 0
+    # sane numbers: every request served (the load is light; none dropped, every one completed
+    # or still in flight at the end: how many are, depends on this machine's load), latencies
+    # a few ms
+    real_run = json.loads((out / "real" / "summary.json").read_text())["runs"][0]
+    sim_run = json.loads((out / "simulated" / "summary.json").read_text())["runs"][0]
+    assert real_run["arrivals"] == sim_run["arrivals"]
+    assert real_run["arrivals"] == real_run["completed"] + real_run["in_flight_at_end"]
+    assert real["completed"] == real_run["completed"] and real["dropped"] == 0
+    assert real["completed"] > 200 and sim["completed"] > 200
     assert 0.0 < real["latency_ms.p50"] < 200.0
     assert real["latency_ms.p50"] <= real["latency_ms.p95"] <= real["latency_ms.p99"]
     assert real["mean_replicas"] == pytest.approx(1.0, abs=0.05)
@@ -298,113 +337,109 @@ def test_validate_tiny_tabular_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(1200)
 def test_sigint_leaves_no_replica_behind(tiny_files: tuple[Path, Path], tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) on ``simscale validate`` while it serves: exit status 130, every
-    replica gone. (The CLI measures a quick profile first; without the CLI command, the
-    module's own entry point is used with a ready profile.)"""
-    scenario, profile = tiny_files
-    log = (tmp_path / "log.txt").open("wb")
-    from simscale.cli import cli
-
-    if "validate" in getattr(cli, "commands", {}):
-        cmd = [sys.executable, "-m", "simscale.cli", "validate", str(scenario),
-               "--duration-s", "60", "-o", str(tmp_path / "out")]
-    else:  # pragma: no cover - before the CLI had the command
-        cmd = [sys.executable, "-m", "simscale.simulator.validate", str(scenario), "--profile",
-               str(profile), "--duration-s", "60", "-o", str(tmp_path / "out")]
+    replica gone. (The CLI measures a quick profile first.)"""
+    scenario, _ = tiny_files
+    log_path = tmp_path / "log.txt"
+    log = log_path.open("wb")
+    cmd = [sys.executable, "-m", "simscale.cli", "validate", str(scenario),
+           "--duration-s", "600", "-o", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        parent = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 90
-        pids: list[int] = []
-        while time.monotonic() < deadline and proc.poll() is None:
-            pids = [p.pid for p in replica_children(parent)]
-            text = (tmp_path / "log.txt").read_text(errors="replace")
-            if pids and "serving" in text:
-                break
-            time.sleep(0.2)
-        assert pids, "no replica process started: " + (tmp_path / "log.txt").read_text()
-        time.sleep(1.0)
+        pids = wait_until_serving(proc, log_path, PROFILE_DEADLINE_S)
         proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=30)
-        assert rc == 130
-        deadline = time.monotonic() + 5
-        while alive(pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not alive(pids)
-        assert "interrupted" in (tmp_path / "log.txt").read_text()
+        rc = proc.wait(timeout=EVENT_DEADLINE_S)
+        assert rc == 130, log_path.read_text(errors="replace")
+        assert not wait_gone(pids)
+        assert "interrupted" in log_path.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait(timeout=10)
+            proc.wait(timeout=EVENT_DEADLINE_S)
         log.close()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(1200)
 def test_killed_replica_is_reported_not_hung(tiny_files: tuple[Path, Path],
                                              tmp_path: Path) -> None:
-    """A replica killed mid-run ends the validation with a clear error, quickly."""
-    from simscale.simulator.realcluster import ReplicaCrashError, tracked_pids
-    from simscale.simulator.validate import validate
+    """A replica killed while it serves ends the validation with a clear error at once: it is
+    detected, not waited out (the run would last ``duration_s``, far longer than the wait)."""
+    from simscale.validation.command import validate
+    from simscale.validation.replica import ReplicaCrashError, tracked_pids
 
+    duration_s = 600.0
     scenario, profile = tiny_files
     victims: list[int] = []
-    stages: list[str] = []
+    killed_at: list[float] = []
+    serving = threading.Event()
+
+    def on_progress(stage: str) -> None:
+        if stage == "serving":
+            serving.set()
 
     def killer() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if "serving" in stages:
-                time.sleep(3.0)  # let it serve for a while
-                serving = [p for p in replica_children() if "--serve" in p.cmdline()]
-                victims.append(serving[0].pid)
-                os.kill(serving[0].pid, signal.SIGKILL)
-                return
-            time.sleep(0.05)
+        # the event: the cluster serves (its replicas answered their warm-up batches)
+        if not serving.wait(EVENT_DEADLINE_S):
+            return
+        ready = [p for p in replica_children() if "--serve" in p.cmdline()]
+        victims.append(ready[0].pid)
+        killed_at.append(time.monotonic())
+        os.kill(ready[0].pid, signal.SIGKILL)
 
     t = threading.Thread(target=killer, daemon=True)
     t.start()
-    t0 = time.perf_counter()
     with pytest.raises(ReplicaCrashError, match="died .*SIGKILL") as exc:
-        validate(load_scenario(scenario), duration_s=40, outdir=tmp_path / "out",
-                 profile=profile, progress=stages.append)
-    assert time.perf_counter() - t0 < 45  # detected, not waited out
+        validate(load_scenario(scenario), duration_s=duration_s, outdir=tmp_path / "out",
+                 profile=profile, progress=on_progress)
+    raised_at = time.monotonic()
     assert victims and str(victims[0]) in str(exc.value)
     assert "while ready" in str(exc.value)
-    t.join(timeout=5)
+    # detected, not waited out: the crash time it names is well inside the run, and the error
+    # came long before the rest of the run could have been served
+    crash_t = float(re.search(r"at t=([0-9.]+) s", str(exc.value)).group(1))
+    assert crash_t < duration_s / 2 and raised_at - killed_at[0] < duration_s / 2
+    t.join(timeout=EVENT_DEADLINE_S)
     assert not tracked_pids()
     assert not replica_children()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(1200)
 def test_crash_with_continue_is_recorded_and_replaced(tiny_files: tuple[Path, Path]) -> None:
     """With ``on_crash='continue'`` the crash is an event, its requests are dropped as
-    ``crash``, and the strategy (static) starts a replacement at its next decision."""
-    from simscale.simulator.realcluster import RealCluster, RealServiceSpec, tracked_pids
+    ``crash``, and the strategy (static) starts a replacement at its next decision, which
+    serves every request that waited for it."""
     from simscale.strategies import make_strategy
     from simscale.strategies.base import SizeOption
+    from simscale.validation.cluster import RealCluster
+    from simscale.validation.records import DROP_REASONS, RealServiceSpec
+    from simscale.validation.replica import tracked_pids
 
+    # long enough that the replacement's cold start (seconds; more on a busy machine) ends well
+    # inside the run: the only time bound of this test
+    duration_s = 30.0
     strat = make_strategy("static", {"sync_period_s": 2.0})
     size = SizeOption("cpu", 1, 0.05, 0.005, 1.0, 0.04, 4, 0.0, 2.0)
     from simscale.strategies.base import ServiceContext
 
-    strat.setup(ServiceContext("lr", 50.0, 1, 2, 14.0, 1, (size,), size))
+    strat.setup(ServiceContext("lr", 50.0, 1, 2, duration_s, 1, (size,), size))
     rng = np.random.default_rng(0)
     spec = RealServiceSpec(
         name="lr", model="linear_regression", device="cpu", threads=1, slo_ms=50.0,
         max_batch_size=4, max_wait_ms=2.0, queue_capacity=None, queue_timeout_ms=None,
         routing="shared_queue", initial_replicas=1, min_replicas=1, max_replicas=2,
-        cost_per_replica_hour=0.0, arrivals_s=np.sort(rng.uniform(0, 14.0, 300)),
+        cost_per_replica_hour=0.0, arrivals_s=np.sort(rng.uniform(0, duration_s, 600)),
         strategy=strat, context=None, size=size)
-    cluster = RealCluster([spec], 14.0, on_crash="continue")
+    cluster = RealCluster([spec], duration_s, on_crash="continue")
 
     def killer() -> None:
-        deadline = time.monotonic() + 60
+        # the event: the cluster has served for 2 s of its own time
+        deadline = time.monotonic() + EVENT_DEADLINE_S
         while time.monotonic() < deadline:
-            if cluster.started and cluster.now() > 3.0:
+            if cluster.started and cluster.now() > 2.0:
                 os.kill(cluster.services[0].replicas[0].pid, signal.SIGKILL)
                 return
             time.sleep(0.05)
@@ -416,54 +451,43 @@ def test_crash_with_continue_is_recorded_and_replaced(tiny_files: tuple[Path, Pa
     assert "crash" in actions and "scale_up" in actions
     assert actions.index("crash") < actions.index("scale_up")
     assert res.crashes and "SIGKILL" in res.crashes[0]
-    served = (rec.drop == 0) & np.isfinite(rec.end_s) & (rec.end_s <= 14.0)
-    assert served.sum() > 150  # the replacement served the rest
+    crash_t = next(e["time_s"] for e in rec.events if e["action"] == "crash")
+    crashed = [r for r in rec.replicas if r["crashed"]]
+    new = [r for r in rec.replicas if r["spawn_s"] >= crash_t]
+    assert len(crashed) == 1 and len(new) == 1
+    ready_s = new[0]["ready_s"]
+    # ready 10 s before the end: ample to serve the backlog (milliseconds of work)
+    assert ready_s < duration_s - 10.0, f"the replacement was ready too late: {new[0]}"
+    # at most the batch in the crashed replica is lost; the requests that came meanwhile waited
+    # in the shared queue and the replacement served them
+    lost = rec.drop == DROP_REASONS.index("crash")
+    assert lost.sum() <= 4 and np.all(rec.arrival_s[lost] <= crash_t)
+    waited = (rec.arrival_s > crash_t) & (rec.arrival_s < ready_s)
+    served = (rec.drop == 0) & np.isfinite(rec.end_s)
+    assert waited.any() and np.all(served[waited])
+    assert np.all(rec.replica[waited] == new[0]["replica"])
     assert not tracked_pids() and not replica_children()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(1200)
 def test_killed_command_leaves_no_replica_behind(tiny_files: tuple[Path, Path],
                                                  tmp_path: Path) -> None:
     """Even a SIGKILL of the command (no handler can run) leaves no replica: each replica
     reads EOF on its stdin when its parent is gone, and exits."""
     scenario, profile = tiny_files
-    cmd = [sys.executable, "-m", "simscale.simulator.validate", str(scenario), "--profile",
-           str(profile), "--duration-s", "60", "-o", str(tmp_path / "out")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "simscale.cli", "validate", str(scenario), "--profile",
+           str(profile), "--duration-s", "600", "-o", str(tmp_path / "out")]
+    log_path = tmp_path / "log.txt"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        parent = psutil.Process(proc.pid)
-        deadline = time.monotonic() + 90
-        pids: list[int] = []
-        while time.monotonic() < deadline and proc.poll() is None and not pids:
-            pids = [p.pid for p in replica_children(parent)]
-            time.sleep(0.2)
-        assert pids
-        time.sleep(6.0)  # loaded and serving
+        pids = wait_until_serving(proc, log_path, EVENT_DEADLINE_S)  # loaded and serving
         proc.kill()
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 20
-        while alive(pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not alive(pids)
+        proc.wait(timeout=EVENT_DEADLINE_S)
+        assert not wait_gone(pids)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait(timeout=10)
+            proc.wait(timeout=EVENT_DEADLINE_S)
 
-
-def test_minimal_report_without_reports_module() -> None:
-    """The fallback page (no reports module) holds the table and one figure per service."""
-    import pandas as pd
-
-    from simscale.simulator.validate import minimal_report_html
-
-    sc = load_scenario(TINY)
-    ts = pd.DataFrame({"service": "lr", "time_s": [0.0, 1.0], "replicas_ready": [1, 1],
-                       "latency_p95_ms": [2.0, 3.0]})
-    res = type("R", (), {"timeseries": ts})()
-    vals = {f: 1.0 for f in FIGURES}
-    doc = {"services": {"lr": {"real": vals, "simulated": vals,
-                               "error": {f: 0.0 for f in FIGURES}}}}
-    page = minimal_report_html(doc, sc, res, res)
-    assert page.count("<tr>") == 1 + len(FIGURES) and "plotly" in page.lower()
