@@ -24,12 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simscale.simulator.engine import (
-    ReplicaRecord,
-    ServiceRun,
-    busy_cumulative,
-    percentiles_linear,
-)
+from simscale.simulator.engine import ReplicaRecord, ServiceRun
+from simscale.simulator.observations import busy_cumulative, percentiles_linear
 from simscale.simulator.requestplane import (
     DROP_CRASH,
     DROP_NONE,
