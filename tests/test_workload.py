@@ -1,9 +1,9 @@
 """Arrival generators for the rate patterns, MMPP and sums: exactness in distribution, rates,
-expected counts, determinism and speed. Traces are in ``test_workload_trace.py``."""
+expected counts and determinism. Traces are in ``test_workload_trace.py``; speed is measured by
+``benchmarks/workload_speed.py``, never asserted here."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -14,9 +14,9 @@ from pydantic import TypeAdapter
 from scipy import stats
 
 from simscale.errors import UserError
-from simscale.simulator import workload as wl_mod
 from simscale.simulator.scenario import Workload
-from simscale.simulator.workload import expected_arrivals, generate_arrivals, rate_function
+from simscale.simulator.workloads import expected_arrivals, generate_arrivals, rate_function
+from simscale.simulator.workloads.mmpp import mmpp_path
 
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Workload)
 P_MIN = 1e-3  # the statistical tests use fixed seeds; a true failure gives p ~ 0
@@ -193,7 +193,7 @@ def test_mmpp_path_statistics() -> None:
     w = make({"kind": "mmpp", "states": [{"rate_rps": 1, "mean_sojourn_s": 1.0},
                                          {"rate_rps": 2, "mean_sojourn_s": 3.0},
                                          {"rate_rps": 3, "mean_sojourn_s": 0.5}]})
-    pwl = wl_mod._mmpp_path(w, 30_000.0, np.random.default_rng(2))
+    pwl = mmpp_path(w, 30_000.0, np.random.default_rng(2))
     rates = pwl.start_rps
     stay = np.diff(pwl.knots)
     assert pwl.knots[0] == 0 and pwl.knots[-1] == 30_000.0
@@ -207,7 +207,7 @@ def test_mmpp_path_statistics() -> None:
     nxt = rates[1:][rates[:-1] == 1]
     assert np.mean(nxt == 2) == pytest.approx(0.5, abs=0.03)
     # stationary start: P(first state) proportional to mean sojourn
-    first = [wl_mod._mmpp_path(w, 1.0, np.random.default_rng(s)).start_rps[0]
+    first = [mmpp_path(w, 1.0, np.random.default_rng(s)).start_rps[0]
              for s in range(600)]
     obs = np.array([np.sum(np.array(first) == r) for r in (1, 2, 3)])
     assert stats.chisquare(obs, 600 * pi).pvalue > P_MIN
@@ -220,26 +220,15 @@ def test_mmpp_one_state_is_poisson() -> None:
     assert stats.kstest(np.diff(a), "expon", args=(0, 1 / 500)).pvalue > P_MIN
 
 
-def test_mmpp_many_short_sojourns_are_fast() -> None:
+def test_mmpp_many_short_sojourns() -> None:
+    """About a million state changes: half the time at 1000/s, half at 0. (How fast this is,
+    against numpy drawing as many numbers, is measured by benchmarks/workload_speed.py: speed
+    is no test's business on a shared machine.)"""
     w = make({"kind": "mmpp", "states": [{"rate_rps": 1000, "mean_sojourn_s": 0.001},
                                          {"rate_rps": 0, "mean_sojourn_s": 0.001}]})
-    t0 = time.perf_counter()
     a = generate_arrivals(w, 1000.0, np.random.default_rng(0))
-    assert time.perf_counter() - t0 < 5.0
     assert a.size == pytest.approx(500_000, rel=0.02)
-
-
-# ------------------------------------------------------------------------------------ speed
-def test_constant_rate_throughput() -> None:
-    """>= 1e7 arrivals per second for a constant rate (best of five, 2e6 arrivals each)."""
-    w = make({"kind": "constant", "rate_rps": 2e5})
-    rng = np.random.default_rng(0)
-    best = 0.0
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a = generate_arrivals(w, 10.0, rng)
-        best = max(best, a.size / (time.perf_counter() - t0))
-    assert best >= 1e7, f"{best:.3g} arrivals/s"
+    assert np.all(np.diff(a) >= 0) and a[0] >= 0 and a[-1] < 1000.0
 
 
 def test_mmpp_refuses_absurd_switching() -> None:

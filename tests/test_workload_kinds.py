@@ -111,11 +111,9 @@ def test_readme_lists_every_kind() -> None:
 
 def test_old_import_paths_still_work() -> None:
     from simscale.simulator import scenario as scenario_mod
-    from simscale.simulator import workload as old
 
     assert scenario_mod.TraceWorkload is KINDS["trace"]
     assert scenario_mod.GammaWorkload is GammaWorkload
-    assert old.generate_arrivals is generate_arrivals
     with pytest.raises(AttributeError):
         _ = scenario_mod.NoSuchWorkload
 
