@@ -430,3 +430,21 @@ def test_the_cli_is_run_as_users_run_it(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "aliases expand" in proc.stderr
+
+
+def test_trace_paths_that_are_not_files_or_too_big(tmp_path, capsys, monkeypatch):
+    """A trace is read only from a regular file small enough to parse in memory."""
+    from simscale.simulator.workloads import clear_trace_cache, trace
+
+    path = write(tmp_path, scenario(svc_workload={"kind": "trace", "path": "/dev/zero",
+                                                  "timestamp_column": "ts"}))
+    code, _, err = simulate(tmp_path, path, capsys)
+    one_line_error(code, err, str(path), "services.0.workload", "/dev/zero",
+                   "trace path is not a regular file")
+    (tmp_path / "t.csv").write_text("ts\n0\n1\n", encoding="utf-8")
+    path = write(tmp_path, scenario(svc_workload={"kind": "trace", "path": "t.csv",
+                                                  "timestamp_column": "ts"}))
+    clear_trace_cache()
+    monkeypatch.setattr(trace, "PARSE_BYTES_PER_FILE_BYTE", 1e12)  # as if it were huge
+    code, _, err = simulate(tmp_path, path, capsys)
+    one_line_error(code, err, str(path), "t.csv", "parsing it needs about")

@@ -41,6 +41,7 @@ import pandas as pd
 from pydantic import model_validator
 
 from simscale.errors import UserError
+from simscale.safeload import check_regular_file
 from simscale.simulator.fields import NonNegFloat, PositiveFloat
 from simscale.simulator.workloads.base import (
     RateFunction,
@@ -130,20 +131,35 @@ def _read_column(w: TraceWorkload, base_dir: str | None, *, counts: bool) -> tup
                                                                                      np.ndarray]:
     """The trace column as float64 (timestamps sorted, in file units), validated."""
     p = _resolve(w.path, base_dir)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise UserError("trace file not found", source=p, field="path") from None
-    except OSError as exc:
-        raise UserError(f"cannot read trace file: {exc.strerror}", source=p,
-                        field="path") from None
-    if not p.is_file():
-        raise UserError("trace path is not a file", source=p, field="path")
+    st = check_regular_file(p, what="trace", field="path")
+    _check_parse_memory(p, st.st_size)
     column = w.count_column if counts else w.timestamp_column
     assert column is not None
     values = _read_column_cached(str(p.resolve()), st.st_mtime_ns, st.st_size, column, counts,
                                  str(p))
     return p, values
+
+
+#: peak memory of parsing a CSV trace, as a multiple of its size on disk (pandas' parser and
+#: the frame of every column; measured about 2x on numeric traces, with a margin)
+PARSE_BYTES_PER_FILE_BYTE = 3.0
+
+
+def _check_parse_memory(p: Path, size: int) -> None:
+    """Refuse, before reading, a trace whose parsing would need more than half of the memory
+    available now (a regular file of any size is otherwise read whole)."""
+    try:
+        import psutil
+
+        available = float(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - no psutil: do not guess
+        return
+    need = size * PARSE_BYTES_PER_FILE_BYTE
+    if need > 0.5 * available:
+        raise UserError(f"trace file is {size / 2**30:.1f} GiB; parsing it needs about "
+                        f"{need / 2**30:.1f} GiB, more than half of the "
+                        f"{available / 2**30:.1f} GiB available (cut it, or aggregate it to "
+                        "counts per interval)", source=p, field="path")
 
 
 @lru_cache(maxsize=32)
