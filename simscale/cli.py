@@ -221,18 +221,20 @@ def scenarios() -> None:
 @scenarios.command("list")
 def scenarios_list() -> None:
     """List the scenarios shipped with simscale."""
-    import yaml
     from rich.table import Table
 
+    from simscale.safeload import MAX_YAML_BYTES, load_yaml, read_text
     from simscale.simulator.scenario import scenarios_dir
 
     table = Table("name", "description", title="shipped scenarios", title_justify="left")
     for path in sorted(scenarios_dir().glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            data = load_yaml(read_text(path, what="scenario", max_bytes=MAX_YAML_BYTES),
+                             source=path) or {}
+        except UserError:
             data = {}
-        table.add_row(path.stem, str(data.get("description", "")).strip().split("\n")[0])
+        description = data.get("description", "") if isinstance(data, dict) else ""
+        table.add_row(path.stem, str(description).strip().split("\n")[0])
     _console().print(table)
 
 
@@ -240,13 +242,14 @@ def scenarios_list() -> None:
 @click.argument("name")
 def scenarios_show(name: str) -> None:
     """Print a shipped scenario's YAML."""
+    from simscale.safeload import MAX_YAML_BYTES, read_text
     from simscale.simulator.scenario import shipped_scenario_path
 
     path = Path(name) if Path(name).exists() else shipped_scenario_path(name)
     if path is None:
         raise UserError(f"no shipped scenario called '{name}' (see: simscale scenarios list)",
                         source="simscale scenarios show")
-    click.echo(path.read_text(encoding="utf-8"), nl=False)
+    click.echo(read_text(path, what="scenario", max_bytes=MAX_YAML_BYTES), nl=False)
 
 
 @scenarios.command("check")

@@ -448,3 +448,8 @@ def test_trace_paths_that_are_not_files_or_too_big(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(trace, "PARSE_BYTES_PER_FILE_BYTE", 1e12)  # as if it were huge
     code, _, err = simulate(tmp_path, path, capsys)
     one_line_error(code, err, str(path), "t.csv", "parsing it needs about")
+
+
+def test_scenarios_show_reads_only_regular_files(capsys):
+    code, _, err = run_cli(["scenarios", "show", "/dev/zero"], capsys)
+    one_line_error(code, err, "/dev/zero: scenario path is not a regular file")
