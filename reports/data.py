@@ -8,17 +8,16 @@ The report reads only ``summary.json``, ``timeseries.parquet`` and, when present
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from simscale.errors import UserError
 from simscale.safeload import MAX_JSON_BYTES, load_json, read_text
+from simscale.simulator.schema import RUN_KEY, figure_names, flatten
 
 SUMMARY_FILE = "summary.json"
 TIMESERIES_FILE = "timeseries.parquet"
@@ -40,9 +39,12 @@ REQUESTS_COLUMNS: tuple[str, ...] = (
     "strategy", "label", "service", "replication", "arrival_s", "end_s", "drop_reason",
 )
 #: Fields every entry of ``summary.json``'s ``runs`` must have.
+#: (identity columns of the schema, and roots of the figures the report cannot do without).
 RUN_FIELDS: tuple[str, ...] = (
-    "strategy", "label", "service", "replication", "arrivals", "completed", "dropped",
-    "latency_ms", "slo_attainment", "cost_usd", "mean_replicas", "scale_events",
+    *RUN_KEY,
+    *(name.split(".")[0] for name in figure_names(
+        "arrivals", "completed", "dropped", "latency_ms.p95", "slo_attainment", "cost_usd",
+        "mean_replicas", "scale_events")),
 )
 #: Top-level fields ``summary.json`` must have.
 SUMMARY_FIELDS: tuple[str, ...] = ("scenario", "services", "runs")
@@ -139,7 +141,7 @@ def runs_frames(runs: list[Any], *, source: Path) -> tuple[pd.DataFrame, pd.Data
         for key in RUN_FIELDS:
             if key not in run:
                 raise UserError("missing field", source=source, field=f"runs.{i}.{key}")
-        row = {k: run[k] for k in ("strategy", "label", "service", "replication")}
+        row = {k: run[k] for k in RUN_KEY}
         row["label"] = str(row["label"])
         row["service"] = str(row["service"])
         row["strategy"] = str(row["strategy"])
@@ -166,23 +168,12 @@ def runs_frames(runs: list[Any], *, source: Path) -> tuple[pd.DataFrame, pd.Data
 def flatten_numbers(
     obj: Mapping[str, Any], *, prefix: str = "", skip: Iterable[str] = ()
 ) -> dict[str, float]:
-    """Numeric leaves of a nested mapping, keyed by dotted path (``latency_ms.p95``).
+    """Numeric leaves of a nested mapping, keyed by dotted path (``latency_ms.p95``):
+    :func:`simscale.simulator.schema.flatten` with ``numbers_only``.
 
     ``None`` (NaN written as null) becomes NaN; booleans and strings are left out.
     """
-    out: dict[str, float] = {}
-    skip = set(skip)
-    for key, value in obj.items():
-        if key in skip:
-            continue
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten_numbers(value, prefix=f"{name}."))
-        elif value is None:
-            out[name] = math.nan
-        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
+    return flatten(obj, prefix=prefix, skip=skip, numbers_only=True)
 
 
 def read_parquet(

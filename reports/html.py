@@ -35,6 +35,8 @@ from simscale.reports.tables import (
     service_urgency,
     strategy_stats,
 )
+from simscale.simulator.schema import FIGURES, figure_names
+from simscale.simulator.schema import METRIC_ROOTS as SCHEMA_METRIC_ROOTS
 
 REPORT_FILE = "report.html"
 
@@ -453,21 +455,19 @@ SWEEP_ID_COLUMNS: frozenset[str] = frozenset({
     "scenario", "strategy", "label", "service", "seed", "replication", "job", "job_id", "run",
     "outdir", "status", "error",
 })
-#: First dotted component of the metric columns a sweep table can hold (a run's figures).
-METRIC_ROOTS: frozenset[str] = frozenset({
-    "arrivals", "completed", "dropped", "in_flight_at_end", "dropped_by_reason", "latency_ms",
-    "queue_wait_ms", "slo_ms", "slo_attainment", "replica_seconds", "mean_replicas",
-    "max_replicas", "scale_events", "cost_usd", "utilization", "wall_s", "info",
-    "drop_fraction",
-})
+#: First dotted component of the metric columns a sweep table can hold: every figure of the
+#: result schema (``info`` and ``wall_s`` included), so a new figure is never taken for a
+#: swept parameter.
+METRIC_ROOTS: frozenset[str] = SCHEMA_METRIC_ROOTS
 #: Metrics drawn against each parameter by default (those present).
-SWEEP_DEFAULT_METRICS: tuple[str, ...] = (
+SWEEP_DEFAULT_METRICS: tuple[str, ...] = figure_names(
     "latency_ms.p95", "slo_attainment", "cost_usd", "latency_ms.p99", "mean_replicas",
     "dropped",
 )
+#: Which way each figure is better (``min``/``max``), for highlighting: the schema's direction.
 _BETTER: dict[str, str] = {
-    "latency_ms.p50": "min", "latency_ms.p95": "min", "latency_ms.p99": "min",
-    "slo_attainment": "max", "cost_usd": "min", "dropped": "min", "scale_events": "min",
+    f.name: {"lower": "min", "higher": "max"}[f.better]
+    for f in FIGURES.values() if f.better != "none"
 }
 
 

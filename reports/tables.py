@@ -10,15 +10,17 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from simscale.reports.stats import mean_ci
+from simscale.simulator.schema import better, figure_names
 
 #: Run figures summarised in the comparison table (dotted names of ``summary.json`` runs).
-TABLE_METRICS: tuple[str, ...] = (
+#: Names, units and directions are the result schema's (:mod:`simscale.simulator.schema`).
+TABLE_METRICS: tuple[str, ...] = figure_names(
     "latency_ms.p50", "latency_ms.p95", "latency_ms.p99", "slo_attainment", "dropped",
     "drop_fraction", "cost_usd", "mean_replicas", "scale_events",
 )
@@ -229,18 +231,30 @@ def _usd(v: float) -> str:
     return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.4f}"
 
 
+def _ranked(name: str) -> Literal["min", "max"] | None:
+    """The schema's direction of a figure as a column's ``better`` (``None``: not ranked)."""
+    return {"lower": "min", "higher": "max"}.get(better(name))  # type: ignore[return-value]
+
+
+def _col(key: str, header: str, fmt: Callable[[float], str], **kw: Any) -> Column:
+    """A column of a schema figure: ranked by the figure's direction, ``key + "_ci"`` its
+    half-width."""
+    return Column(key, header, fmt, _ranked(key), f"{key}_ci", **kw)
+
+
 def comparison_columns(has_oracle: bool) -> list[Column]:
-    """The columns of the per-service strategy table."""
+    """The columns of the per-service strategy table (directions from the result schema; the
+    relative-to-oracle columns are not ranked: they rank as cost and attainment do)."""
     cols = [
-        Column("latency_ms.p50", "p50 (ms)", _num(), "min", "latency_ms.p50_ci"),
-        Column("latency_ms.p95", "p95 (ms)", _num(), "min", "latency_ms.p95_ci"),
-        Column("latency_ms.p99", "p99 (ms)", _num(), "min", "latency_ms.p99_ci"),
-        Column("slo_attainment", "SLO attainment", _pct(2), "max", "slo_attainment_ci"),
-        Column("dropped", "Drops", _count, "min", "dropped_ci",
+        _col("latency_ms.p50", "p50 (ms)", _num()),
+        _col("latency_ms.p95", "p95 (ms)", _num()),
+        _col("latency_ms.p99", "p99 (ms)", _num()),
+        _col("slo_attainment", "SLO attainment", _pct(2)),
+        _col("dropped", "Drops", _count,
                note_key="drop_fraction", note_fmt=_pct(2)),
-        Column("cost_usd", "Cost", _usd, "min", "cost_usd_ci"),
-        Column("mean_replicas", "Mean replicas", _fixed(2), None, "mean_replicas_ci"),
-        Column("scale_events", "Scale events", _count, "min", "scale_events_ci"),
+        _col("cost_usd", "Cost", _usd),
+        _col("mean_replicas", "Mean replicas", _fixed(2)),
+        _col("scale_events", "Scale events", _count),
     ]
     if has_oracle:
         cols += [

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from simscale.reports.data import runs_frames
 from simscale.reports.tables import strategy_stats
+from simscale.simulator.schema import figure
 
 #: Longest line of a strategy label before it is wrapped (characters), and the narrower
 #: width tried before a column is left out of a narrow console.
@@ -76,6 +77,9 @@ class TerminalColumn:
     scale: float = 1.0
     offset: float = 0.0
     suffix: str = ""
+
+    def __post_init__(self) -> None:
+        figure(self.key)  # every column is a figure of the result schema
 
     def text(self, mean: float, half: float) -> Text:
         """The cell: the mean, and `` ±half`` (dim) when ``half`` is finite."""

@@ -1,4 +1,7 @@
 """``SimulationResult``: what a simulation returns and what ``save`` writes (simulator/RESULTS.md).
+
+The result schema (figure names, units, directions, :func:`flatten`) is
+:mod:`simscale.simulator.schema`, re-exported here.
 """
 
 from __future__ import annotations
@@ -11,22 +14,19 @@ import numpy as np
 import pandas as pd
 
 from simscale.io import write_json_atomic, write_with_atomic
+from simscale.simulator.schema import (
+    FIGURES,
+    ID_COLUMNS,
+    RUN_FIGURES,
+    RUN_KEY,
+    Figure,
+    flatten,
+)
 
-__all__ = ["SimulationResult", "aggregate_runs", "flatten"]
+__all__ = ["FIGURES", "ID_COLUMNS", "RUN_FIGURES", "Figure", "SimulationResult",
+           "aggregate_runs", "flatten"]
 
-_ID_COLUMNS = ["strategy", "label", "service", "replication"]
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> one level with dotted keys (lists are left out)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        elif not isinstance(v, (list, tuple)):
-            out[key] = v
-    return out
+_ID_COLUMNS = list(RUN_KEY)
 
 
 def aggregate_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -3,38 +3,28 @@
 Columns, in order: one per grid path (named by the path; ``grid.<path>`` if that name is
 taken), ``strategy``, ``label``, ``seed``, ``service``, ``replication``, every figure of the
 run as in ``summary.json`` (``simulator/RESULTS.md``; nested names joined by dots, e.g.
-``latency_ms.p95``, ``info.<name>``; lists as JSON text; the ``events`` list is left out),
+``latency_ms.p95``, ``info.<name>``; flattened by :func:`simscale.simulator.schema.flatten`, so
+lists such as ``events`` are left out),
 ``error`` (empty unless the job failed or did not run) and ``job`` (the job's key).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from simscale.io import write_with_atomic
+from simscale.simulator.schema import flatten
 from simscale.sweeps.plan import Job, Row, SweepPlan, canonical_json
 
 __all__ = ["KEY_COLUMNS", "SKIPPED_FIELDS", "build_table", "write_table"]
 
 #: Columns of the results table that are not figures of a run.
+#: (the schema's :data:`~simscale.simulator.schema.ID_COLUMNS`, in the table's order).
 KEY_COLUMNS: tuple[str, ...] = ("strategy", "label", "seed", "service", "replication")
 #: Run fields left out of the table (``events`` is a list of scaling actions).
 SKIPPED_FIELDS: frozenset[str] = frozenset({"events"})
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    """Put ``value`` into ``out`` under ``prefix``: a dict's items under ``prefix.key``
-    (recursively), a list as JSON text, anything else as it is."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(value, list):
-        out[prefix] = json.dumps(value)
-    else:
-        out[prefix] = value
 
 
 def _grid_column_values(values: list[Any]) -> Callable[[Any], Any]:
@@ -72,11 +62,7 @@ def _flat_rows(plan: SweepPlan, records: dict[str, dict[str, Any]]
         runs = rec.get("runs") if rec is not None and "error" not in rec else None
         if runs:
             for run in runs:
-                figures: dict[str, Any] = {}
-                for k, v in run.items():
-                    if k in fixed or k in SKIPPED_FIELDS:
-                        continue
-                    _flatten(k, v, figures)
+                figures = flatten(run, skip=fixed | SKIPPED_FIELDS)
                 figure_names.update(dict.fromkeys(figures))
                 flat_rows.append((row, job, run, figures))
         else:

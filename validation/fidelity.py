@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from simscale.simulator.scenario import Scenario, Service, StrategySpec
+from simscale.simulator.schema import figure_names
 from simscale.validation.records import RealRunResult
 
 __all__ = [
@@ -45,8 +46,8 @@ __all__ = [
     "simulate",
 ]
 
-#: Figures compared (dotted names of a ``summary.json`` run).
-FIGURES: tuple[str, ...] = (
+#: Figures compared (dotted names of a ``summary.json`` run, from the result schema).
+FIGURES: tuple[str, ...] = figure_names(
     "latency_ms.p50", "latency_ms.p95", "latency_ms.p99", "slo_attainment", "completed",
     "dropped", "mean_replicas", "scale_events",
 )
