@@ -344,7 +344,10 @@ def test_sigint_leaves_no_replica_behind(tiny_files: tuple[Path, Path], tmp_path
     log = log_path.open("wb")
     cmd = [sys.executable, "-m", "simscale.cli", "validate", str(scenario), "--profile",
            str(profile), "--duration-s", "600", "-o", str(tmp_path / "out")]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    # Ctrl-C as a terminal delivers it: the command starts with SIGINT's default disposition
+    # even when this suite runs in the background (nohup or `&` makes its children ignore it)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         pids = wait_until_serving(proc, log_path, EVENT_DEADLINE_S)
         proc.send_signal(signal.SIGINT)
