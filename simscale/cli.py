@@ -163,6 +163,10 @@ def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, repli
         return
     console = _console()
     print_summary_table(result.summary, console)
+    loops = result.summary.get("request_plane") or {}
+    if loops.get("compiled_now"):
+        console.print(f"[dim]compiled the request plane's loops in {loops['compile_s']:.1f} s "
+                      "(first run only: numba caches them)[/dim]")
     console.print(f"[dim]results: {outdir}/summary.json, timeseries.parquet"
                   + (", requests.parquet" if save_requests else "")
                   + (f"; report: {report}" if report else "")

@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import gc
 import heapq
+import importlib.util
 import math
+import os
 from array import array
 from bisect import bisect_right
 from collections import deque
@@ -65,6 +67,8 @@ __all__ = [
     "DROP_REASONS",
     "DROP_TIMEOUT",
     "RequestPlane",
+    "prepare_kernels",
+    "resolve_kernels",
 ]
 
 DROP_NONE, DROP_QUEUE_FULL, DROP_TIMEOUT, DROP_CRASH = 0, 1, 2, 3
@@ -73,6 +77,43 @@ DROP_REASONS: tuple[str, ...] = ("", "queue_full", "timeout", "crash")
 _INF = math.inf
 _NAN = math.nan
 _COMPLETE, _DEADLINE = 0, 1
+KERNELS = ("auto", "compiled", "python")
+#: with ``kernels="auto"``, planes of fewer requests run the Python loops: they take well under
+#: a second there (1.4-3.4 million requests per CPU second), less than importing numba and
+#: loading the compiled loops from the cache (about 0.6 s once per process)
+COMPILED_MIN_REQUESTS = 200_000
+
+
+def resolve_kernels(kernels: str = "auto", n_requests: int | None = None) -> str:
+    """``"compiled"`` or ``"python"``: what ``kernels`` (see :class:`RequestPlane`) means for a
+    plane of ``n_requests`` (``None``: large).
+
+    ``"auto"`` reads ``SIMSCALE_KERNELS`` (``auto``/``compiled``/``python``); still ``auto``, it
+    picks compiled when numba can be imported and the plane has at least
+    :data:`COMPILED_MIN_REQUESTS` requests."""
+    if kernels == "auto":
+        kernels = os.environ.get("SIMSCALE_KERNELS", "auto").strip().lower() or "auto"
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    if kernels == "auto":
+        big = n_requests is None or n_requests >= COMPILED_MIN_REQUESTS
+        kernels = ("compiled" if big and importlib.util.find_spec("numba") is not None
+                   else "python")
+    return kernels
+
+
+def prepare_kernels(n_requests: int, kernels: str = "auto") -> dict[str, object]:
+    """Compile (or load from numba's cache) the loops planes of ``n_requests`` will use, so the
+    cost is paid and measured once, before a run. Returns ``{"loops": "compiled"|"python",
+    "compile_s": seconds, "compiled_now": whether numba compiled (a first run) rather than
+    loaded its cache}``."""
+    loops = resolve_kernels(kernels, n_requests)
+    if loops == "python":
+        return {"loops": loops, "compile_s": 0.0, "compiled_now": False}
+    from simscale.simulator import _kernels
+
+    seconds, compiled = _kernels.warm_up()
+    return {"loops": loops, "compile_s": round(seconds, 3), "compiled_now": compiled}
 
 
 class RequestPlane:
@@ -95,6 +136,10 @@ class RequestPlane:
         Longest wait before a request is dropped, or ``None`` for never.
     route_u:
         Uniforms for ``random`` (shape ``(n,)``) and ``power_of_two`` (shape ``(n, 2)``).
+    kernels:
+        ``"compiled"`` runs the shared-queue loop compiled (:mod:`simscale.simulator._kernels`),
+        ``"python"`` runs this module's loops (the specification), ``"auto"`` (default): see
+        :func:`resolve_kernels`. Both give identical results.
     """
 
     def __init__(
@@ -108,8 +153,10 @@ class RequestPlane:
         capacity: int | None = None,
         timeout_s: float | None = None,
         route_u: np.ndarray | None = None,
+        kernels: str = "auto",
     ) -> None:
         self.policy = make_routing(routing)
+        self.kernels = resolve_kernels(kernels, len(arrival_s))
         self.arrival_s = np.ascontiguousarray(arrival_s, dtype=np.float64)
         self.unit_service = np.ascontiguousarray(unit_service, dtype=np.float64)
         n = len(self.arrival_s)
@@ -148,6 +195,12 @@ class RequestPlane:
         #: draining replicas that finished their work (id -> stop time), for the control plane
         self.stopped: dict[int, float] = {}
         self._crash_lo = 0
+        # compiled shared queue: a ring buffer of request indices (see simulator/_kernels.py)
+        self._compiled = self.kernels == "compiled" and self.policy.shared
+        self._qbuf = np.zeros(1024, dtype=np.int64)
+        self._qhead = 0
+        self._qlen = 0
+        self._layout: tuple | None = None  #: per-slot arrays of the accepting replicas
 
     # ------------------------------------------------------------------ control operations
     def add_replica(self, rid: int, t_s: float, factors: list[float],
@@ -166,12 +219,14 @@ class RequestPlane:
             self.rq[rid] = deque()
         self.accepting.append(rid)
         self.accepting.sort()
+        self._layout = None
 
     def set_factors(self, rid: int, factors: list[float],
                     offsets: list[float] | None = None,
                     idle: tuple[list[float], list[float]] | None = None) -> None:
         """New service-time factors (and offsets, idle curve) of ``rid`` (resize); the batch in
         service keeps its time."""
+        self._layout = None
         self.factors[rid] = list(factors)
         self.offsets[rid] = [0.0] * len(factors) if offsets is None else list(offsets)
         if idle is None:
@@ -186,6 +241,7 @@ class RequestPlane:
         """Change the batching limits from now on (factors must cover ``max_batch_size``)."""
         self.max_batch_size = int(max_batch_size)
         self.max_wait_s = float(max_wait_s)
+        self._layout = None
 
     def busy(self, rid: int) -> bool:
         """Whether ``rid`` has a batch in service at :attr:`now`."""
@@ -198,7 +254,7 @@ class RequestPlane:
 
     def queue_length(self) -> int:
         """Requests waiting (not in service) at :attr:`now`."""
-        return len(self.queue) + sum(len(q) for q in self.rq.values())
+        return len(self.queue) + self._qlen + sum(len(q) for q in self.rq.values())
 
     def in_service(self) -> int:
         """Requests in service at :attr:`now`."""
@@ -213,6 +269,7 @@ class RequestPlane:
         :attr:`stopped` once an :meth:`advance` has processed its last batch."""
         if rid in self.accepting:
             self.accepting.remove(rid)
+            self._layout = None
         self.draining.add(rid)
         q = self.rq.get(rid)
         if not q:
@@ -231,6 +288,7 @@ class RequestPlane:
         self.stopped.pop(rid, None)
         if rid in self.accepting:
             self.accepting.remove(rid)
+            self._layout = None
 
     def crash(self, rid: int, t_s: float) -> int:
         """Replica ``rid`` crashes at ``t_s`` (call after ``advance(t_s)``): its batch in
@@ -280,7 +338,9 @@ class RequestPlane:
         gc_was_on = gc.isenabled()
         gc.disable()
         try:
-            if self.policy.shared:
+            if self._compiled:
+                self._advance_compiled(t_end_s)
+            elif self.policy.shared:
                 if self.max_batch_size == 1 and self._fifo_fast_ok():
                     self._advance_fifo(t_end_s)
                 else:
@@ -303,6 +363,56 @@ class RequestPlane:
             return True
         return (len(offs) == 1 and self.capacity is None and self.timeout_s is None
                 and len({self.factors[r][1] for r in self.accepting}) == 1)
+
+    # -- compiled: shared queue, with or without batching -------------------------------------
+    def _slot_arrays(self) -> tuple:
+        """Per-slot arrays of the accepting replicas (ascending id) for the compiled loop,
+        rebuilt only after a replica joins, leaves or is resized."""
+        if self._layout is None:
+            acc = self.accepting
+            m = len(acc)
+            width = max([self.max_batch_size + 1, *(len(self.factors[r]) for r in acc)])
+            factors = np.full((max(m, 1), width), np.nan)
+            offsets = np.full((max(m, 1), width), np.nan)
+            glen = np.zeros(max(m, 1), dtype=np.int64)
+            g = max([1, *(len(self.idle[r][0]) for r in acc if r in self.idle)])
+            gaps = np.zeros((max(m, 1), g))
+            over = np.zeros((max(m, 1), g))
+            for s, r in enumerate(acc):
+                factors[s, :len(self.factors[r])] = self.factors[r]
+                offsets[s, :len(self.offsets[r])] = self.offsets[r]
+                c = self.idle.get(r)
+                if c is not None:
+                    glen[s] = len(c[0])
+                    gaps[s, :glen[s]] = c[0]
+                    over[s, :glen[s]] = c[1]
+            rids = np.asarray(acc if acc else [0], dtype=np.int64)
+            self._layout = (m, rids, factors, offsets, gaps, over, glen)
+        return self._layout
+
+    def _advance_compiled(self, T: float) -> None:
+        from simscale.simulator import _kernels as K
+
+        i0 = self.next_i
+        i1 = int(np.searchsorted(self.arrival_s, T, side="left"))
+        self.next_i = i1
+        m, rids, factors, offsets, gaps, over, glen = self._slot_arrays()
+        fa = self.free_at
+        hf = np.fromiter((fa[r] for r in self.accepting), dtype=np.float64, count=m)
+        hs = np.arange(m, dtype=np.int64)
+        K.heapify(hf, hs, m)
+        nserv = np.full(max(m, 1), -1, dtype=np.int64)
+        tmo = self.timeout_s
+        self._qbuf, self._qhead, self._qlen = K.advance_shared(
+            self.arrival_s, self.unit_service, self.start_s, self.end_s, self.batch_size,
+            self.replica, self.drop, self._qbuf, self._qhead, self._qlen, hf, hs, m, rids,
+            factors, offsets, gaps, over, glen, nserv, self.max_batch_size, self.max_wait_s,
+            -1 if self.capacity is None else int(self.capacity), tmo is not None,
+            0.0 if tmo is None else float(tmo), self.now, i0, i1, T)
+        for f, s in zip(hf.tolist(), hs.tolist(), strict=True):
+            fa[int(rids[s])] = f
+        for s in np.flatnonzero(nserv[:m] >= 0).tolist():
+            self.nserv[int(rids[s])] = int(nserv[s])
 
     # -- fast path: shared FIFO queue, no batching ------------------------------------------
     def _advance_fifo(self, T: float) -> None:

@@ -19,6 +19,7 @@ from simscale.errors import UserError
 from simscale.simulator.budget import Budget, check_budget, estimate
 from simscale.simulator.engine import ServiceInputs, run_strategy
 from simscale.simulator.metrics import run_figures
+from simscale.simulator.requestplane import prepare_kernels
 from simscale.simulator.results import SimulationResult, aggregate_runs
 from simscale.simulator.scenario import Distribution, Scenario, Service, StrategySpec
 from simscale.simulator.serving import ROUTING_POLICIES, select_strategies
@@ -219,6 +220,7 @@ def run_scenario(
     runs: list[dict[str, Any]] = []
     ts_parts: list[pd.DataFrame] = []
     req_parts: list[pd.DataFrame] = []
+    loops: dict[str, Any] | None = None
     bar = _ProgressBar(len(specs) * replications, enabled=progress)
     try:
         for rep in range(replications):
@@ -230,6 +232,8 @@ def run_scenario(
                     inputs[svc.name] = service_inputs(svc, scenario, ss, prof)
                 except UserError as err:
                     raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
+            if loops is None:  # compile (first run) or load the loops once, measured
+                loops = prepare_kernels(max(len(i.arrival_s) for i in inputs.values()))
             for spec in specs:
                 wall = _run_spec(scenario, spec, rep, seed_r, inputs, prof, runs, ts_parts,
                                  req_parts if keep_requests else None)
@@ -249,6 +253,7 @@ def run_scenario(
             "source": str(prof.source), "machine": prof.machine.model_dump(mode="json"),
             "created_at": prof.created_at},
         "services": services_summary(scenario),
+        "request_plane": loops,
         "runs": runs,
     }
     if replications > 1:

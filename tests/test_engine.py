@@ -25,6 +25,13 @@ from simscale.simulator.requestplane import (
 NAN = math.nan
 
 
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def kernels(request, monkeypatch):
+    """Every test here runs on the compiled loops and on the Python loops (the specification)."""
+    monkeypatch.setenv("SIMSCALE_KERNELS", request.param)
+    return request.param
+
+
 # ---------------------------------------------------------------------------- textbook models
 def textbook_fifo(arr, unit, c, *, fac=1.0, cap=None, tmo=None):
     """M/G/c FIFO with simpy.Resource: one process per request."""

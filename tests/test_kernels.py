@@ -1,0 +1,123 @@
+"""The compiled request plane equals the Python one (the specification), request by request.
+
+Randomized scenarios (hypothesis) drive two planes, one per kind of loop, through the same
+control operations between segments (replicas joining, draining, crashing, resized, batching
+changed), and every per-request result and every piece of control state must be identical:
+the kernels are ports with the same floating-point operations in the same order, so equality is
+exact, not approximate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simscale.simulator.requestplane import RequestPlane, resolve_kernels
+
+pytest.importorskip("numba")
+
+IDLE = ([0.0, 0.02, 0.1], [0.0002, 0.002, 0.005])
+
+
+def _state(pl: RequestPlane) -> tuple:
+    return (pl.next_i, pl.queue_length(), pl.in_service(), sorted(pl.free_at.items()),
+            sorted(pl.stopped.items()), sorted(pl.accepting))
+
+
+def _assert_same(a: RequestPlane, b: RequestPlane) -> None:
+    for name in ("start_s", "end_s", "drop", "replica", "batch_size"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert _state(a) == _state(b)
+    assert {r: a.outstanding(r) for r in a.free_at} == {r: b.outstanding(r) for r in b.free_at}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 100_000),
+    maxb=st.integers(1, 5),
+    maxw=st.sampled_from([0.0, 0.002, 0.02]),
+    cap=st.one_of(st.none(), st.integers(0, 8)),
+    tmo=st.one_of(st.none(), st.sampled_from([0.005, 0.05, 0.5])),
+    load=st.sampled_from([0.5, 0.9, 1.5]),
+    ops=st.lists(st.sampled_from(["add", "drain", "crash", "resize", "batching", "none"]),
+                 min_size=0, max_size=25),
+    offsets=st.booleans(),
+    idle=st.booleans(),
+)
+def test_compiled_shared_queue_equals_specification(seed, maxb, maxw, cap, tmo, load, ops,
+                                                    offsets, idle):
+    rng = np.random.default_rng(seed)
+    n = 1500
+    arr = np.cumsum(rng.exponential(1.0 / (load * 100.0), n))
+    unit = rng.exponential(0.02, n)
+    planes = [RequestPlane(arr, unit, max_batch_size=maxb, max_wait_s=maxw, capacity=cap,
+                           timeout_s=tmo, kernels=k) for k in ("python", "compiled")]
+    width = 6
+
+    def sizes() -> tuple[list[float], list[float] | None, tuple | None]:
+        fac = (1.0 + 0.3 * np.arange(width) * rng.uniform(0.5, 2.0)).tolist()
+        off = rng.uniform(0.0, 0.003, width).tolist() if offsets else None
+        return fac, off, IDLE if idle else None
+
+    next_id = 0
+    for _ in range(2):
+        f, o, c = sizes()
+        for pl in planes:
+            pl.add_replica(next_id, 0.0, f, o, c)
+        next_id += 1
+    cuts = np.sort(rng.uniform(0.0, arr[-1], len(ops)))
+    for t, op in zip(cuts, ops, strict=True):
+        for pl in planes:
+            pl.advance(t)
+        for pl in planes:  # stopped draining replicas leave, as the engine removes them
+            for rid in list(pl.stopped):
+                pl.remove(rid)
+        live = sorted(planes[0].accepting)
+        if op == "add" or not live:
+            f, o, c = sizes()
+            for pl in planes:
+                pl.add_replica(next_id, t, f, o, c)
+            next_id += 1
+        elif op == "drain" and len(live) > 1:
+            rid = live[int(rng.integers(len(live)))]
+            stops = [pl.drain(rid, t) for pl in planes]
+            assert stops[0] == stops[1]
+            if stops[0] is not None:
+                for pl in planes:
+                    pl.remove(rid)
+        elif op == "crash" and len(live) > 1:
+            rid = live[int(rng.integers(len(live)))]
+            assert len({pl.crash(rid, t) for pl in planes}) == 1
+        elif op == "resize":
+            rid = live[int(rng.integers(len(live)))]
+            f, o, c = sizes()
+            for pl in planes:
+                pl.set_factors(rid, f, o, c)
+        elif op == "batching":
+            b = int(rng.integers(1, width))
+            for pl in planes:
+                pl.set_batching(b, maxw)
+        _assert_same(*planes)
+    for pl in planes:
+        pl.advance(arr[-1] + 100.0)
+    _assert_same(*planes)
+
+
+def test_kernels_setting(monkeypatch):
+    """``kernels`` picks the loops; the environment variable sets the default; bad names fail."""
+    monkeypatch.setenv("SIMSCALE_KERNELS", "python")
+    assert resolve_kernels() == "python"
+    assert resolve_kernels("compiled") == "compiled"
+    monkeypatch.setenv("SIMSCALE_KERNELS", "")
+    assert resolve_kernels() == "compiled"
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        resolve_kernels("fast")
+
+
+def test_warm_up_reports_compilation_or_cache():
+    from simscale.simulator import _kernels
+
+    seconds, compiled = _kernels.warm_up()
+    assert seconds >= 0.0 and isinstance(compiled, bool)
