@@ -5,783 +5,85 @@ are keyed by the strategy *label* (two configurations of one strategy get two la
 come from one mapping (:func:`strategy_colors`) so a strategy has the same colour in every
 figure. User text (labels, service names) that ends up inside a figure passes through
 :func:`ptext`, because plotly renders a subset of HTML in names, ticks and hover text.
+
+The builders live in three modules, all importable from here:
+
+- :mod:`simscale.reports.figure_style`: colours, template, :func:`ptext`, band traces, the SLO
+  line, count axes;
+- :mod:`simscale.reports.time_figures`: replicas, p95 latency and queue length over time, the
+  scaling-event timeline;
+- :mod:`simscale.reports.compare_figures`: latency CDF, cost against SLO attainment (Pareto),
+  a figure against a swept parameter.
 """
 
 from __future__ import annotations
 
-import html
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
-
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-
-from simscale.reports.stats import (
-    MAX_CDF_POINTS,
-    MAX_TIME_POINTS,
-    cdf_probabilities,
-    downsample,
-    pareto_front,
-    replication_band,
-    window_for,
+from simscale.reports.compare_figures import (
+    MIN_COST_SPAN_USD,
+    PLOT_AREA_PX,
+    LabelPlacement,
+    cdf_figure,
+    latency_cdf,
+    padded_range,
+    pareto_figure,
+    place_labels,
+    sweep_figure,
+    tick_format,
+)
+from simscale.reports.figure_style import (
+    ARRIVAL_COLOR,
+    EXTRA_COLORS,
+    FIGURE_HEIGHT,
+    FONT,
+    SLO_COLOR,
+    STRATEGY_COLORS,
+    TEMPLATE,
+    add_band_traces,
+    base_figure,
+    count_axis,
+    ptext,
+    rgba,
+    slo_trace,
+    strategy_colors,
+)
+from simscale.reports.time_figures import (
+    EVENT_SYMBOLS,
+    events_figure,
+    latency_figure,
+    queue_figure,
+    replicas_figure,
+    windowed_p95,
 )
 
-#: Fixed colours for the shipped strategies, so a strategy looks the same in every report.
-STRATEGY_COLORS: dict[str, str] = {
-    "static": "#64748b",
-    "threshold": "#2563eb",
-    "hpa": "#f59e0b",
-    "kpa": "#10b981",
-    "predictive": "#8b5cf6",
-    "cost_aware": "#ec4899",
-    "oracle": "#111827",
-}
-#: Colours for further labels (custom strategies, second configurations of one strategy).
-EXTRA_COLORS: tuple[str, ...] = (
-    "#ef4444", "#06b6d4", "#84cc16", "#a16207", "#d946ef", "#0ea5e9", "#f97316", "#14b8a6",
-    "#6366f1", "#be123c",
-)
-#: Marker symbol per scaling event action.
-EVENT_SYMBOLS: dict[str, str] = {
-    "scale_up": "triangle-up",
-    "scale_down": "triangle-down",
-    "resize": "diamond",
-    "crash": "x",
-}
-ARRIVAL_COLOR = "#94a3b8"
-SLO_COLOR = "#dc2626"
-FONT = (
-    "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-)
-FIGURE_HEIGHT = 360
-
-TEMPLATE = go.layout.Template(
-    layout=go.Layout(
-        font=dict(family=FONT, size=12, color="#1f2937"),
-        paper_bgcolor="#ffffff",
-        plot_bgcolor="#ffffff",
-        colorway=list(STRATEGY_COLORS.values()),
-        title=dict(x=0.0, xanchor="left", font=dict(size=14, color="#111827")),
-        xaxis=dict(gridcolor="#eef1f5", linecolor="#cbd5e1", zerolinecolor="#e2e8f0",
-                   ticks="outside", tickcolor="#cbd5e1", automargin=True),
-        yaxis=dict(gridcolor="#eef1f5", linecolor="#cbd5e1", zerolinecolor="#e2e8f0",
-                   automargin=True),
-        # below the plot, at the bottom of the figure (plotly grows the bottom margin to fit
-        # it): plotly's toolbar sits at the top right and would cover legend entries there
-        legend=dict(orientation="h", yref="container", yanchor="bottom", y=0.0,
-                    xanchor="left", x=0.0, font=dict(size=11), bgcolor="rgba(255,255,255,0)"),
-        margin=dict(l=56, r=24, t=64, b=48),
-        hoverlabel=dict(font=dict(family=FONT, size=12)),
-    )
-)
-
-
-def ptext(text: Any) -> str:
-    """User text made safe for plotly's HTML-like labels (``<script>`` shows as text)."""
-    return html.escape(str(text), quote=False)
-
-
-def strategy_colors(
-    labels: Iterable[str], strategies: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """A colour per label: the strategy's fixed colour for its first label, else the next free
-    extra colour. ``strategies`` maps a label to its strategy name (label = strategy if absent).
-    """
-    strategies = strategies or {}
-    colors: dict[str, str] = {}
-    used: set[str] = set()
-    extras = [c for c in EXTRA_COLORS]
-    for label in dict.fromkeys(labels):
-        color = STRATEGY_COLORS.get(strategies.get(label, label))
-        if color is None or color in used:
-            free = [c for c in extras if c not in used]
-            color = free[0] if free else EXTRA_COLORS[len(colors) % len(EXTRA_COLORS)]
-        colors[label] = color
-        used.add(color)
-    return colors
-
-
-def rgba(color: str, alpha: float) -> str:
-    """``#rrggbb`` as an ``rgba(...)`` string with ``alpha``."""
-    c = color.lstrip("#")
-    r, g, b = (int(c[i:i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
-
-
-def base_figure(title: str = "", *, height: int = FIGURE_HEIGHT, **layout: Any) -> go.Figure:
-    """An empty figure with the report's look. ``title`` is trusted (escape user text first)."""
-    fig = go.Figure(layout=go.Layout(template=TEMPLATE, height=height, **layout))
-    if title:
-        fig.update_layout(title=dict(text=title))
-    return fig
-
-
-def _labels_in(frame: pd.DataFrame, colors: Mapping[str, str] | None) -> tuple[list[str], dict]:
-    labels = list(dict.fromkeys(frame["label"].astype(str).tolist())) if len(frame) else []
-    colors = dict(colors) if colors else {}
-    missing = [lab for lab in labels if lab not in colors]
-    if missing:
-        extra = strategy_colors([*colors, *missing])
-        for lab in missing:
-            colors[lab] = extra[lab]
-    return labels, colors
-
-
-def _f32(values: Any) -> np.ndarray:
-    return np.asarray(values, dtype=np.float32)
-
-
-def add_band_traces(
-    fig: go.Figure,
-    band: pd.DataFrame,
-    *,
-    name: str,
-    color: str,
-    group: str,
-    line: Mapping[str, Any] | None = None,
-    secondary_y: bool = False,
-    hover: str = "%{y:.3g}",
-    showlegend: bool = True,
-    show_band: bool = True,
-) -> None:
-    """Add a mean curve and, where it has one, its 95% band (``band`` from
-    :func:`~simscale.reports.stats.replication_band`)."""
-    kwargs: dict[str, Any] = {"secondary_y": True} if secondary_y else {}
-    x = _f32(band["time_s"])
-    if show_band and band["lo"].notna().any():
-        fig.add_trace(
-            go.Scatter(
-                x=np.concatenate([x, x[::-1]]),
-                y=np.concatenate([_f32(band["hi"]), _f32(band["lo"])[::-1]]),
-                fill="toself", fillcolor=rgba(color, 0.10), line=dict(width=0),
-                mode="lines", hoverinfo="skip", showlegend=False, legendgroup=group,
-                name=f"{name} · 95% band",
-            ),
-            **kwargs,
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=x, y=_f32(band["mean"]), mode="lines", name=name, legendgroup=group,
-            showlegend=showlegend, line={"color": color, "width": 2, **(line or {})},
-            hovertemplate=hover,
-        ),
-        **kwargs,
-    )
-
-
-def _prepare(
-    ts: pd.DataFrame, values: Sequence[str], max_points: int, weights: dict[str, str] | None = None
-) -> tuple[pd.DataFrame, float]:
-    n_bins = int(ts["time_s"].nunique()) if len(ts) else 0
-    window = window_for(n_bins, max_points=max_points)
-    return downsample(ts, values, window_s=window, weights=weights), window
-
-
-def _window_note(window_s: float) -> str:
-    return "" if window_s <= 1.0 else f" · {window_s:g}-s windows"
-
-
-def replicas_figure(
-    ts: pd.DataFrame,
-    *,
-    colors: Mapping[str, str] | None = None,
-    title: str = "Arrival rate and replicas",
-    max_points: int = MAX_TIME_POINTS,
-) -> go.Figure:
-    """Arrival rate (grey area, left axis) against ready (solid) and starting (dotted)
-    replicas of every strategy (right axis), mean over replications with a 95% band.
-
-    ``ts`` holds one service's rows of ``timeseries.parquet``.
-    """
-    from plotly.subplots import make_subplots
-
-    labels, colors = _labels_in(ts, colors)
-    data, window = _prepare(
-        ts, ["arrival_rate_rps", "replicas_ready", "replicas_starting"], max_points
-    )
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.update_layout(template=TEMPLATE, height=FIGURE_HEIGHT + 40,
-                      title=dict(text=title + _window_note(window)), hovermode="x unified")
-    if len(data):
-        arrivals = data.groupby("time_s", sort=True)["arrival_rate_rps"].mean()
-        fig.add_trace(
-            go.Scatter(
-                x=_f32(arrivals.index), y=_f32(arrivals.to_numpy()), name="arrival rate",
-                mode="lines", fill="tozeroy", line=dict(color=ARRIVAL_COLOR, width=1),
-                fillcolor=rgba(ARRIVAL_COLOR, 0.18), hovertemplate="%{y:.1f} rps",
-            ),
-            secondary_y=False,
-        )
-    for label in labels:
-        sub = data[data["label"] == label]
-        name = ptext(label)
-        add_band_traces(fig, replication_band(sub, "replicas_ready", floor=0.0), name=name,
-                        color=colors[label], group=name, secondary_y=True,
-                        line={"shape": "hv"}, hover="%{y:.2f} ready")
-        add_band_traces(fig, replication_band(sub, "replicas_starting"),
-                        name=f"{name} · starting", color=colors[label], group=name,
-                        secondary_y=True, line={"dash": "dot", "shape": "hv", "width": 1.5},
-                        hover="%{y:.2f} starting", showlegend=False, show_band=False)
-    if labels:
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="starting (dotted)",
-                                 line=dict(color="#64748b", dash="dot", width=1.5),
-                                 hoverinfo="skip"), secondary_y=True)
-    fig.update_xaxes(title_text="time (s)")
-    fig.update_yaxes(title_text="arrival rate (rps)", secondary_y=False, rangemode="tozero")
-    most = [float(data[c].max()) for c in ("replicas_ready", "replicas_starting")
-            if len(data) and data[c].notna().any()]
-    fig.update_yaxes(title_text="replicas", secondary_y=True, rangemode="tozero",
-                     showgrid=False, zeroline=False,
-                     **count_axis(max(most) if most else None))
-    return fig
-
-
-def windowed_p95(
-    ts: pd.DataFrame,
-    requests: pd.DataFrame | None = None,
-    *,
-    window_s: float | None = None,
-    max_points: int = 300,
-) -> tuple[pd.DataFrame, float, bool]:
-    """p95 latency in windows, per label and replication.
-
-    With ``requests`` (rows of ``requests.parquet``) the p95 is exact over the requests that
-    completed in each window; without, it is the throughput-weighted mean of the 1-s bins'
-    ``latency_p95_ms``. Returns the frame (``label, replication, time_s, latency_p95_ms``), the
-    window length and whether the values are exact.
-    """
-    if window_s is None:
-        n_bins = int(ts["time_s"].nunique()) if len(ts) else 0
-        window_s = max(5.0, window_for(n_bins, max_points=max_points))
-    if requests is not None:
-        done = requests[(requests["drop_reason"] == "") & requests["end_s"].notna()]
-        lat = (done["end_s"].to_numpy(float) - done["arrival_s"].to_numpy(float)) * 1e3
-        frame = pd.DataFrame({
-            "label": done["label"].to_numpy(), "replication": done["replication"].to_numpy(),
-            "time_s": np.floor(done["end_s"].to_numpy(float) / window_s) * window_s,
-            "latency_p95_ms": lat,
-        })
-        out = (frame.groupby(["label", "replication", "time_s"], sort=True)["latency_p95_ms"]
-               .quantile(0.95).reset_index())
-        return out, window_s, True
-    weights = {"latency_p95_ms": "throughput_rps"} if "throughput_rps" in ts.columns else None
-    out = downsample(ts, ["latency_p95_ms"], window_s=window_s, weights=weights)
-    return out, window_s, False
-
-
-def latency_figure(
-    ts: pd.DataFrame,
-    *,
-    slo_ms: float | None,
-    requests: pd.DataFrame | None = None,
-    colors: Mapping[str, str] | None = None,
-    title: str = "p95 latency over time",
-    window_s: float | None = None,
-) -> go.Figure:
-    """Windowed p95 latency per strategy (mean over replications, 95% band) against the SLO.
-
-    See :func:`windowed_p95` for how the windows are computed.
-    """
-    labels, colors = _labels_in(ts, colors)
-    data, window, exact = windowed_p95(ts, requests, window_s=window_s)
-    how = "exact" if exact else "from 1-s bins"
-    fig = base_figure(f"{title} · {window:g}-s windows ({how})", hovermode="x unified")
-    for label in labels:
-        band = replication_band(data[data["label"] == label], "latency_p95_ms", floor=0.0)
-        add_band_traces(fig, band, name=ptext(label), color=colors[label], group=ptext(label),
-                        hover="%{y:.1f} ms")
-    t = ts["time_s"].to_numpy(dtype=float)
-    if t.size:
-        slo_trace(fig, slo_ms, x=[float(t.min()), float(t.max()) + 1.0])
-    fig.update_xaxes(title_text="time (s)")
-    fig.update_yaxes(title_text="p95 latency (ms)", rangemode="tozero")
-    return fig
-
-
-def slo_trace(
-    fig: go.Figure, slo_ms: float | None, *, x: Sequence[float] | None = None,
-    y: Sequence[float] | None = None,
-) -> None:
-    """Draw the SLO as a dashed red line trace named ``SLO <n> ms``: horizontal across ``x``,
-    or vertical (at x = SLO) across ``y``. Nothing when there is no SLO."""
-    if slo_ms is None or not np.isfinite(slo_ms) or slo_ms <= 0:
-        return
-    xs, ys = (list(x), [slo_ms, slo_ms]) if x is not None else ([slo_ms, slo_ms], list(y or []))
-    fig.add_trace(go.Scatter(
-        x=xs, y=ys, mode="lines", name=f"SLO {slo_ms:g} ms", hoverinfo="skip",
-        line=dict(color=SLO_COLOR, dash="dash", width=1.5),
-    ))
-
-
-def queue_figure(
-    ts: pd.DataFrame,
-    *,
-    colors: Mapping[str, str] | None = None,
-    title: str = "Queue length",
-    max_points: int = MAX_TIME_POINTS,
-) -> go.Figure:
-    """Queue length (end of each bin) per strategy, mean over replications with 95% band."""
-    labels, colors = _labels_in(ts, colors)
-    data, window = _prepare(ts, ["queue_length"], max_points)
-    fig = base_figure(title + _window_note(window), hovermode="x unified")
-    for label in labels:
-        band = replication_band(data[data["label"] == label], "queue_length", floor=0.0)
-        add_band_traces(fig, band, name=ptext(label), color=colors[label], group=ptext(label),
-                        hover="%{y:.1f}")
-    fig.update_xaxes(title_text="time (s)")
-    most = float(data["queue_length"].max()) if data["queue_length"].notna().any() else None
-    fig.update_yaxes(title_text="queued requests", rangemode="tozero", **count_axis(most))
-    return fig
-
-
-def latency_cdf(
-    requests: pd.DataFrame | None,
-    runs: pd.DataFrame,
-    *,
-    warmup_s: float = 0.0,
-    max_points: int = MAX_CDF_POINTS,
-) -> pd.DataFrame:
-    """Latency CDF points per label: ``label, latency_ms, probability, source``.
-
-    From ``requests`` (one service's rows) when given: quantiles of the latency of completed
-    requests that arrived at or after ``warmup_s``, pooled over replications, at most
-    ``max_points`` per label. Otherwise from ``runs`` (one service's rows of the summary):
-    p50/p95/p99/max averaged over replications (``source`` says which).
-    """
-    rows: list[pd.DataFrame] = []
-    if requests is not None:
-        done = requests[(requests["drop_reason"] == "") & requests["end_s"].notna()
-                        & (requests["arrival_s"] >= warmup_s)]
-        for label, sub in done.groupby("label", sort=False):
-            lat = (sub["end_s"].to_numpy(float) - sub["arrival_s"].to_numpy(float)) * 1e3
-            if lat.size == 0:
-                continue
-            probs = cdf_probabilities(max_points, lat.size)
-            rows.append(pd.DataFrame({
-                "label": label, "latency_ms": np.quantile(lat, probs),
-                "probability": probs, "source": "requests",
-            }))
-        if rows:
-            return pd.concat(rows, ignore_index=True)
-    points = (("latency_ms.p50", 0.5), ("latency_ms.p95", 0.95), ("latency_ms.p99", 0.99),
-              ("latency_ms.max", 1.0))
-    for label, sub in runs.groupby("label", sort=False):
-        have = [(c, p) for c, p in points if c in sub.columns]
-        rows.append(pd.DataFrame({
-            "label": label, "latency_ms": [float(sub[c].mean()) for c, _ in have],
-            "probability": [p for _, p in have], "source": "summary",
-        }))
-    if not rows:
-        return pd.DataFrame(columns=["label", "latency_ms", "probability", "source"])
-    return pd.concat(rows, ignore_index=True)
-
-
-def cdf_figure(
-    cdf: pd.DataFrame,
-    *,
-    slo_ms: float | None,
-    colors: Mapping[str, str] | None = None,
-    title: str = "Latency CDF",
-) -> go.Figure:
-    """Latency CDF per strategy (``cdf`` from :func:`latency_cdf`) with the SLO line."""
-    labels, colors = _labels_in(cdf, colors)
-    source = str(cdf["source"].iloc[0]) if len(cdf) else "requests"
-    note = "all requests" if source == "requests" else "summary percentiles only"
-    fig = base_figure(f"{title} · {note}")
-    for label in labels:
-        sub = cdf[cdf["label"] == label]
-        name = ptext(label)
-        fig.add_trace(go.Scatter(
-            x=_f32(sub["latency_ms"]), y=_f32(sub["probability"]), name=name,
-            mode="lines" if source == "requests" else "lines+markers",
-            line=dict(color=colors[label], width=2, shape="hv" if source == "requests" else None),
-            hovertemplate="%{x:.1f} ms · p%{y:.3f}",
-        ))
-    slo_trace(fig, slo_ms, y=[0.0, 1.0])
-    fig.update_xaxes(title_text="latency (ms)", type="log")
-    lat = cdf["latency_ms"].to_numpy(dtype=float)
-    lat = lat[np.isfinite(lat) & (lat > 0)]
-    if lat.size and math.log10(lat.max() / lat.min()) <= 4:  # label 1, 2, 5 per decade
-        ticks = [m * 10.0**k for k in range(math.floor(math.log10(lat.min())),
-                                             math.ceil(math.log10(lat.max())) + 1)
-                 for m in (1, 2, 5)]
-        fig.update_xaxes(tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
-    fig.update_yaxes(title_text="fraction of requests", range=[0, 1.02])
-    return fig
-
-
-def tick_format(axis_range: Sequence[float] | None) -> str | None:
-    """A d3 tick format for a linear axis over ``axis_range``: fixed decimals, as many as
-    the finest tick step plotly may choose there needs (a quarter of a fifth of the span),
-    thousands separated, trailing zeros trimmed (``,.4~f``: ``0.008``, ``0.0082``; ``1,180``).
-    Never the 10 significant digits plotly shows by default for a tiny span around a value
-    (``0.0083333334``), never an exponent. ``None`` without a range."""
-    if not axis_range:
-        return None
-    span = float(axis_range[1]) - float(axis_range[0])
-    if not math.isfinite(span) or span <= 0:
-        return None
-    decimals = max(0, -math.floor(math.log10(span / 5 / 4)))
-    return f",.{decimals}~f"
-
-
-#: Narrowest span of the cost axis (USD), for costs that are all (nearly) zero.
-MIN_COST_SPAN_USD = 1e-4
-
-
-def padded_range(
-    values: Iterable[float],
-    *,
-    min_rel_span: float = 0.10,
-    min_span: float = 0.0,
-    pad: float = 0.06,
-    lower: float | None = None,
-    upper: float | None = None,
-) -> list[float] | None:
-    """An axis range ``[lo, hi]`` that shows ``values`` with room around them.
-
-    The range covers the finite values, widened symmetrically to a span of at least
-    ``min_rel_span`` times the largest absolute value (0.10: at least ±5% of the value, so
-    that values which are all equal, or differ in the eighth digit, get a readable axis
-    instead of a point) and at least ``min_span`` (in the values' unit; used when all values
-    are 0). It is then kept within ``[lower, upper]`` (shifted, not shrunk, when it can be)
-    and padded by ``pad`` times its span on both sides, so markers never sit on the frame.
-    ``None`` when there is no finite value.
-    """
-    arr = np.asarray([v for v in values if v is not None], dtype=float)
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        return None
-    lo, hi = float(arr.min()), float(arr.max())
-    span = max(hi - lo, min_rel_span * float(np.abs(arr).max()), min_span)
-    if span <= 0:
-        span = 1.0
-    mid = (lo + hi) / 2
-    lo, hi = mid - span / 2, mid + span / 2
-    data_hi = float(arr.max())
-    if upper is not None and hi > max(upper, data_hi):
-        shift = hi - max(upper, data_hi)
-        lo, hi = lo - shift, hi - shift
-    if lower is not None and lo < min(lower, float(arr.min())):
-        shift = min(lower, float(arr.min())) - lo
-        lo, hi = lo + shift, hi + shift
-        if upper is not None:
-            hi = min(hi, max(upper, data_hi))
-    return [lo - pad * span, hi + pad * span]
-
-
-def count_axis(max_value: float | None) -> dict[str, Any]:
-    """Axis settings for counts (replicas, queued requests): ticks on whole numbers.
-
-    With a maximum from 1 to 6 plotly would tick 0.5 steps; this returns a tick every 1 from
-    0 (``dtick=1``). Above, plotly's automatic ticks are whole numbers anyway. Below 1 (means
-    over windows or replications that stay under one) and without a maximum it leaves
-    plotly's ticks, which then show the fractions the curve has.
-    """
-    if max_value is not None and np.isfinite(max_value) and 1 <= max_value <= 6:
-        return {"tickmode": "linear", "tick0": 0, "dtick": 1}
-    return {"tickmode": "auto"}
-
-
-#: The plot area of a half-width report figure, in CSS px (about 480 x 230 at the page's
-#: widest; narrower screens scale both): what :func:`place_labels` plans for.
-PLOT_AREA_PX = (480.0, 230.0)
-_CHAR_PX = 6.6  # width of a character of an 11-px label
-_LINE_PX = 15.0  # height of a line of an 11-px label
-_MARKER_PX = 14.0  # a 12-px marker and its white outline
-_GAP_PX = 3.0  # between a marker (or its error bar) and its label
-
-
-@dataclass(frozen=True)
-class LabelPlacement:
-    """One text label of :func:`place_labels`: the points it names (positions, top line
-    first) and where it goes, in data coordinates, with plotly's anchors."""
-
-    members: tuple[int, ...]
-    x: float
-    y: float
-    yanchor: Literal["top", "bottom"]
-
-
-def place_labels(
-    x: Sequence[float],
-    y: Sequence[float],
-    names: Sequence[str],
-    *,
-    x_range: Sequence[float],
-    y_range: Sequence[float],
-    y_halves: Sequence[float] | None = None,
-    plot_px: tuple[float, float] = PLOT_AREA_PX,
-) -> list[LabelPlacement]:
-    """Where to write the names of scatter points so that no label overlaps another label or
-    another point's marker.
-
-    Each label is centred under its point (over it when there is more room there), clear of
-    the point's vertical error bar (``y_halves``, half-widths in y units); horizontal error
-    bars lie at the point's height and never meet it. Sizes are estimated in pixels for a
-    plot area of ``plot_px`` (width, height). When two labels would overlap, or a label would
-    cover another point's marker, the points share one label listing them all, one name per
-    line from the highest point down; this repeats until nothing overlaps, so coinciding
-    points (cost_aware on the oracle) get one label naming both. NaN points get none.
-    """
-    width_px, height_px = plot_px
-    x0, x1 = float(x_range[0]), float(x_range[1])
-    y0, y1 = float(y_range[0]), float(y_range[1])
-    sx = width_px / max(x1 - x0, 1e-300)
-    sy = height_px / max(y1 - y0, 1e-300)
-    halves = list(y_halves) if y_halves is not None else [0.0] * len(x)
-    pts = [i for i in range(len(x)) if np.isfinite(x[i]) and np.isfinite(y[i])]
-    px = {i: (float(x[i]) - x0) * sx for i in pts}
-    py = {i: (float(y[i]) - y0) * sy for i in pts}
-    half_px = {i: (float(halves[i]) * sy if np.isfinite(halves[i]) else 0.0) for i in pts}
-
-    def box(group: Sequence[int]) -> tuple[float, float, float, float, bool]:
-        """(left, right, bottom, top) in px (y up) and whether the label is below."""
-        w = max(len(str(names[i])) for i in group) * _CHAR_PX + 6
-        h = _LINE_PX * len(group)
-        cx = min(max(float(np.mean([px[i] for i in group])), w / 2), width_px - w / 2)
-        low = min(py[i] - half_px[i] for i in group) - _MARKER_PX / 2 - _GAP_PX
-        high = max(py[i] + half_px[i] for i in group) + _MARKER_PX / 2 + _GAP_PX
-        room_below, room_above = low, height_px - high
-        below = room_below >= h or room_below >= room_above
-        if below:
-            return cx - w / 2, cx + w / 2, low - h, low, True
-        return cx - w / 2, cx + w / 2, high, high + h, False
-
-    def overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-        return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
-
-    def marker(i: int) -> tuple[float, float, float, float]:
-        r = _MARKER_PX / 2
-        return px[i] - r, px[i] + r, py[i] - r, py[i] + r
-
-    groups: list[list[int]] = [[i] for i in pts]
-    merged = True
-    while merged:
-        merged = False
-        boxes = [box(g) for g in groups]
-        for a in range(len(groups)):
-            for b in range(a + 1, len(groups)):
-                if (overlaps(boxes[a], boxes[b])
-                        or any(overlaps(boxes[a], marker(i)) for i in groups[b])
-                        or any(overlaps(boxes[b], marker(i)) for i in groups[a])):
-                    groups[a] = sorted(groups[a] + groups[b])
-                    del groups[b]
-                    merged = True
-                    break
-            if merged:
-                break
-    out = []
-    for group in sorted(groups, key=lambda g: g[0]):
-        left, right, bottom, top, below = box(group)
-        members = tuple(sorted(group, key=lambda i: (-float(y[i]), float(x[i]))))
-        out.append(LabelPlacement(
-            members=members, x=x0 + (left + right) / 2 / sx,
-            y=y0 + (top if below else bottom) / sy, yanchor="top" if below else "bottom"))
-    return out
-
-
-def pareto_figure(
-    table: pd.DataFrame,
-    *,
-    colors: Mapping[str, str] | None = None,
-    title: str = "Cost against SLO attainment",
-) -> go.Figure:
-    """One point per strategy: mean cost (x, USD over the run) against mean SLO attainment
-    (y, %), error bars the 95% intervals over replications, with the Pareto front (cheaper
-    and better) drawn.
-
-    Both axes get a readable range even when every strategy costs the same or meets the SLO
-    equally (:func:`padded_range`: at least ±5% of the cost and :data:`MIN_COST_SPAN_USD`, at
-    least 2 percentage points of attainment, never above 100% plus padding) and tick labels
-    with the decimals their step needs (:func:`tick_format`). Points are named by text
-    labels in their colour, placed by :func:`place_labels` so that no label covers another
-    label or another point; points that are near or coincide share one label that lists
-    them all. The legend sits below the plot.
-
-    ``table`` has columns ``label, cost_usd, slo_attainment`` and optionally
-    ``cost_usd_ci, slo_attainment_ci`` (half-widths), e.g. from
-    :func:`simscale.reports.tables.strategy_stats`.
-    """
-    labels, colors = _labels_in(table, colors)
-    fig = base_figure(title, hovermode="closest")
-    front = pareto_front(table["cost_usd"].to_numpy(float),
-                         table["slo_attainment"].to_numpy(float))
-    if front:
-        fr = table.iloc[front]
-        fig.add_trace(go.Scatter(
-            x=_f32(fr["cost_usd"]), y=_f32(fr["slo_attainment"] * 100), name="Pareto front",
-            mode="lines", line=dict(color="#94a3b8", dash="dash", width=1.5, shape="hv"),
-            hoverinfo="skip",
-        ))
-    xs: list[float] = []
-    ys: list[float] = []
-    y_halves: list[float] = []
-    x_extent: list[float] = []
-    y_extent: list[float] = []
-    for label in labels:
-        row = table[table["label"] == label].iloc[0]
-        name = ptext(label)
-        cost = float(row["cost_usd"])
-        slo = float(row["slo_attainment"]) * 100
-
-        def _half(col: str, scale: float = 1.0, _row: pd.Series = row) -> float:
-            v = _row.get(col, math.nan)
-            return float(v) * scale if v is not None and np.isfinite(v) else math.nan
-
-        def _err(half: float, value: float, high: float) -> dict[str, Any]:
-            if not np.isfinite(half) or not np.isfinite(value):
-                return dict(visible=False)
-            return dict(type="data", symmetric=False, array=[min(half, high - value)],
-                        arrayminus=[min(half, value)], thickness=1.2, width=4)
-
-        cost_half, slo_half = _half("cost_usd_ci"), _half("slo_attainment_ci", 100.0)
-        fig.add_trace(go.Scatter(
-            x=[cost], y=[slo], name=name, mode="markers",
-            marker=dict(color=colors[label], size=12, line=dict(color="#fff", width=1.5)),
-            error_x=_err(cost_half, cost, math.inf),
-            error_y=_err(slo_half, slo, 100.0),
-            hovertemplate=f"{name}<br>$%{{x:.4g}} · %{{y:.2f}}% in SLO<extra></extra>",
-        ))
-        xs.append(cost)
-        ys.append(slo)
-        y_halves.append(slo_half if np.isfinite(slo_half) else 0.0)
-        for value, half, extent in ((cost, cost_half, x_extent), (slo, slo_half, y_extent)):
-            extent.append(value)
-            if np.isfinite(half):
-                extent += [value - half, value + half]
-    x_range = padded_range(x_extent, min_rel_span=0.10, min_span=MIN_COST_SPAN_USD,
-                           lower=0.0)
-    y_range = padded_range(y_extent, min_rel_span=0.0, min_span=2.0, lower=0.0, upper=100.0)
-    fig.update_xaxes(title_text="cost (USD)", range=x_range, tickformat=tick_format(x_range),
-                     hoverformat=".4g")
-    fig.update_yaxes(title_text="SLO attainment (%)", range=y_range,
-                     tickformat=tick_format(y_range))
-    if x_range and y_range:
-        for place in place_labels(xs, ys, labels, x_range=x_range, y_range=y_range,
-                                  y_halves=y_halves):
-            text = "<br>".join(
-                f'<span style="color:{colors[labels[i]]}">{ptext(labels[i])}</span>'
-                for i in place.members)
-            fig.add_annotation(
-                x=place.x, y=place.y, xref="x", yref="y", text=text, showarrow=False,
-                xanchor="center", yanchor=place.yanchor, align="center",
-                font=dict(size=11), bgcolor="rgba(255,255,255,0.9)", borderpad=1,
-            )
-    return fig
-
-
-def events_figure(
-    events: pd.DataFrame,
-    *,
-    colors: Mapping[str, str] | None = None,
-    labels: Sequence[str] | None = None,
-    max_replications: int = 3,
-    duration_s: float | None = None,
-    title: str = "Scaling events",
-    max_events: int = 5000,
-) -> go.Figure:
-    """Scaling events as a timeline: one row per strategy (and replication, for the first
-    ``max_replications``), marker shape by action (▲ up, ▼ down, ◆ resize, ✕ crash)."""
-    ev_labels, colors = _labels_in(events, colors)
-    order = list(labels) if labels is not None else ev_labels
-    for lab in ev_labels:
-        if lab not in order:
-            order.append(lab)
-    reps = sorted(events["replication"].unique().tolist()) if len(events) else [0]
-    shown = reps[:max_replications]
-    multi = len(reps) > 1
-    note = " · ▲ up ▼ down ◆ resize ✕ crash"
-    note += f" · replications {', '.join(map(str, shown))}" if multi else ""
-    if len(reps) > max_replications:
-        note += f" of {len(reps)}"
-    rows = [(lab, r) for lab in order for r in (shown if multi else [reps[0]])]
-    row_name = {(lab, r): ptext(f"{lab} #{r}" if multi else lab) for lab, r in rows}
-    fig = base_figure(title + note, height=max(260, 90 + 26 * len(rows)),
-                      hovermode="closest", showlegend=True)
-    for label in order:
-        sub = events[(events["label"] == label) & events["replication"].isin(shown)]
-        sub = sub.sort_values("time_s").head(max_events)
-        name = ptext(label)
-        hover = [
-            ptext(f"{a}: {_int_text(f)}→{_int_text(t)} replicas"
-                  + (f" · {_int_text(th)} threads" if pd.notna(th) else "")
-                  + (f" · {r}" if r else ""))
-            for a, f, t, th, r in zip(sub["action"], sub["from_replicas"], sub["to_replicas"],
-                                      sub["threads"], sub["reason"], strict=True)
-        ]
-        fig.add_trace(go.Scatter(
-            x=_f32(sub["time_s"]),
-            y=[row_name[(label, r if multi else reps[0])] for r in sub["replication"]],
-            mode="markers", name=name, text=hover,
-            marker=dict(color=colors[label], size=9, opacity=0.85,
-                        symbol=[EVENT_SYMBOLS.get(a, "circle") for a in sub["action"]],
-                        line=dict(color="#fff", width=0.5)),
-            hovertemplate="t=%{x:.1f} s · %{text}",
-        ))
-    fig.update_yaxes(type="category", categoryorder="array",
-                     categoryarray=[row_name[k] for k in reversed(rows)], showgrid=True,
-                     range=[-0.5, len(rows) - 0.5])
-    xrange = [0, duration_s] if duration_s else None
-    fig.update_xaxes(title_text="time (s)", range=xrange)
-    if events.empty:
-        fig.add_annotation(text="no scaling events: every strategy kept its replicas",
-                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
-                           font=dict(size=13, color="#6b7280"),
-                           bgcolor="rgba(255,255,255,0.85)")
-    return fig
-
-
-def _int_text(value: Any) -> str:
-    """A count read back from JSON or a float column (``4.0``) as ``4``; other values as
-    they are."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return f"{round(v):d}" if np.isfinite(v) and v == round(v) else f"{v:g}"
-
-
-def sweep_figure(
-    results: pd.DataFrame,
-    param: str,
-    metric: str,
-    *,
-    colors: Mapping[str, str] | None = None,
-    title: str | None = None,
-    series: str = "label",
-) -> go.Figure:
-    """``metric`` against ``param`` with one line per strategy (``series`` column), mean over
-    seeds (and over any other swept parameter) with 95% error bars.
-
-    Numeric parameters get a numeric axis; others a categorical one in order of appearance.
-    """
-    from simscale.reports.stats import mean_ci
-
-    frame = results.copy()
-    frame["label"] = frame[series].astype(str)
-    labels, colors = _labels_in(frame, colors)
-    numeric = pd.api.types.is_numeric_dtype(frame[param])
-    fig = base_figure(title if title is not None else f"{ptext(metric)} against {ptext(param)}",
-                      hovermode="closest")
-    for label in labels:
-        sub = frame[frame["label"] == label]
-        xs, ys, es = [], [], []
-        for value, grp in sub.groupby(param, sort=numeric):
-            mean, half = mean_ci(grp[metric])
-            xs.append(value if numeric else ptext(value))
-            ys.append(mean)
-            es.append(half if np.isfinite(half) else 0.0)
-        name = ptext(label)
-        fig.add_trace(go.Scatter(
-            x=xs, y=ys, name=name, mode="lines+markers",
-            line=dict(color=colors[label], width=2), marker=dict(size=7),
-            error_y=dict(type="data", array=es, thickness=1.2, width=4, visible=any(es)),
-            hovertemplate="%{x} → %{y:.4g}",
-        ))
-    fig.update_xaxes(title_text=ptext(param), type=None if numeric else "category")
-    fig.update_yaxes(title_text=ptext(metric))
-    return fig
+__all__ = [
+    "ARRIVAL_COLOR",
+    "EVENT_SYMBOLS",
+    "EXTRA_COLORS",
+    "FIGURE_HEIGHT",
+    "FONT",
+    "MIN_COST_SPAN_USD",
+    "PLOT_AREA_PX",
+    "SLO_COLOR",
+    "STRATEGY_COLORS",
+    "TEMPLATE",
+    "LabelPlacement",
+    "add_band_traces",
+    "base_figure",
+    "cdf_figure",
+    "count_axis",
+    "events_figure",
+    "latency_cdf",
+    "latency_figure",
+    "padded_range",
+    "pareto_figure",
+    "place_labels",
+    "ptext",
+    "queue_figure",
+    "replicas_figure",
+    "rgba",
+    "slo_trace",
+    "strategy_colors",
+    "sweep_figure",
+    "tick_format",
+    "windowed_p95",
+]

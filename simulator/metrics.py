@@ -199,19 +199,11 @@ def _overlap_per_bin(iv: tuple[np.ndarray, np.ndarray], edges: np.ndarray) -> np
     return np.diff(cum)
 
 
-def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
-                ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame | None]:
-    """Summary figures, the 1 s time series and (optionally) the requests table of one run.
-
-    Returns ``(summary, timeseries, requests)``; the identifying columns (strategy, label,
-    service, replication) are added by the caller."""
-    pl = run.plane
-    D = float(run.duration_s)
-    arr = pl.arrival_s
-    st = pl.start_s
-    end = pl.end_s
-    drop = pl.drop
-    n = len(arr)
+def _outcomes(drop: np.ndarray, end: np.ndarray, D: float
+              ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """``(dropped_mask, n_dropped, completed_mask, by_reason)``: which requests were dropped
+    and how many, which completed by ``D`` (s; served and not dropped) and the drops per
+    reason code."""
     # Few full-length temporaries: every new array of this size costs page faults too.
     dropped_mask = drop != DROP_NONE
     n_dropped = int(np.count_nonzero(dropped_mask))
@@ -221,8 +213,19 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
         by_reason = np.bincount(drop[dropped_mask], minlength=4)
     else:
         by_reason = np.zeros(4, dtype=np.int64)
-    n_completed = int(np.count_nonzero(completed_mask))
-    svc = run.service
+    return dropped_mask, n_dropped, completed_mask, by_reason
+
+
+def _latencies(arr: np.ndarray, st: np.ndarray, end: np.ndarray, completed_mask: np.ndarray,
+               dropped_mask: np.ndarray, n_dropped: int, warmup_s: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, float], int]:
+    """Latencies of the completed requests and their queue waits.
+
+    Returns ``(comp_end, lat_all_ms, lat_ms, wait_stats, n_fin)``: end times (s) and latencies
+    (ms) of all completed requests, in request order; the latencies (ms) of those that arrived
+    at or after ``warmup_s`` (a view of ``lat_all_ms`` when the arrivals are sorted); the
+    statistics of their queue waits (ms); and how many requests that arrived at or after
+    ``warmup_s`` finished (completed or dropped), the SLO attainment's denominator."""
     comp_end = end[completed_mask]
     comp_arr = arr[completed_mask]
     lat_all_ms = comp_end - comp_arr  # latencies of all completed requests (ms)
@@ -243,36 +246,80 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
         n_fin = int(np.count_nonzero((completed_mask | dropped_mask) & post))
     del comp_arr
     wait_ms *= 1000.0
-    wait_stats = _stats_ms(wait_ms, False)
-    del wait_ms
-    slo_ok = int(np.count_nonzero(lat_ms <= svc.slo_ms))
-    ivs = _intervals(run.replicas)
-    ex_a, ex_b = ivs["exists"]
-    replica_seconds = float(np.sum(np.minimum(ex_b, D) - np.minimum(ex_a, D)))
-    # max replicas existing at once
+    return comp_end, lat_all_ms, lat_ms, _stats_ms(wait_ms, False), n_fin
+
+
+def _max_existing(ex_a: np.ndarray, ex_b: np.ndarray, D: float) -> int:
+    """Most replicas existing at once, from their ``[ex_a, ex_b)`` intervals clipped to ``D``."""
     if len(ex_a):
         times = np.concatenate([ex_a, np.minimum(ex_b, D)])
         steps = np.concatenate([np.ones(len(ex_a)), -np.ones(len(ex_b))])
         order = np.lexsort((steps, times))  # stops before starts at equal times
-        max_rep = int(np.max(np.cumsum(steps[order]))) if len(order) else 0
-    else:
-        max_rep = 0
-    # cost: every placed replica's pieces of life at its size's price
-    pieces = _price_pieces(run.replicas, run.price_per_thread_hour, D)
-    cost = float(sum((b - a) * p for a, b, p in pieces) / 3600.0)
+        return int(np.max(np.cumsum(steps[order]))) if len(order) else 0
+    return 0
+
+
+def _busy(st: np.ndarray, end: np.ndarray, batch_size: np.ndarray, D: float
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """Busy time of the started requests: ``(started, s_st, s_end, w, busy_total)``, which
+    started, their starts and ends (s, clipped to ``D``), their weights ``1 / batch size`` (a
+    batch counts once; ``None``: all 1) and the total busy replica-seconds."""
     started = ~np.isnan(st)
     if started.all():
-        s_st, s_end, bs = st, np.minimum(end, D), pl.batch_size
+        s_st, s_end, bs = st, np.minimum(end, D), batch_size
     else:
-        s_st, s_end, bs = st[started], np.minimum(end[started], D), pl.batch_size[started]
+        s_st, s_end, bs = st[started], np.minimum(end[started], D), batch_size[started]
     w = None if len(bs) == 0 or bs.max() <= 1 else 1.0 / np.maximum(bs, 1)  # None: all 1
     dur = s_end - s_st
     if w is not None or (len(dur) and not dur.min() >= 0):
         dur = np.clip(dur, 0.0, None)
         if w is not None:
             dur *= w
-    busy_total = float(np.sum(dur))
-    del dur
+    return started, s_st, s_end, w, float(np.sum(dur))
+
+
+def _requests_table(run: ServiceRun, completed_mask: np.ndarray) -> pd.DataFrame:
+    """One row per request: arrival, start and end (s; end NaN unless completed), batch size,
+    replica and drop reason."""
+    pl = run.plane
+    end_out = np.where(completed_mask, pl.end_s, np.nan)
+    return pd.DataFrame({
+        "arrival_s": pl.arrival_s,
+        "start_s": pl.start_s,
+        "end_s": end_out,
+        "batch_size": pl.batch_size,
+        "replica": pl.replica,
+        "drop_reason": pd.Categorical.from_codes(pl.drop.astype(np.int8),
+                                                 categories=list(DROP_REASONS)),
+    })
+
+
+def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
+                ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame | None]:
+    """Summary figures, the 1 s time series and (optionally) the requests table of one run.
+
+    Returns ``(summary, timeseries, requests)``; the identifying columns (strategy, label,
+    service, replication) are added by the caller."""
+    pl = run.plane
+    D = float(run.duration_s)
+    arr = pl.arrival_s
+    st = pl.start_s
+    end = pl.end_s
+    n = len(arr)
+    dropped_mask, n_dropped, completed_mask, by_reason = _outcomes(pl.drop, end, D)
+    n_completed = int(np.count_nonzero(completed_mask))
+    svc = run.service
+    comp_end, lat_all_ms, lat_ms, wait_stats, n_fin = _latencies(
+        arr, st, end, completed_mask, dropped_mask, n_dropped, warmup_s)
+    slo_ok = int(np.count_nonzero(lat_ms <= svc.slo_ms))
+    ivs = _intervals(run.replicas)
+    ex_a, ex_b = ivs["exists"]
+    replica_seconds = float(np.sum(np.minimum(ex_b, D) - np.minimum(ex_a, D)))
+    max_rep = _max_existing(ex_a, ex_b, D)
+    # cost: every placed replica's pieces of life at its size's price
+    pieces = _price_pieces(run.replicas, run.price_per_thread_hour, D)
+    cost = float(sum((b - a) * p for a, b, p in pieces) / 3600.0)
+    started, s_st, s_end, w, busy_total = _busy(st, end, pl.batch_size, D)
     sv_a, sv_b = ivs["serving"]
     serve_total = float(np.sum(np.clip(np.minimum(sv_b, D) - sv_a, 0.0, None)))
     events = run.events
@@ -303,18 +350,7 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
     # (after the time series, which reads the latencies in their order)
     summary["latency_ms"] = _stats_ms(lat_ms, True)
     summary["queue_wait_ms"] = wait_stats
-    req = None
-    if keep_requests:
-        end_out = np.where(completed_mask, end, np.nan)
-        req = pd.DataFrame({
-            "arrival_s": arr,
-            "start_s": st,
-            "end_s": end_out,
-            "batch_size": pl.batch_size,
-            "replica": pl.replica,
-            "drop_reason": pd.Categorical.from_codes(drop.astype(np.int8),
-                                                     categories=list(DROP_REASONS)),
-        })
+    req = _requests_table(run, completed_mask) if keep_requests else None
     return summary, ts, req
 
 
