@@ -22,6 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from simscale.errors import UserError
+
 
 @dataclass(frozen=True)
 class ReplicaCounts:
@@ -196,6 +198,30 @@ class Strategy:
 
     def decide(self, obs: Observation) -> Decision:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def sync_period_of(strategy: Any) -> float:
+    """How often, in seconds, the autoscaler calls ``strategy.decide``: the one rule the
+    engine, the estimate and the real cluster share.
+
+    The strategy's ``sync_period_s``, or :attr:`Strategy.sync_period_s` (15 s) when it has none
+    (absent or ``None``, as a custom strategy may). A value that is not a positive, finite number
+    is a :class:`UserError` naming ``strategies.<class name>``.
+    """
+    value = getattr(strategy, "sync_period_s", None)
+    if value is None:
+        return Strategy.sync_period_s
+    where = f"strategies.{type(strategy).__name__}"
+    try:
+        period = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"sync_period_s must be a number, got {value!r:.60}",
+                        field=where) from None
+    if not period > 0:
+        raise UserError(f"sync_period_s must be positive, got {period}", field=where)
+    if not math.isfinite(period):
+        raise UserError(f"sync_period_s must be finite, got {period}", field=where)
+    return period
 
 
 class StrategyFailed(Exception):

@@ -306,9 +306,10 @@ def plan_sweep(path: str | Path, *, force: bool = False) -> SweepPlan:
     value_lists = [spec.grid[p] for p in grid_paths]
     for point in itertools.product(*value_lists):
         sc = variant(list(zip(grid_paths, point, strict=True))) if grid_paths else base
-        selected = _check_strategies(sc, spec, path, field_name="grid" if grid_paths else None)
+        selected, built = _check_strategies(sc, spec, path,
+                                            field_name="grid" if grid_paths else None)
         _check_profile(sc, profiles, path, field_name="grid" if grid_paths else "scenario")
-        _check_point_budget(sc, selected, path, point, force)
+        _check_point_budget(sc, built, path, point, force)
         dumped = sc.model_dump(mode="json", by_alias=True, exclude_none=True)
         inputs = {f: _file_digest(sc.resolve_path(f), digests) for f in _input_files(sc)}
         for seed in seeds_for(sc):
@@ -365,15 +366,15 @@ def _check_sweep_size(spec: SweepFile, base: Scenario, sweep_path: Path, force: 
                         "the grid, or pass --force", source=sweep_path, field="grid")
 
 
-def _check_point_budget(sc: Scenario, selected: list[Any], sweep_path: Path,
+def _check_point_budget(sc: Scenario, built: list[tuple[str, Any]], sweep_path: Path,
                         point: tuple[Any, ...], force: bool) -> None:
     """The memory and time estimate of one job of a grid point (one seed: the limits apply per
-    job, whatever the number of seeds), as ``simulate`` checks it."""
-    from simscale.simulator.budget import check_budget
-    from simscale.simulator.runner import scenario_budget
+    job, whatever the number of seeds), as ``simulate`` checks it; ``built`` are the point's
+    strategies as :func:`_check_strategies` built them (``(label, strategy)`` pairs)."""
+    from simscale.simulator.budget import check_budget, estimate
 
     try:
-        check_budget(scenario_budget(sc, selected, 1), source=str(sweep_path), force=force)
+        check_budget(estimate(sc, built, 1), source=str(sweep_path), force=force)
     except UserError as exc:
         where = f" at grid point {short_text(point, 60)}" if point else ""
         raise UserError(f"{exc.field}{where}: {exc.message}", source=sweep_path,
@@ -415,8 +416,9 @@ def _resolve_scenario_path(sweep_path: Path, scenario: str) -> Path:
 
 
 def _check_strategies(sc: Scenario, spec: SweepFile, sweep_path: Path,
-                      field_name: str | None) -> list[Any]:
-    """The variant's strategies that the sweep runs, each built once to check its parameters."""
+                      field_name: str | None) -> tuple[list[Any], list[tuple[str, Any]]]:
+    """The variant's strategies that the sweep runs (their entries), and each of them built
+    once to check its parameters (``(label, strategy)`` pairs, for the estimate)."""
     from simscale.strategies import make_strategy
 
     selected = []
@@ -425,11 +427,13 @@ def _check_strategies(sc: Scenario, spec: SweepFile, sweep_path: Path,
         selected.extend(s for s in select_strategies(sc, names, source=str(sweep_path),
                                                      field=f"strategies.{i}")
                         if s not in selected)
+    built = []
     for strat in selected:
         try:
-            make_strategy(strat.name, strat.params, source=str(sweep_path))
+            built.append((strat.display_label,
+                          make_strategy(strat.name, strat.params, source=str(sweep_path))))
         except UserError as exc:
             where = f" ({exc.field})" if exc.field else ""
             raise UserError(f"strategy '{strat.display_label}'{where}: {exc.message}",
                             source=sweep_path, field=field_name or "strategies") from None
-    return selected
+    return selected, built

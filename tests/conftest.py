@@ -6,9 +6,18 @@
 - pytest-timeout: every test without its own ``timeout`` marker gets :data:`DEFAULT_TIMEOUT_S`,
   a guard against a hang (never a speed requirement: a test that needs anywhere near that long
   on a loaded 2-core machine is a bug in itself).
+
+Shared fixtures:
+
+- ``tiny_scenario``: the smallest valid scenario (one service, a constant load, ``static``), as
+  the YAML data, with any changes a test needs.
 """
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -29,3 +38,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
+
+
+#: One service ``svc`` under a constant 10 requests/s for 20 s (exponential service times of
+#: mean 50 ms, no profile needed), 1 to 3 replicas, scaled by the ``static`` strategy.
+_TINY_SCENARIO: dict[str, Any] = {
+    "name": "tiny",
+    "duration_s": 20,
+    "seed": 1,
+    "services": [
+        {
+            "name": "svc",
+            "model": "m",
+            "slo_ms": 500,
+            "service_time": {"dist": "exponential", "mean_ms": 50},
+            "cold_start_s": 2,
+            "replicas": {"initial": 1, "min": 1, "max": 3},
+            "workload": {"kind": "constant", "rate_rps": 10},
+        }
+    ],
+    "strategies": [{"name": "static"}],
+}
+
+
+@pytest.fixture
+def tiny_scenario() -> Callable[..., dict[str, Any]]:
+    """Build the tiny scenario (a fresh copy of its YAML data each call) with ``changes``:
+    ``tiny_scenario(duration_s=5, svc_workload={...})`` sets top-level keys, and keys of its one
+    service with the ``svc_`` prefix."""
+
+    def build(**changes: Any) -> dict[str, Any]:
+        data = copy.deepcopy(_TINY_SCENARIO)
+        for key, value in changes.items():
+            if key.startswith("svc_"):
+                data["services"][0][key[4:]] = value
+            else:
+                data[key] = value
+        return data
+
+    return build

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from simscale.cli import main
 
-GOOD = {
-    "name": "tiny",
-    "duration_s": 20,
-    "seed": 1,
-    "services": [
-        {
-            "name": "svc",
-            "model": "resnet50",
-            "slo_ms": 500,
-            "service_time": {"dist": "exponential", "mean_ms": 50},
-            "cold_start_s": 2,
-            "replicas": {"initial": 1, "min": 1, "max": 3},
-            "workload": {"kind": "constant", "rate_rps": 10},
-        }
-    ],
-    "strategies": [{"name": "static"}],
-}
+#: the ``tiny_scenario`` fixture (tests/conftest.py): changes -> the scenario's YAML data
+Tiny = Callable[..., dict[str, Any]]
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -43,32 +30,27 @@ def write(tmp_path: Path, data: object, name: str = "s.yaml") -> Path:
     return p
 
 
-def with_service(**changes: object) -> dict:
-    data = yaml.safe_load(yaml.safe_dump(GOOD))
-    data["services"][0].update(changes)
-    return data
-
-
 @pytest.mark.parametrize(
-    ("data", "expected"),
+    ("data", "expected"),  # data: YAML text, or the changes to the tiny scenario
     [
         ("name: [unclosed\n", "malformed YAML at line"),
-        ({**GOOD, "colour": "blue"}, "colour: unknown key"),
-        ({**GOOD, "duration_s": "long"}, "duration_s"),
-        ({**GOOD, "duration_s": -5}, "duration_s"),
-        (with_service(workload={"kind": "constant", "rate_rps": -1}), "workload.constant.rate_rps"),
-        (with_service(workload={"kind": "constant", "rate_rps": float("nan")}), "rate_rps"),
-        (with_service(replicas={"initial": 2, "min": 3, "max": 1}), "min (3) must not exceed max"),
-        (with_service(routing="fastest"), "services.0.routing"),
-        (with_service(workload={"kind": "trace", "path": "missing.csv",
-                                "timestamp_column": "t"}), "missing.csv"),
+        ({"colour": "blue"}, "colour: unknown key"),
+        ({"duration_s": "long"}, "duration_s"),
+        ({"duration_s": -5}, "duration_s"),
+        ({"svc_workload": {"kind": "constant", "rate_rps": -1}}, "workload.constant.rate_rps"),
+        ({"svc_workload": {"kind": "constant", "rate_rps": float("nan")}}, "rate_rps"),
+        ({"svc_replicas": {"initial": 2, "min": 3, "max": 1}}, "min (3) must not exceed max"),
+        ({"svc_routing": "fastest"}, "services.0.routing"),
+        ({"svc_workload": {"kind": "trace", "path": "missing.csv", "timestamp_column": "t"}},
+         "missing.csv"),
         ("- just\n- a list\n", "a scenario must be a YAML mapping"),
     ],
 )
 def test_bad_scenarios_give_one_line_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: object, expected: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_scenario: Tiny,
+    data: str | dict[str, Any], expected: str
 ) -> None:
-    path = write(tmp_path, data)
+    path = write(tmp_path, data if isinstance(data, str) else tiny_scenario(**data))
     code, _, err = run_cli(["scenarios", "check", str(path)], capsys)
     if "missing.csv" in expected:  # the trace is read when the scenario is simulated
         code, _, err = run_cli(["simulate", str(path), "-o", str(tmp_path / "o"), "--no-report"],
@@ -81,8 +63,9 @@ def test_bad_scenarios_give_one_line_and_exit_2(
     assert "Traceback" not in err
 
 
-def test_bad_override_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, GOOD)
+def test_bad_override_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                tiny_scenario: Tiny) -> None:
+    path = write(tmp_path, tiny_scenario())
     code, _, err = run_cli(["simulate", str(path), "--set", "services.nope.slo_ms=3"], capsys)
     assert code == 2 and "no list item 'nope'" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["simulate", str(path), "--set", "services.svc.slo_ms=-3"], capsys)
@@ -94,17 +77,18 @@ def test_bad_override_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert err.strip() == "simscale: error: --batch-sizes: 0 is below the minimum of 1"
 
 
-def test_unknown_strategy_names_the_choices(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, {**GOOD, "strategies": [{"name": "magic"}]})
+def test_unknown_strategy_names_the_choices(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            tiny_scenario: Tiny) -> None:
+    path = write(tmp_path, tiny_scenario(strategies=[{"name": "magic"}]))
     code, _, err = run_cli(["simulate", str(path), "-o", str(tmp_path / "o"), "--no-report"],
                            capsys)
     assert code == 2
     assert "unknown strategy 'magic'" in err and "static" in err
 
 
-def test_model_missing_from_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = with_service(model="gpt5", service_time="profile", cold_start_s="profile")
+def test_model_missing_from_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    tiny_scenario: Tiny) -> None:
+    data = tiny_scenario(svc_model="gpt5", svc_service_time="profile", svc_cold_start_s="profile")
     path = write(tmp_path, data)
     code, _, err = run_cli(["simulate", str(path), "-o", str(tmp_path / "o"), "--no-report"],
                            capsys)
@@ -112,9 +96,9 @@ def test_model_missing_from_profile(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "model 'gpt5' is not in the profile" in err
 
 
-def test_duration_too_large_for_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = with_service(workload={"kind": "constant", "rate_rps": 1e9})
-    data["duration_s"] = 1e7
+def test_duration_too_large_for_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       tiny_scenario: Tiny) -> None:
+    data = tiny_scenario(svc_workload={"kind": "constant", "rate_rps": 1e9}, duration_s=1e7)
     path = write(tmp_path, data)
     code, _, err = run_cli(["simulate", str(path), "-o", str(tmp_path / "o"), "--no-report"],
                            capsys)

@@ -22,24 +22,6 @@ import yaml
 from simscale.cli import main
 from simscale.profiler.schema import default_profile_path
 
-GOOD = {
-    "name": "tiny",
-    "duration_s": 20,
-    "seed": 1,
-    "services": [
-        {
-            "name": "svc",
-            "model": "m",
-            "slo_ms": 500,
-            "service_time": {"dist": "exponential", "mean_ms": 50},
-            "cold_start_s": 2,
-            "replicas": {"initial": 1, "min": 1, "max": 3},
-            "workload": {"kind": "constant", "rate_rps": 10},
-        }
-    ],
-    "strategies": [{"name": "static"}],
-}
-
 _modules = itertools.count()
 
 
@@ -48,16 +30,6 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         main(argv)
     out, err = capsys.readouterr()
     return int(exc.value.code or 0), out, err
-
-
-def scenario(**changes: object) -> dict:
-    data = json.loads(json.dumps(GOOD))
-    for key, value in changes.items():
-        if key.startswith("svc_"):
-            data["services"][0][key[4:]] = value
-        else:
-            data[key] = value
-    return data
 
 
 def write(tmp_path: Path, data: object, name: str = "s.yaml") -> Path:
@@ -116,8 +88,9 @@ def strategy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) 
          "strategies.hpa.sync_period_s", "decisions of hpa"),
     ],
 )
-def test_runs_too_large_are_refused_before_any_work(tmp_path, capsys, changes, field, what):
-    path = write(tmp_path, scenario(**changes))
+def test_runs_too_large_are_refused_before_any_work(tmp_path, capsys,
+                                                    tiny_scenario, changes, field, what):
+    path = write(tmp_path, tiny_scenario(**changes))
     code, _, err = simulate(tmp_path, path, capsys)
     one_line_error(code, err, str(path), field, what, "--force")
     assert not (tmp_path / "out").exists()
@@ -126,11 +99,11 @@ def test_runs_too_large_are_refused_before_any_work(tmp_path, capsys, changes, f
     one_line_error(code, err, str(path), field, what)
 
 
-def test_force_runs_past_the_estimate(tmp_path, capsys):
+def test_force_runs_past_the_estimate(tmp_path, capsys, tiny_scenario):
     """--force goes on: a long, nearly idle run (over the time limit only because of its
     decisions) completes and is written."""
-    path = write(tmp_path, scenario(strategies=[{"name": "static", "sync_period_s": 0.5}],
-                                    duration_s=2000))
+    path = write(tmp_path, tiny_scenario(strategies=[{"name": "static", "sync_period_s": 0.5}],
+                                         duration_s=2000))
     from simscale.simulator import budget
 
     limit = budget.MAX_WALL_S
@@ -145,13 +118,14 @@ def test_force_runs_past_the_estimate(tmp_path, capsys):
     assert (tmp_path / "out" / "summary.json").exists()
 
 
-def test_strategy_cannot_ask_for_more_than_the_scenario_allows(tmp_path, capsys, monkeypatch):
+def test_strategy_cannot_ask_for_more_than_the_scenario_allows(tmp_path, capsys,
+                                                               tiny_scenario, monkeypatch):
     """A strategy asking for a batch of 1e9 gets the scenario's max_batch_size; one asking for
     1e9 replicas gets replicas.max."""
     name = strategy_module(tmp_path, monkeypatch,
                            "return Decision(replicas=10**9, max_batch_size=10**9)")
-    path = write(tmp_path, scenario(strategies=[{"name": name}],
-                                    svc_batching={"max_batch_size": 4}))
+    path = write(tmp_path, tiny_scenario(strategies=[{"name": name}],
+                                         svc_batching={"max_batch_size": 4}))
     code, _, err = run_cli(["simulate", str(path), "-o", str(tmp_path / "out"), "--no-report",
                             "--save-requests"], capsys)
     assert code == 0, err
@@ -164,12 +138,12 @@ def test_strategy_cannot_ask_for_more_than_the_scenario_allows(tmp_path, capsys,
 
 
 @pytest.mark.parametrize("last", ["3e8", "1e12", "1e308"])
-def test_a_three_row_trace_with_a_huge_gap_stays_small(tmp_path, capsys, last):
+def test_a_three_row_trace_with_a_huge_gap_stays_small(tmp_path, capsys, tiny_scenario, last):
     """Memory follows the trace's rows, not its span."""
     (tmp_path / "t.csv").write_text(f"ts\n0\n0.5\n{last}\n", encoding="utf-8")
-    path = write(tmp_path, scenario(svc_workload={"kind": "trace", "path": "t.csv",
-                                                  "timestamp_column": "ts"},
-                                    strategies=[{"name": "oracle"}]))
+    path = write(tmp_path, tiny_scenario(svc_workload={"kind": "trace", "path": "t.csv",
+                                                       "timestamp_column": "ts"},
+                                         strategies=[{"name": "oracle"}]))
     from simscale.simulator.scenario import load_scenario
     from simscale.simulator.workloads import rate_function
 
@@ -219,9 +193,9 @@ def test_unsafe_yaml_is_refused(tmp_path, capsys, text, expected):
     one_line_error(code, err, str(sweep), expected)
 
 
-def test_a_sum_workload_nested_300_deep_is_refused(tmp_path, capsys):
+def test_a_sum_workload_nested_300_deep_is_refused(tmp_path, capsys, tiny_scenario):
     nested = "{kind: sum, workloads: [" * 300 + "{kind: constant, rate_rps: 1}" + "]}" * 300
-    text = yaml.safe_dump(scenario())
+    text = yaml.safe_dump(tiny_scenario())
     text = text.replace("  workload:\n    kind: constant\n    rate_rps: 10\n",
                         "  workload: " + nested + "\n")
     assert nested in text
@@ -230,8 +204,8 @@ def test_a_sum_workload_nested_300_deep_is_refused(tmp_path, capsys):
     one_line_error(code, err, str(path), "nested more than 64 levels deep")
 
 
-def test_deep_set_values_and_paths_are_refused(tmp_path, capsys):
-    path = write(tmp_path, scenario())
+def test_deep_set_values_and_paths_are_refused(tmp_path, capsys, tiny_scenario):
+    path = write(tmp_path, tiny_scenario())
     code, _, err = simulate(tmp_path, path, capsys, "--set",
                             "description=" + "[" * 5000 + "]" * 5000)
     one_line_error(code, err, "--set", "nested more than 64 levels deep")
@@ -240,19 +214,19 @@ def test_deep_set_values_and_paths_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag", ["scenario", "--profile"])
-def test_special_files_are_not_read(tmp_path, capsys, flag):
+def test_special_files_are_not_read(tmp_path, capsys, tiny_scenario, flag):
     target = "/dev/zero"
     if flag == "scenario":
         code, _, err = simulate(tmp_path, Path(target), capsys)
         one_line_error(code, err, target, "scenario path is not a regular file")
     else:
-        path = write(tmp_path, scenario(svc_service_time="profile", svc_model="resnet50"))
+        path = write(tmp_path, tiny_scenario(svc_service_time="profile", svc_model="resnet50"))
         code, _, err = simulate(tmp_path, path, capsys, "--profile", target)
         one_line_error(code, err, target, "profile path is not a regular file")
 
 
-def test_a_grid_of_a_million_points_is_refused_at_once(tmp_path, capsys):
-    path = write(tmp_path, scenario())
+def test_a_grid_of_a_million_points_is_refused_at_once(tmp_path, capsys, tiny_scenario):
+    path = write(tmp_path, tiny_scenario())
     sweep = write(tmp_path, {"scenario": str(path), "grid": {
         "services.svc.slo_ms": list(range(1, 101)),
         "services.svc.workload.rate_rps": list(range(1, 101)),
@@ -269,9 +243,10 @@ def test_a_path_that_does_not_exist_is_not_a_shipped_scenario(tmp_path, capsys):
     one_line_error(code, err, "/nonexistent/dir/step.yaml: scenario file not found")
 
 
-def test_a_scenario_named_dot_dot_writes_inside_results(tmp_path, capsys, monkeypatch):
+def test_a_scenario_named_dot_dot_writes_inside_results(tmp_path, capsys,
+                                                        tiny_scenario, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = write(tmp_path, scenario(name=".."))
+    path = write(tmp_path, tiny_scenario(name=".."))
     code, _, err = run_cli(["simulate", str(path), "--no-report"], capsys)
     assert code == 0, err
     assert not (tmp_path / "summary.json").exists()
@@ -286,8 +261,9 @@ def test_a_scenario_named_dot_dot_writes_inside_results(tmp_path, capsys, monkey
         ({"name": "threshold", "colour": "blue"}, "strategies.threshold.colour: unknown key"),
     ],
 )
-def test_scenarios_check_rejects_what_simulate_rejects(tmp_path, capsys, strategy, expected):
-    path = write(tmp_path, scenario(strategies=[strategy]))
+def test_scenarios_check_rejects_what_simulate_rejects(tmp_path, capsys,
+                                                       tiny_scenario, strategy, expected):
+    path = write(tmp_path, tiny_scenario(strategies=[strategy]))
     code, _, err = run_cli(["scenarios", "check", str(path)], capsys)
     one_line_error(code, err, str(path), expected)
     code, _, err2 = simulate(tmp_path, path, capsys)
@@ -309,23 +285,50 @@ def test_scenarios_check_rejects_what_simulate_rejects(tmp_path, capsys, strateg
         ("return Decision(replicas=1, resize_delay_s=-1)", "resize_delay_s=-1"),
     ],
 )
-def test_a_failing_strategy_is_a_failed_run(tmp_path, capsys, monkeypatch, body, expected):
+def test_a_failing_strategy_is_a_failed_run(tmp_path, capsys,
+                                            tiny_scenario, monkeypatch, body, expected):
     """Exits, exceptions and values that are not decisions name the strategy's entry and the
     scenario file, and nothing is written."""
     name = strategy_module(tmp_path, monkeypatch, body)
-    path = write(tmp_path, scenario(strategies=[{"name": name, "label": "mine"}]))
+    path = write(tmp_path, tiny_scenario(strategies=[{"name": name, "label": "mine"}]))
     code, _, err = simulate(tmp_path, path, capsys)
     one_line_error(code, err, str(path), "strategies.mine: strategy 'mine' failed: ", expected)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_strategy_module_with_a_syntax_error(tmp_path, capsys, monkeypatch):
+def test_a_strategy_module_with_a_syntax_error(tmp_path, capsys, tiny_scenario, monkeypatch):
     (tmp_path / "broken_strategy_mod.py").write_text("def decide(:\n", encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
-    path = write(tmp_path, scenario(strategies=[{"name": "broken_strategy_mod:S"}]))
+    path = write(tmp_path, tiny_scenario(strategies=[{"name": "broken_strategy_mod:S"}]))
     code, _, err = simulate(tmp_path, path, capsys)
     one_line_error(code, err, str(path), "cannot import strategy module 'broken_strategy_mod':"
                    " SyntaxError: ", "broken_strategy_mod.py:1")
+
+
+@pytest.mark.parametrize(
+    ("period", "expected"),
+    [
+        ("0", "sync_period_s must be positive, got 0.0"),
+        ("-1", "sync_period_s must be positive, got -1.0"),
+        ("float('nan')", "sync_period_s must be positive, got nan"),
+        ("float('inf')", "sync_period_s must be finite, got inf"),
+        ("'often'", "sync_period_s must be a number, got 'often'"),
+    ],
+)
+def test_a_custom_strategy_with_a_bad_sync_period(tmp_path, capsys, tiny_scenario, monkeypatch,
+                                                  period, expected):
+    """``scenarios check`` and simulate (before any work) refuse it, naming its class."""
+    name = f"hostile_strategy_{next(_modules)}"
+    (tmp_path / f"{name}.py").write_text(
+        f"class S:\n    sync_period_s = {period}\n    def decide(self, obs):\n        return 1\n",
+        encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, tiny_scenario(strategies=[{"name": f"{name}:S"}]))
+    code, _, err = run_cli(["scenarios", "check", str(path)], capsys)
+    one_line_error(code, err, "strategies.S: " + expected)
+    code, _, err = simulate(tmp_path, path, capsys)
+    one_line_error(code, err, "strategies.S: " + expected)
+    assert not (tmp_path / "out").exists()
 
 
 # ============================================================================ profiles
@@ -349,15 +352,16 @@ def _profile_doc() -> dict:
             "params", [float("inf"), 0, 1]), "models.resnet50.configs.0.fit.noise.params.0"),
     ],
 )
-def test_profiles_with_negative_or_nan_figures_are_refused(tmp_path, capsys, mutate, field):
+def test_profiles_with_negative_or_nan_figures_are_refused(tmp_path, capsys,
+                                                           tiny_scenario, mutate, field):
     doc = _profile_doc()
     mutate(doc)
     prof = tmp_path / "p.json"
     prof.write_text(json.dumps(doc), encoding="utf-8")
     code, _, err = run_cli(["profile", "show", str(prof)], capsys)
     one_line_error(code, err, str(prof), field)
-    path = write(tmp_path, scenario(svc_service_time="profile", svc_model="resnet50",
-                                    svc_cold_start_s="profile"))
+    path = write(tmp_path, tiny_scenario(svc_service_time="profile", svc_model="resnet50",
+                                         svc_cold_start_s="profile"))
     code, _, err = simulate(tmp_path, path, capsys, "--profile", str(prof))
     one_line_error(code, err, str(prof), field)
 
@@ -381,29 +385,30 @@ def test_a_profile_that_is_not_utf8(tmp_path, capsys):
         ({"svc_cpu_speed": 1e-300}, "services.0.cpu_speed"),
     ],
 )
-def test_absurd_values_name_their_field(tmp_path, capsys, changes, field):
-    path = write(tmp_path, scenario(**changes))
+def test_absurd_values_name_their_field(tmp_path, capsys, tiny_scenario, changes, field):
+    path = write(tmp_path, tiny_scenario(**changes))
     code, _, err = simulate(tmp_path, path, capsys)
     one_line_error(code, err, str(path), field)
 
 
-def test_every_problem_is_listed(tmp_path, capsys):
-    path = write(tmp_path, scenario(duration_s=-1, seed=-3, svc_slo_ms=0))
+def test_every_problem_is_listed(tmp_path, capsys, tiny_scenario):
+    path = write(tmp_path, tiny_scenario(duration_s=-1, seed=-3, svc_slo_ms=0))
     code, _, err = simulate(tmp_path, path, capsys)
     one_line_error(code, err, "duration_s: Input should be greater than 0", "seed: ",
                    "services.0.slo_ms: ")
     assert "more)" not in err
 
 
-def test_a_negative_seed_flag(tmp_path, capsys):
-    path = write(tmp_path, scenario())
+def test_a_negative_seed_flag(tmp_path, capsys, tiny_scenario):
+    path = write(tmp_path, tiny_scenario())
     code, _, err = simulate(tmp_path, path, capsys, "--seed", "-1")
     one_line_error(code, err, "--seed")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX paths")
 @pytest.mark.parametrize("kind", ["parent_is_file", "long_name", "is_file"])
-def test_bad_output_folders_are_found_before_simulating(tmp_path, capsys, monkeypatch, kind):
+def test_bad_output_folders_are_found_before_simulating(tmp_path, capsys,
+                                                        tiny_scenario, monkeypatch, kind):
     from simscale.simulator import runner
 
     def no_run(*args, **kwargs):  # the simulation must not start
@@ -416,7 +421,7 @@ def test_bad_output_folders_are_found_before_simulating(tmp_path, capsys, monkey
            "is_file": tmp_path / "afile"}[kind]
     expected = {"parent_is_file": "lies inside", "long_name": "longer than 255 bytes",
                 "is_file": "is a file"}[kind]
-    path = write(tmp_path, scenario())
+    path = write(tmp_path, tiny_scenario())
     code, _, err = run_cli(["simulate", str(path), "-o", str(out), "--no-report"], capsys)
     one_line_error(code, err, "--output", expected)
 
@@ -432,18 +437,18 @@ def test_the_cli_is_run_as_users_run_it(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "aliases expand" in proc.stderr
 
 
-def test_trace_paths_that_are_not_files_or_too_big(tmp_path, capsys, monkeypatch):
+def test_trace_paths_that_are_not_files_or_too_big(tmp_path, capsys, tiny_scenario, monkeypatch):
     """A trace is read only from a regular file small enough to parse in memory."""
     from simscale.simulator.workloads import clear_trace_cache, trace
 
-    path = write(tmp_path, scenario(svc_workload={"kind": "trace", "path": "/dev/zero",
-                                                  "timestamp_column": "ts"}))
+    path = write(tmp_path, tiny_scenario(svc_workload={"kind": "trace", "path": "/dev/zero",
+                                                       "timestamp_column": "ts"}))
     code, _, err = simulate(tmp_path, path, capsys)
     one_line_error(code, err, str(path), "services.0.workload", "/dev/zero",
                    "trace path is not a regular file")
     (tmp_path / "t.csv").write_text("ts\n0\n1\n", encoding="utf-8")
-    path = write(tmp_path, scenario(svc_workload={"kind": "trace", "path": "t.csv",
-                                                  "timestamp_column": "ts"}))
+    path = write(tmp_path, tiny_scenario(svc_workload={"kind": "trace", "path": "t.csv",
+                                                       "timestamp_column": "ts"}))
     clear_trace_cache()
     monkeypatch.setattr(trace, "PARSE_BYTES_PER_FILE_BYTE", 1e12)  # as if it were huge
     code, _, err = simulate(tmp_path, path, capsys)

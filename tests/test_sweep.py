@@ -469,6 +469,26 @@ def test_shipped_flash_crowd_grid_is_valid_and_has_48_runs() -> None:
     assert plan.scenario_path.name == "flash_crowd.yaml"
 
 
+def test_planning_builds_each_grid_points_strategies_once(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each grid value alone (to name the grid path at fault), then each grid point, builds the
+    strategies it runs once; the point's estimate uses the strategies its check built."""
+    import simscale.strategies
+
+    built: list[str] = []
+    make_strategy = simscale.strategies.make_strategy
+
+    def counting(name: str, *args: Any, **kwargs: Any) -> Any:
+        built.append(name)
+        return make_strategy(name, *args, **kwargs)
+
+    monkeypatch.setattr(simscale.strategies, "make_strategy", counting)
+    plan = plan_sweep(write_sweep(tmp_path, {"grid": GRID, "seeds": 2}))
+    values = sum(len(v) for v in GRID.values())
+    assert plan.n_points == 4
+    assert len(built) == (values + plan.n_points) * len(SCENARIO["strategies"])
+
+
 # ---------------------------------------------------------------------------- Ray
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_RAY, reason="ray is not installed (pip install 'simscale[ray]')")

@@ -43,30 +43,8 @@ BUILT_IN = ["constant", "step", "ramp", "diurnal", "flash_crowd", "mmpp", "trace
 Z999 = float(stats.norm.ppf(0.9995))
 P_MIN = 1e-3
 
-GOOD: dict[str, Any] = {
-    "name": "tiny",
-    "duration_s": 20,
-    "seed": 1,
-    "services": [{
-        "name": "svc",
-        "model": "m",
-        "slo_ms": 500,
-        "service_time": {"dist": "exponential", "mean_ms": 50},
-        "cold_start_s": 2,
-        "replicas": {"initial": 1, "min": 1, "max": 3},
-        "workload": {"kind": "constant", "rate_rps": 10},
-    }],
-    "strategies": [{"name": "static"}],
-}
-
-
 def make(d: dict[str, Any]) -> Any:
     return TypeAdapter(Workload).validate_python(d)
-
-
-def with_workload(workload: dict[str, Any]) -> dict[str, Any]:
-    data = {**GOOD, "services": [{**GOOD["services"][0], "workload": workload}]}
-    return data
 
 
 # ------------------------------------------------------------------------------------ registry
@@ -92,11 +70,11 @@ def _minimal(name: str) -> dict[str, Any]:
     }[name]
 
 
-def test_schema_and_errors_follow_the_registry() -> None:
+def test_schema_and_errors_follow_the_registry(tiny_scenario: Any) -> None:
     mapping = Scenario.model_json_schema()["$defs"]["Service"]["properties"]["workload"]
     assert list(mapping["discriminator"]["mapping"]) == sorted(BUILT_IN)
     with pytest.raises(UserError) as exc:
-        load_scenario(with_workload({"kind": "poisson", "rate_rps": 1}))
+        load_scenario(tiny_scenario(svc_workload={"kind": "poisson", "rate_rps": 1}))
     tags = re.findall(r"'(\w+)'", str(exc.value).split("expected tags:")[1])
     assert tags == BUILT_IN
 
@@ -244,7 +222,7 @@ def test_gamma_many_chunks_still_exact(monkeypatch: pytest.MonkeyPatch) -> None:
     assert abs(a.size - rate * 2000.0) < Z999 * cv * math.sqrt(rate * 2000.0) + 2
 
 
-def test_gamma_edge_cases() -> None:
+def test_gamma_edge_cases(tiny_scenario: Any) -> None:
     periodic = generate_arrivals(make({"kind": "gamma", "rate_rps": 10.0, "cv": 0}), 5.0,
                                  np.random.default_rng(2))
     assert periodic.size in (49, 50) and 0 <= periodic[0] < 0.1
@@ -256,13 +234,13 @@ def test_gamma_edge_cases() -> None:
     assert generate_arrivals(make(_minimal("gamma")), 0.0, np.random.default_rng(0)).size == 0
     for bad in ({"cv": 11}, {"cv": -0.1}, {"rate_rps": -1}, {"cv": None}, {"rate_rps": "inf"}):
         with pytest.raises(UserError):
-            load_scenario(with_workload({**_minimal("gamma"), **bad}))
+            load_scenario(tiny_scenario(svc_workload={**_minimal("gamma"), **bad}))
 
 
-def test_gamma_runs_in_a_simulation() -> None:
+def test_gamma_runs_in_a_simulation(tiny_scenario: Any) -> None:
     from simscale.simulator.runner import run_scenario
 
-    sc = load_scenario(with_workload({"kind": "gamma", "rate_rps": 10, "cv": 2}))
+    sc = load_scenario(tiny_scenario(svc_workload={"kind": "gamma", "rate_rps": 10, "cv": 2}))
     runs = run_scenario(sc).runs
     assert 100 < int(runs["arrivals"].iloc[0]) < 300
 
@@ -300,8 +278,8 @@ def periodic() -> Any:
         unregister("periodic")
 
 
-def test_a_third_party_kind_works_end_to_end(periodic: Any) -> None:
-    data = with_workload({"kind": "sum", "workloads": [
+def test_a_third_party_kind_works_end_to_end(periodic: Any, tiny_scenario: Any) -> None:
+    data = tiny_scenario(svc_workload={"kind": "sum", "workloads": [
         {"kind": "periodic", "period_s": 0.5, "offset_s": 0.25, "schedule": "plan.txt"},
         {"kind": "gamma", "rate_rps": 2, "cv": 0.5}]})
     sc = load_scenario(data)
@@ -314,17 +292,17 @@ def test_a_third_party_kind_works_end_to_end(periodic: Any) -> None:
     assert rate_function(w)(np.array([0.0, 1.0])).tolist() == [2.0, 4.0]
     assert input_files(w) == ["plan.txt"]
     assert "PeriodicWorkload" in Scenario.model_json_schema()["$defs"]
-    alone = load_scenario(with_workload({"kind": "periodic", "period_s": 0.5}))
+    alone = load_scenario(tiny_scenario(svc_workload={"kind": "periodic", "period_s": 0.5}))
     from simscale.simulator.runner import run_scenario
 
     assert int(run_scenario(alone).runs["arrivals"].iloc[0]) == 40
 
 
-def test_an_unregistered_kind_is_refused_again(periodic: Any) -> None:
+def test_an_unregistered_kind_is_refused_again(periodic: Any, tiny_scenario: Any) -> None:
     unregister("periodic")
     try:
         with pytest.raises(UserError, match="periodic"):
-            load_scenario(with_workload({"kind": "periodic", "period_s": 0.5}))
+            load_scenario(tiny_scenario(svc_workload={"kind": "periodic", "period_s": 0.5}))
         assert "PeriodicWorkload" not in Scenario.model_json_schema()["$defs"]
     finally:
         register(PeriodicWorkload)  # for the fixture's clean-up

@@ -34,7 +34,12 @@ import numpy as np
 import pandas as pd
 
 from simscale.errors import UserError
-from simscale.strategies.base import StrategyFailed, call_strategy, normalize_decision
+from simscale.strategies.base import (
+    StrategyFailed,
+    call_strategy,
+    normalize_decision,
+    sync_period_of,
+)
 from simscale.validation.records import (
     DROP_REASONS,
     RealRunResult,
@@ -199,10 +204,7 @@ class RealCluster:
         handled promptly."""
         gen = threading.Thread(target=self._generate, name="load-generator", daemon=True)
         gen.start()
-        ticks = []
-        for svc in self.services:
-            period = float(getattr(svc.spec.strategy, "sync_period_s", 15.0))
-            ticks.append(period)
+        ticks = [sync_period_of(svc.spec.strategy) for svc in self.services]
         next_tick = list(ticks)
         cpu0 = self._cpu_snapshot()
         self.progress("serving")
