@@ -22,6 +22,9 @@ def simulate(
     keep_requests: bool = False,
     progress: bool = False,
     force: bool = False,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
 ) -> SimulationResult:
     """Simulate a scenario's strategies on common random numbers.
 
@@ -48,6 +51,12 @@ def simulate(
     force:
         Run even when the estimate of memory or time is over the limits (more than half of the
         available memory, more than half an hour; see :mod:`simscale.simulator.budget`).
+    workers:
+        Run this many (strategy, replication) runs at a time in local processes; the result is
+        the same as a serial run's (only wall times differ).
+    executor, address:
+        ``"ray"`` runs them as Ray tasks instead, on the cluster at ``address`` (default: a
+        local Ray of ``workers`` CPUs; needs ``simscale[ray]``).
 
     Returns
     -------
@@ -74,4 +83,7 @@ def simulate(
         keep_requests=keep_requests,
         progress=progress,
         force=force,
+        workers=workers,
+        executor=executor,
+        address=address,
     )

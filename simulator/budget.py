@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simscale.errors import UserError
+from simscale.strategies.base import sync_period_of
 
 __all__ = ["Budget", "Cost", "MAX_WALL_S", "check_budget", "estimate"]
 
@@ -98,13 +99,15 @@ class Budget:
 
 
 def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int = 1, *,
-             keep_requests: bool = False) -> Budget:
+             keep_requests: bool = False, workers: int = 1) -> Budget:
     """Estimate the peak memory and wall time of simulating ``strategies`` (``(label, built
     strategy object)`` pairs, one per strategy entry) on ``scenario`` for ``replications``
-    seeds."""
+    seeds, ``workers`` runs at a time (each in its own process: memory of a run times the runs
+    in flight, wall time divided by them)."""
     from simscale.simulator.workloads import expected_arrivals
 
     n_runs = max(1, len(strategies)) * replications
+    par = max(1, min(int(workers), n_runs))
     duration = float(scenario.duration_s)
     bins = math.ceil(duration)
     b = Budget()
@@ -117,11 +120,13 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
         b.requests += n
         b.items.append(Cost(
             "duration_s", f"{_count(n)} requests of {svc.name} in {duration:g} s",
-            n * (BYTES_PER_REQUEST + (REQUEST_TABLE_BYTES * n_runs if keep_requests else 0)),
-            n * SECONDS_PER_REQUEST * n_runs))
+            n * (BYTES_PER_REQUEST * par
+                 + (REQUEST_TABLE_BYTES * n_runs if keep_requests else 0)),
+            n * SECONDS_PER_REQUEST * n_runs / par))
         b.items.append(Cost(
             "duration_s", f"{_count(bins)} one-second bins of {svc.name} × {n_runs} runs",
-            bins * (BYTES_PER_BIN + KEPT_BYTES_PER_BIN * n_runs), bins * SECONDS_PER_BIN * n_runs))
+            bins * (BYTES_PER_BIN * par + KEPT_BYTES_PER_BIN * n_runs),
+            bins * SECONDS_PER_BIN * n_runs / par))
         slots = svc.batching.max_batch_size + 1
         b.items.append(Cost(
             f"services.{k}.batching.max_batch_size",
@@ -132,10 +137,10 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
         b.items.append(Cost(
             f"services.{k}.replicas.max", f"scaling through up to {n_max:,} replicas of "
             f"{svc.name}", n_max * BYTES_PER_REPLICA,
-            n_runs * (svc.replicas.initial * 20 * SECONDS_PER_REPLICA_DECISION
-                      + n_max**2 * SECONDS_PER_REPLICA_PAIR)))
+            n_runs / par * (svc.replicas.initial * 20 * SECONDS_PER_REPLICA_DECISION
+                            + n_max**2 * SECONDS_PER_REPLICA_PAIR)))
         for label, strat in strategies:
-            period = _sync_period(strat)
+            period = sync_period_of(strat)
             decisions = duration / period
             per_replica = svc.replicas.max * SECONDS_PER_REPLICA_DECISION
             if period < 1.0:
@@ -147,16 +152,8 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
             b.items.append(Cost(
                 at_fault, f"{_count(decisions)} decisions of {label} on {svc.name} every "
                 f"{period:g} s with up to {svc.replicas.max:,} replicas",
-                0.0, replications * decisions * (SECONDS_PER_DECISION + per_replica)))
+                0.0, replications * decisions * (SECONDS_PER_DECISION + per_replica) / par))
     return b
-
-
-def _sync_period(strategy: Any) -> float:
-    try:
-        period = float(getattr(strategy, "sync_period_s", 15.0) or 15.0)
-    except (TypeError, ValueError):
-        return 15.0
-    return period if period > 0 and math.isfinite(period) else 15.0
 
 
 def check_budget(budget: Budget, *, source: str, force: bool = False,

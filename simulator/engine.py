@@ -49,7 +49,6 @@ from typing import Any
 import numpy as np
 import simpy
 
-from simscale.errors import UserError
 from simscale.simulator.observations import Monitor
 from simscale.simulator.requestplane import RequestPlane
 from simscale.simulator.scenario import Distribution, Scenario, Service
@@ -61,11 +60,14 @@ from simscale.strategies.base import (
     StrategyFailed,
     call_strategy,
     normalize_decision,
+    sync_period_of,
 )
 
 __all__ = ["ReplicaRecord", "ServiceInputs", "ServiceRun", "run_strategy", "size_options"]
 
 _POLL_S = 1e-3
+#: how many times a run with a progress callback pauses to report
+PROGRESS_STEPS = 100
 
 
 @dataclass
@@ -398,10 +400,7 @@ class _ServiceSim:
         self.env.process(self._autoscaler())
 
     def _autoscaler(self):  # noqa: ANN202
-        period = float(getattr(self.strategy, "sync_period_s", 15.0) or 15.0)
-        if not period > 0:
-            raise UserError(f"sync_period_s must be positive, got {period}",
-                            field=f"strategies.{type(self.strategy).__name__}")
+        period = sync_period_of(self.strategy)
         while True:
             yield self.env.timeout(period)
             self.sync()
@@ -507,9 +506,13 @@ def run_strategy(
     strategies: dict[str, Any],
     inputs: dict[str, ServiceInputs],
     profile: Any,
+    on_progress: Callable[[float], None] | None = None,
 ) -> list[ServiceRun]:
     """Simulate one strategy (one object per service, keyed by service name) over the whole
-    scenario; returns one :class:`ServiceRun` per service, in the scenario's order."""
+    scenario; returns one :class:`ServiceRun` per service, in the scenario's order.
+
+    ``on_progress(dt_s)``: called with each further stretch of simulated seconds done (the run
+    pauses :data:`PROGRESS_STEPS` times; pausing SimPy changes no event's order)."""
     env = simpy.Environment()
     cluster = (_Cluster(scenario.cluster.cores, scenario.cluster.memory_mb)
                if scenario.cluster is not None else None)
@@ -524,7 +527,14 @@ def run_strategy(
         sims.append(sim)
     for sim in sims:
         sim.start()
-    env.run(until=scenario.duration_s)
+    if on_progress is None:
+        env.run(until=scenario.duration_s)
+    else:
+        done = 0.0
+        for t in np.linspace(0.0, scenario.duration_s, PROGRESS_STEPS + 1)[1:].tolist():
+            env.run(until=t)
+            on_progress(t - done)
+            done = t
     for sim in sims:
         sim.sync()  # env.now == duration_s: the plane is advanced to the end
     return [sim.result() for sim in sims]

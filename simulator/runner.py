@@ -10,6 +10,8 @@ cold-start, fault and routing streams restart from the same state for every stra
 from __future__ import annotations
 
 import time
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,35 +78,61 @@ def check_profile(scenario: Scenario, profile: Any) -> None:
 
 
 def scenario_budget(scenario: Scenario, specs: list[StrategySpec], replications: int = 1, *,
-                    keep_requests: bool = False) -> Budget:
-    """The memory and time estimate of simulating ``specs`` on ``scenario`` (each strategy is
-    built once, which also checks its parameters)."""
+                    keep_requests: bool = False, workers: int = 1) -> Budget:
+    """The memory and time estimate of simulating ``specs`` on ``scenario``, ``workers`` runs
+    at a time (each strategy is built once, which also checks its parameters)."""
     from simscale.strategies import make_strategy
 
     src = _source(scenario)
     built = [(s.display_label, make_strategy(s.name, s.params, source=src)) for s in specs]
-    return estimate(scenario, built, replications, keep_requests=keep_requests)
+    return estimate(scenario, built, replications, keep_requests=keep_requests,
+                    workers=workers)
 
 
 class _ProgressBar:
-    """A transient rich progress bar on stderr over the (strategy, replication) runs."""
+    """A transient rich progress bar on stderr over the simulated seconds of all runs (each
+    (strategy, replication) run counts ``duration_s``), with the time left."""
 
-    def __init__(self, total: int, *, enabled: bool) -> None:
+    def __init__(self, runs: int, duration_s: float, *, enabled: bool) -> None:
         self._progress = None
+        self.duration_s = float(duration_s)
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
-        self._progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("{task.description}"),
+        self._progress = Progress(TextColumn("simulating"), BarColumn(), TaskProgressColumn(),
+                                  TimeRemainingColumn(), TextColumn("{task.description}"),
                                   console=Console(stderr=True), transient=True)
         self._progress.start()
-        self._task = self._progress.add_task("", total=total)
+        self._task = self._progress.add_task("", total=runs * self.duration_s)
+        self._runs_done = 0
+        self._runs = runs
 
-    def advance(self, description: str) -> None:
+    def simulated(self, dt_s: float) -> None:
+        """``dt_s`` more simulated seconds are done (within a run)."""
         if self._progress is not None:
-            self._progress.update(self._task, advance=1, description=description)
+            self._progress.update(self._task, advance=dt_s)
+
+    def advance(self, description: str, *, whole_run: bool = False) -> None:
+        """A run finished (``whole_run``: its simulated seconds were not reported as they
+        went)."""
+        if self._progress is not None:
+            self._runs_done += 1
+            self._progress.update(self._task, advance=self.duration_s if whole_run else 0.0,
+                                  description=f"{self._runs_done}/{self._runs} runs; last: "
+                                              f"{description}")
+
+    @property
+    def callback(self) -> Any:
+        """What ``run_strategy`` reports progress to (``None`` when the bar is off)."""
+        return self.simulated if self._progress is not None else None
 
     def close(self) -> None:
         if self._progress is not None:
@@ -156,7 +184,8 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
 
 def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
               inputs: dict[str, ServiceInputs], prof: Any, runs: list[dict[str, Any]],
-              ts_parts: list[pd.DataFrame], req_parts: list[pd.DataFrame] | None) -> float:
+              ts_parts: list[pd.DataFrame], req_parts: list[pd.DataFrame] | None,
+              on_progress: Any = None) -> float:
     """Simulate one strategy entry on one replication's inputs and append its runs, time series
     and (when ``req_parts`` is a list) requests; returns the wall time in seconds. A strategy
     that fails is a :class:`UserError` naming its entry and the scenario file."""
@@ -167,7 +196,7 @@ def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
     strats = {svc.name: make_strategy(spec.name, spec.params, source=src)
               for svc in scenario.services}
     try:
-        out = run_strategy(scenario, strats, inputs, prof)
+        out = run_strategy(scenario, strats, inputs, prof, on_progress=on_progress)
     except StrategyFailed as exc:
         raise UserError(f"strategy '{spec.display_label}' failed: {exc.message}",
                         source=src, field=f"strategies.{spec.display_label}") from None
@@ -197,10 +226,17 @@ def run_scenario(
     keep_requests: bool = False,
     progress: bool = False,
     force: bool = False,
+    workers: int = 1,
+    executor: str = "local",
+    address: str | None = None,
 ) -> SimulationResult:
     """Simulate the scenario's strategies (or those named/labelled in ``strategies``) for
     ``replications`` seeds (``seed + r``; default seed: the scenario's) on common random
-    numbers. ``profile``: a loaded profile or a path; by default the scenario's ``profile``
+    numbers. With ``workers > 1`` (local processes) or ``executor="ray"`` (``address``: a Ray
+    cluster, default a local Ray of ``workers`` CPUs) the (strategy, replication) runs go in
+    parallel, each regenerating its replication's inputs from the seed; the result is the same
+    as a serial run's (same runs in the same order; only wall times differ).
+    ``profile``: a loaded profile or a path; by default the scenario's ``profile``
     field, loaded only when some service uses ``service_time: profile`` or
     ``cold_start_s: profile``. Raises :class:`UserError` for unknown strategies, for a strategy
     that fails (raises, exits or returns something that is not a decision), and, unless
@@ -215,29 +251,25 @@ def run_scenario(
     prof = load_scenario_profile(scenario, profile)
     src = _source(scenario)
     check_profile(scenario, prof)
-    check_budget(scenario_budget(scenario, specs, replications, keep_requests=keep_requests),
+    if executor not in ("local", "ray"):
+        raise UserError(f"executor must be local or ray, got {executor!r}", field="executor")
+    if workers < 1:
+        raise UserError("workers must be at least 1", field="workers")
+    parallel = executor == "ray" or (workers > 1 and len(specs) * replications > 1)
+    check_budget(scenario_budget(scenario, specs, replications, keep_requests=keep_requests,
+                                 workers=workers if parallel else 1),
                  source=src, force=force)
     runs: list[dict[str, Any]] = []
     ts_parts: list[pd.DataFrame] = []
     req_parts: list[pd.DataFrame] = []
-    loops: dict[str, Any] | None = None
-    bar = _ProgressBar(len(specs) * replications, enabled=progress)
+    bar = _ProgressBar(len(specs) * replications, scenario.duration_s, enabled=progress)
     try:
-        for rep in range(replications):
-            seed_r = base_seed + rep
-            children = service_seed_sequences(scenario, seed_r)
-            inputs = {}
-            for k, (svc, ss) in enumerate(zip(scenario.services, children, strict=True)):
-                try:
-                    inputs[svc.name] = service_inputs(svc, scenario, ss, prof)
-                except UserError as err:
-                    raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
-            if loops is None:  # compile (first run) or load the loops once, measured
-                loops = prepare_kernels(max(len(i.arrival_s) for i in inputs.values()))
-            for spec in specs:
-                wall = _run_spec(scenario, spec, rep, seed_r, inputs, prof, runs, ts_parts,
-                                 req_parts if keep_requests else None)
-                bar.advance(f"{spec.display_label} (replication {rep}) {wall:.2f} s")
+        if parallel:
+            loops = _run_parallel(scenario, specs, replications, base_seed, prof, keep_requests,
+                                  workers, executor, address, bar, runs, ts_parts, req_parts)
+        else:
+            loops = _run_serial(scenario, specs, replications, base_seed, prof, keep_requests,
+                                bar, runs, ts_parts, req_parts)
     finally:
         bar.close()
     summary: dict[str, Any] = {
@@ -268,6 +300,124 @@ def run_scenario(
             requests[col] = requests[col].astype("category")
     summary["wall_s"] = time.perf_counter() - t_all
     return SimulationResult(summary, timeseries, requests)
+
+
+def _inputs(scenario: Scenario, seed_r: int, prof: Any) -> dict[str, ServiceInputs]:
+    """Every service's inputs of replication seed ``seed_r``."""
+    children = service_seed_sequences(scenario, seed_r)
+    inputs = {}
+    for k, (svc, ss) in enumerate(zip(scenario.services, children, strict=True)):
+        try:
+            inputs[svc.name] = service_inputs(svc, scenario, ss, prof)
+        except UserError as err:
+            raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
+    return inputs
+
+
+def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int,
+                base_seed: int, prof: Any, keep_requests: bool, bar: _ProgressBar,
+                runs: list[dict[str, Any]], ts_parts: list[pd.DataFrame],
+                req_parts: list[pd.DataFrame]) -> dict[str, Any] | None:
+    """Every (replication, strategy) run in this process, in order; returns what
+    :func:`prepare_kernels` said."""
+    loops = None
+    for rep in range(replications):
+        seed_r = base_seed + rep
+        inputs = _inputs(scenario, seed_r, prof)
+        if loops is None:  # compile (first run) or load the loops once, measured
+            loops = prepare_kernels(max(len(i.arrival_s) for i in inputs.values()))
+        for spec in specs:
+            wall = _run_spec(scenario, spec, rep, seed_r, inputs, prof, runs, ts_parts,
+                             req_parts if keep_requests else None, on_progress=bar.callback)
+            bar.advance(f"{spec.display_label} (replication {rep}) {wall:.2f} s")
+    return loops
+
+
+@dataclass(frozen=True)
+class _SimJob:
+    """One (strategy, replication) run of a parallel ``simulate`` (``key``, ``label`` and
+    ``seed`` identify it to the executors of :mod:`simscale.sweeps.executors`)."""
+
+    key: str
+    label: str
+    seed: int
+    order: int
+    rep: int
+    spec: StrategySpec
+    scenario: Scenario
+    profile: Any
+    keep_requests: bool
+    #: one token per ``run_scenario`` call: a worker reuses the inputs of (token, seed)
+    run_token: str = ""
+
+
+#: the inputs a worker generated last: ``((run token, seed), inputs)``; jobs go out
+#: replication by replication, so a worker mostly runs several strategies on the same inputs
+_WORKER_INPUTS: list[Any] = [None, None]
+
+
+def _execute_sim_job(job: _SimJob) -> dict[str, Any]:
+    """Run one :class:`_SimJob` in a worker: ``{"runs", "ts", "req", "wall_s"}``, or
+    ``{"error", "user_error": (message, source, field)}`` for a user's error (re-raised by the
+    parent as the serial run would raise it)."""
+    runs: list[dict[str, Any]] = []
+    ts: list[pd.DataFrame] = []
+    req: list[pd.DataFrame] | None = [] if job.keep_requests else None
+    try:
+        if _WORKER_INPUTS[0] != (job.run_token, job.seed):
+            _WORKER_INPUTS[:] = [None, None]  # free the previous ones first
+            _WORKER_INPUTS[:] = [(job.run_token, job.seed),
+                                 _inputs(job.scenario, job.seed, job.profile)]
+        inputs = _WORKER_INPUTS[1]
+        wall = _run_spec(job.scenario, job.spec, job.rep, job.seed, inputs, job.profile, runs,
+                         ts, req)
+    except UserError as err:
+        return {"error": err.format(), "user_error": (err.message, err.source, err.field)}
+    return {"runs": runs, "ts": ts, "req": req, "wall_s": wall}
+
+
+def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: int,
+                  base_seed: int, prof: Any, keep_requests: bool, workers: int, executor: str,
+                  address: str | None, bar: _ProgressBar, runs: list[dict[str, Any]],
+                  ts_parts: list[pd.DataFrame], req_parts: list[pd.DataFrame]
+                  ) -> dict[str, Any] | None:
+    """The runs on the sweep executors (local processes or Ray), gathered in serial order."""
+    from simscale.simulator.workloads import expected_arrivals
+    from simscale.sweeps.executors import ray_session, run_local, run_ray
+
+    n_max = max(int(expected_arrivals(s.workload, scenario.duration_s,
+                                      base_dir=scenario.base_dir)) for s in scenario.services)
+    loops = prepare_kernels(n_max)  # compiled once here: the workers load numba's cache
+    token = uuid.uuid4().hex
+    jobs = [_SimJob(f"{spec.display_label}#{rep}", spec.display_label, base_seed + rep,
+                    rep * len(specs) + k, rep, spec, scenario, prof, keep_requests, token)
+            for rep in range(replications) for k, spec in enumerate(specs)]
+    done: dict[int, dict[str, Any]] = {}
+
+    def on_done(job: _SimJob, record: dict[str, Any]) -> None:
+        done[job.order] = record
+        bar.advance(f"{job.label} (replication {job.rep}) {record.get('wall_s', 0.0):.2f} s",
+                    whole_run=True)
+
+    if executor == "ray":
+        with ray_session(workers, address) as ray:
+            run_ray(ray, jobs, on_done, execute=_execute_sim_job)
+    else:
+        run_local(jobs, workers, on_done, execute=_execute_sim_job)
+    for job in jobs:  # the serial order, and the first error as the serial run meets it
+        record = done[job.order]
+        if "user_error" in record:
+            message, source, field_name = record["user_error"]
+            raise UserError(message, source=source, field=field_name)
+        if "error" in record:
+            raise UserError(f"strategy '{job.label}' (replication {job.rep}) failed: "
+                            f"{record['error']}", source=_source(scenario),
+                            field=f"strategies.{job.label}")
+        runs.extend(record["runs"])
+        ts_parts.extend(record["ts"])
+        if record["req"]:
+            req_parts.extend(record["req"])
+    return loops
 
 
 def _version() -> str:

@@ -81,8 +81,13 @@ WORKER_DIED = ("WorkerDied: the worker process running this job died (killed, ou
                "if __name__ == '__main__')")
 
 
-def run_local(jobs: list[Job], workers: int, on_done: OnDone) -> None:
+def run_local(jobs: list[Job], workers: int, on_done: OnDone,
+              execute: Callable[[Any], dict[str, Any]] = execute_job) -> None:
     """Run ``jobs`` on a spawn-context process pool of ``workers`` processes.
+
+    Each job is ``execute(job)`` in a worker (default: a sweep job); a job needs ``key``,
+    ``label`` and ``seed`` attributes (its identity in error records), and ``execute`` must be
+    a module-level function (it is pickled by reference).
 
     At most ``workers`` jobs are in flight, so when a worker dies (killed, out of memory, a
     crash in native code) only those jobs are lost. Each is retried once, alone in a process of
@@ -120,7 +125,7 @@ def run_local(jobs: list[Job], workers: int, on_done: OnDone) -> None:
                 alone = strikes.get(job.key, 0) >= 1
                 pool = new_pool(1) if alone else main
                 try:
-                    inflight[pool.submit(execute_job, job)] = (job, pool, alone)
+                    inflight[pool.submit(execute, job)] = (job, pool, alone)
                 except BrokenProcessPool:  # it broke before we saw a failed future
                     queue.appendleft(job)
                     main.shutdown(wait=False, cancel_futures=True)
@@ -225,10 +230,12 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                         source="--address") from None
 
 
-def run_ray(ray: Any, jobs: list[Job], on_done: OnDone) -> None:
-    """Run ``jobs`` as Ray tasks of one CPU each (see :func:`ray_session`). A task whose worker
-    dies is retried once by Ray, then recorded as failed."""
-    remote = ray.remote(num_cpus=1, max_retries=1)(execute_job)
+def run_ray(ray: Any, jobs: list[Job], on_done: OnDone,
+            execute: Callable[[Any], dict[str, Any]] = execute_job) -> None:
+    """Run ``jobs`` as Ray tasks of one CPU each (see :func:`ray_session`), each
+    ``execute(job)`` (see :func:`run_local`). A task whose worker dies is retried once by Ray,
+    then recorded as failed."""
+    remote = ray.remote(num_cpus=1, max_retries=1)(execute)
     refs = {remote.remote(job): job for job in jobs}
     pending = list(refs)
     try:
