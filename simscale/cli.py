@@ -141,9 +141,15 @@ def profile_show(path: str) -> None:
 @click.option("--no-report", is_flag=True, help="Do not write report.html.")
 @click.option("--force", is_flag=True,
               help="Run even when the estimate of memory or time is over the limits.")
+@click.option("--workers", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+              help="Runs (strategy x replication) at a time, in local processes or Ray tasks.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where parallel runs go.")
+@click.option("--address", help="Ray cluster address (with --executor ray).")
 def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, replications: int,
              profile_path: str | None, overrides: tuple[str, ...], outdir: Path | None,
-             save_requests: bool, as_json: bool, no_report: bool, force: bool) -> None:
+             save_requests: bool, as_json: bool, no_report: bool, force: bool, workers: int,
+             executor: str, address: str | None) -> None:
     """Simulate every strategy of SCENARIO (a YAML file or a shipped scenario's name)."""
     from simscale.api import simulate as run
     from simscale.io import check_output_dir
@@ -153,7 +159,8 @@ def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, repli
     outdir = check_output_dir(outdir or Path("results") / _safe_name(sc.name))
     result = run(sc, strategies=list(strategies) or None, seed=seed,
                  replications=replications, profile=profile_path, keep_requests=save_requests,
-                 progress=not as_json, force=force)
+                 progress=not as_json, force=force, workers=workers, executor=executor,
+                 address=address)
     result.save(outdir, save_requests=save_requests)
     report = None
     if not no_report:
