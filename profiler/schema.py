@@ -56,7 +56,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from scipy import stats
 
 from simscale.errors import UserError, pydantic_error_to_user_error
 from simscale.safeload import MAX_JSON_BYTES, load_json, read_text
@@ -112,6 +111,8 @@ class NoiseFit(_Strict):
 
     @functools.cached_property
     def frozen(self) -> Any:
+        from scipy import stats
+
         return getattr(stats, self.dist)(*self.params)
 
 

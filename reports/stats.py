@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _st
 
 #: Most points a time-series curve gets in a report (longer series are averaged in windows).
 MAX_TIME_POINTS = 600
@@ -22,6 +21,10 @@ def t_halfwidth(std: pd.Series | np.ndarray, n: pd.Series | np.ndarray) -> np.nd
     """
     n_arr = np.asarray(n, dtype=float)
     std_arr = np.asarray(std, dtype=float)
+    if not (n_arr >= 2).any():  # no interval: scipy.stats is not needed (NaN either way)
+        return np.full(np.broadcast(std_arr, n_arr).shape, np.nan)
+    from scipy import stats as _st
+
     with np.errstate(invalid="ignore", divide="ignore"):
         tq = np.where(n_arr >= 2, _st.t.ppf(0.975, np.maximum(n_arr - 1, 1)), np.nan)
         return tq * std_arr / np.sqrt(n_arr)

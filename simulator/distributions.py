@@ -23,7 +23,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy import special
 
 from simscale.simulator.scenario import Distribution
 
@@ -62,6 +61,8 @@ def duration_sampler(dist: Distribution) -> Sampler:
 
         return exponential
     if kind == "lognormal":
+        from scipy import special
+
         sigma2 = math.log1p(cv * cv)
         sigma = math.sqrt(sigma2)
         mu = math.log(mean) - sigma2 / 2.0
@@ -71,6 +72,8 @@ def duration_sampler(dist: Distribution) -> Sampler:
 
         return lognormal
     if kind == "gamma":
+        from scipy import special
+
         shape = 1.0 / (cv * cv)
         scale = mean * cv * cv
 

@@ -30,7 +30,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from simscale.strategies.base import SizeOption
 
@@ -111,6 +110,8 @@ def service_quantile_s(mean_s: float, scv: float, p: float) -> float:
     """The ``p``-quantile (s) of a gamma service time with mean ``mean_s`` and ``scv``."""
     if scv <= 1e-9:
         return float(mean_s)
+    from scipy import stats
+
     return float(stats.gamma.ppf(p, a=1.0 / scv, scale=mean_s * scv))
 
 
@@ -145,6 +146,8 @@ def slo_attainment(c: int, lam_rps: float, service_s: float, scv: float, slo_s: 
 def _service_cdf(x: np.ndarray, mean_s: float, scv: float) -> np.ndarray:
     if scv <= 1e-9:
         return (x >= mean_s).astype(float)
+    from scipy import stats
+
     return stats.gamma.cdf(x, a=1.0 / scv, scale=mean_s * scv)
 
 

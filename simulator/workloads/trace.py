@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import model_validator
 
 from simscale.errors import UserError
@@ -166,6 +165,8 @@ def _check_parse_memory(p: Path, size: int) -> None:
 def _read_column_cached(resolved: str, mtime_ns: int, size: int, column: str, counts: bool,
                         path: str) -> np.ndarray:
     """Parse and validate one column (``path`` is only the name shown in errors)."""
+    import pandas as pd
+
     field = "count_column" if counts else "timestamp_column"
     try:
         header = pd.read_csv(resolved, nrows=0, skipinitialspace=True)

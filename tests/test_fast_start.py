@@ -1,0 +1,111 @@
+"""Fast start (issue #13): the CLI imports heavy libraries only where they are used.
+
+Each case runs in a fresh interpreter and checks WHICH modules got imported, never how long it
+took (the machine is shared and noisy; timings live in ``benchmarks/start_time.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+#: Never needed to import the CLI, print help or list scenarios.
+HEAVY = ("scipy", "statsmodels", "pandas", "plotly", "numba", "pyarrow", "torch", "torchvision",
+         "ray", "sklearn", "xgboost")
+
+#: Never needed by a small simulation (one replication, an explicit service time, ``static``),
+#: report included: no confidence intervals to compute, no forecaster, no profiling.
+NOT_IN_SIMULATE = ("scipy.stats", "statsmodels", "torch", "torchvision", "ray", "sklearn",
+                   "xgboost")
+
+#: Run ``simscale ARGV`` in this interpreter (stdout discarded) and print, as JSON, every module
+#: that is loaded afterwards.
+PROBE = """
+import contextlib, io, json, sys
+argv = json.loads(sys.argv[1])
+if argv is not None:
+    from simscale.cli import main
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        else:
+            code = 0
+else:
+    import simscale.cli  # noqa: F401
+    code = 0
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+TINY = {
+    "name": "tiny",
+    "duration_s": 20,
+    "seed": 1,
+    "services": [
+        {
+            "name": "svc",
+            "model": "resnet50",
+            "slo_ms": 500,
+            "service_time": {"dist": "exponential", "mean_ms": 50},
+            "cold_start_s": 2,
+            "replicas": {"initial": 1, "min": 1, "max": 3},
+            "workload": {"kind": "constant", "rate_rps": 10},
+        }
+    ],
+    "strategies": [{"name": "static"}],
+}
+
+
+def loaded_modules(argv: list[str] | None, cwd: Path) -> set[str]:
+    """The modules loaded after ``simscale ARGV`` (``None``: after ``import simscale.cli``)
+    in a fresh interpreter run in ``cwd`` (outside the checkout: the installed package)."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argv)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["code"] in (0, None), (argv, proc.stderr)
+    return set(out["modules"])
+
+
+def imported(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """Those of ``names`` (a package or a subpackage) of which some module is loaded."""
+    return sorted(n for n in names if any(m == n or m.startswith(n + ".") for m in modules))
+
+
+@pytest.mark.parametrize("argv", [None, ["--help"], ["simulate", "--help"], ["scenarios", "list"]],
+                         ids=["import", "help", "simulate-help", "scenarios-list"])
+def test_cli_start_imports_no_heavy_library(argv: list[str] | None, tmp_path: Path) -> None:
+    assert imported(loaded_modules(argv, cwd=tmp_path), HEAVY) == []
+
+
+def test_entry_point_help_imports_no_heavy_library(tmp_path: Path) -> None:
+    """``python -m simscale.cli --help``, as a user runs it, under ``-X importtime``."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "simscale.cli", "--help"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "simulate" in proc.stdout
+    modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+               if line.startswith("import time:")}
+    assert "click" in modules  # the probe reads what it should
+    assert imported(modules, HEAVY) == []
+
+
+@pytest.mark.parametrize("report", [False, True], ids=["no-report", "report"])
+def test_small_simulate_imports_only_what_it_uses(tmp_path: Path, report: bool) -> None:
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(yaml.safe_dump(TINY), encoding="utf-8")
+    argv = ["simulate", str(scenario), "-o", str(tmp_path / "out")]
+    if not report:
+        argv.append("--no-report")
+    modules = loaded_modules(argv, cwd=tmp_path)
+    assert (tmp_path / "out" / "summary.json").is_file()
+    assert (tmp_path / "out" / "report.html").is_file() == report
+    assert imported(modules, NOT_IN_SIMULATE) == []
+    if not report:
+        assert imported(modules, ("plotly",)) == []
