@@ -358,6 +358,11 @@ class RequestPlane:
         (idle curves included)."""
         if self.idle:
             return False
+        if self.queue and any(self.free_at[r] < self.now for r in self.accepting):
+            # requests left queued by a larger batch size, and a replica idle since before
+            # now: they start at now, not at max(arrival, free time) (the batching loop
+            # clamps starts to the segment's start)
+            return False
         offs = {self.offsets[r][1] for r in self.accepting}
         if offs <= {0.0}:
             return True
@@ -459,19 +464,21 @@ class RequestPlane:
                 if cap is None and tmo is None:
                     # the hot loop records starts and replicas only (in C arrays); the end
                     # times are the same float operations, done vectorised afterwards
+                    # ends are (start + offset) + factor * draw, in that order, as in the
+                    # batching loop (so both loops agree to the last bit)
                     if same is not None:  # one factor for all: multiply outside the loop
-                        u_arr = self.unit_service[sel] * same + off1
+                        u_arr = self.unit_service[sel] * same
                     else:
                         u_arr = self.unit_service[sel]
                     S_a = array("d")
                     R_a = array("i")
                     k = _fifo_kernel(al, memoryview(u_arr), heap,
-                                     None if same is not None else fac, T, S_a, R_a)
+                                     None if same is not None else fac, T, S_a, R_a, off1)
                     if k:
                         s_np = np.frombuffer(S_a, dtype=np.float64)
                         r_np = np.frombuffer(R_a, dtype=np.intc)
                         if same is not None:
-                            e_np = s_np + u_arr[:k]
+                            e_np = (s_np + off1) + u_arr[:k]
                         else:
                             fac_np = np.zeros(max(fac) + 1)
                             for r_, f_ in fac.items():
@@ -866,13 +873,14 @@ def _idle_overhead(idle_s: float, curve: tuple[list[float], list[float]]) -> flo
 
 
 def _fifo_kernel(al: memoryview, ul: memoryview, heap: list[tuple[float, int]],
-                 fac: dict[int, float] | None, T: float, S: array, R: array) -> int:
+                 fac: dict[int, float] | None, T: float, S: array, R: array,
+                 off: float = 0.0) -> int:
     """The hot loop: FIFO, one request per batch, no capacity or timeout. The replica free
     the longest (lowest ``(free time, id)``) takes the head; request ``k`` starts at
-    ``max(al[k], free time)`` and ends ``ul[k]`` (``fac=None``: ``ul`` holds service times)
-    or ``fac[r] * ul[k]`` seconds later. Appends the start and the replica of each request
-    that starts before ``T`` to ``S`` and ``R`` and returns how many did (a prefix, since
-    starts are in arrival order)."""
+    ``s = max(al[k], free time)`` and ends at ``(s + off) + ul[k]`` (``fac=None``: ``ul``
+    holds factor x draw; ``off`` is the common offset) or ``s + fac[r] * ul[k]`` (``off`` is
+    then 0). Appends the start and the replica of each request that starts before ``T`` to
+    ``S`` and ``R`` and returns how many did (a prefix, since starts are in arrival order)."""
     hr = heapq.heapreplace
     sa = S.append
     ra = R.append
@@ -886,7 +894,7 @@ def _fifo_kernel(al: memoryview, ul: memoryview, heap: list[tuple[float, int]],
                 break
             sa(f)
             ra(r)
-            hr(h, (f + u, r))
+            hr(h, (f + off + u, r))
             f, r = h[0]
     else:
         for a, u in zip(al, ul):  # noqa: B905 - same length by construction
