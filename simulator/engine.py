@@ -222,6 +222,9 @@ class _ServiceSim:
         self.size = self._option(svc.device, svc.threads) or self.options[0]
         self._stm_cache: dict[tuple[str, int], Any] = {}
         self.records: list[ReplicaRecord] = []
+        #: the records not stopped, by id (in creation order): what every decision scans
+        #: (the run's whole history would make each decision slower as the run goes on)
+        self.live: dict[int, ReplicaRecord] = {}
         self.events: list[dict[str, Any]] = []
         self.info_sum: dict[str, float] = {}
         self.info_n: dict[str, int] = {}
@@ -289,7 +292,7 @@ class _ServiceSim:
 
     def counts(self) -> ReplicaCounts:
         c = {"pending": 0, "starting": 0, "ready": 0, "draining": 0}
-        for r in self.records:
+        for r in self.live.values():
             if r.state in c:
                 c[r.state] += 1
         return ReplicaCounts(**c)
@@ -304,6 +307,7 @@ class _ServiceSim:
                             cores=float(self.size.threads), memory_mb=self._memory_mb(self.size))
         self._next_rid += 1
         self.records.append(rec)
+        self.live[rec.rid] = rec
         rec.warm = warm
         if self.cluster is None or (not self.cluster.pending and self.cluster.fits(rec)):
             if self.cluster is not None:
@@ -359,6 +363,7 @@ class _ServiceSim:
         was_placed = not math.isnan(rec.placed_s)
         rec.state = "stopped"
         rec.stop_s = t_s
+        self.live.pop(rec.rid, None)
         if remove:
             self.plane.remove(rec.rid)
         if self.cluster is not None and was_placed:
@@ -468,9 +473,7 @@ class _ServiceSim:
         self.options = tuple(SizeOption(**{**o.__dict__, "max_batch_size": maxb})
                              for o in self.options)
         self.size_timeline.append((now, size.threads))
-        for rec in self.records:
-            if rec.state == "stopped":
-                continue
+        for rec in self.live.values():
             if rec.threads != size.threads:
                 if self.cluster is not None and not math.isnan(rec.placed_s):
                     self.cluster.free_cores -= size.threads - rec.threads
@@ -485,7 +488,7 @@ class _ServiceSim:
         """Remove ``k`` replicas in the shared order (:func:`scale_down_victims`): pending and
         starting ones stop at once, ready ones drain."""
         live = [(r.rid, r.state, self.plane.outstanding(r.rid) if r.state == "ready" else 0)
-                for r in self.records if r.state in ("pending", "starting", "ready")]
+                for r in self.live.values() if r.state in ("pending", "starting", "ready")]
         for rid in scale_down_victims(k, live):
             rec = self.records[rid]
             if rec.state == "ready":
