@@ -201,6 +201,12 @@ class RequestPlane:
         self._qhead = 0
         self._qlen = 0
         self._layout: tuple | None = None  #: per-slot arrays of the accepting replicas
+        # compiled per-replica queues (see simulator/_kernels_routed.py)
+        self._routed = self.kernels == "compiled" and not self.policy.shared
+        if self._routed:
+            from simscale.simulator._kernels_routed import supports
+
+            self._routed = supports(self)
 
     # ------------------------------------------------------------------ control operations
     def add_replica(self, rid: int, t_s: float, factors: list[float],
@@ -345,6 +351,10 @@ class RequestPlane:
                     self._advance_fifo(t_end_s)
                 else:
                     self._advance_shared(t_end_s)
+            elif self._routed:
+                from simscale.simulator._kernels_routed import advance_routed_compiled
+
+                advance_routed_compiled(self, t_end_s)
             else:
                 self._advance_general(t_end_s)
         finally:
