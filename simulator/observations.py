@@ -1,9 +1,13 @@
-"""What the autoscaler sees: lagged observations built from the request plane's arrays.
+"""What the autoscaler sees: lagged observations, maintained incrementally.
 
-:class:`Monitor` keeps, per service and run, per-second histories (arrivals, completions, busy
-time, serving time) finalized once per second bin, when the bin lies wholly before the (lagged)
-observation time, and pointers into the request arrays so that each observation reads only the
-requests it has not read before. The figures go through
+:class:`Monitor` keeps, per service and run, per-second bins (arrivals, completions, busy time,
+serving time) and a window of recent latencies, and brings them forward at each observation by
+the slab of time since the previous one: only the requests that arrived or were still unfinished
+since then are read (a cursor into the request plane's arrays), each slab once; the per-second
+figures of the history are never recomputed. The latency percentiles are selected from the
+latencies held for the window (numpy), or read from sorted bands around their ranks by the
+compiled twin (:mod:`simscale.simulator._kernels_monitor`, used when the request plane runs
+compiled), whose cost does not grow with the window. The figures go through
 :func:`simscale.simulator.serving.build_observation`, the one definition shared with the real
 cluster. Also the two array kernels the figures of a run reuse: :func:`busy_cumulative` and
 :func:`percentiles_linear`.
@@ -11,30 +15,42 @@ cluster. Also the two array kernels the figures of a run reuse: :func:`busy_cumu
 Semantics (times in seconds): histories are whole seconds ending at ``t - metrics.lag_s`` (at
 most ``metrics.history_s`` of them); queue length, in-flight and latency percentiles are taken at
 ``t - lag_s``; replica counts are the controller's current ones (not lagged).
+
+Why a slab can be read once: everything the bins, the latency window and the per-replica busy
+time need about ``[a, b)`` is final once the request plane has been advanced to ``b`` (an end
+time before ``b`` never changes; a crash later than ``b`` only cuts an end time to a time at or
+after ``b``), so the values do not depend on when the slab is read.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from simscale.simulator.requestplane import DROP_NONE, DROP_QUEUE_FULL
+from simscale.simulator.requestplane import DROP_NONE
 from simscale.simulator.scenario import Scenario
-from simscale.simulator.serving import build_observation
-from simscale.strategies.base import Observation
+from simscale.simulator.serving import build_observation, utilization_per_s
+from simscale.strategies.base import Observation, ReplicaCounts
 
-__all__ = ["Monitor", "busy_cumulative", "percentiles_linear"]
+__all__ = ["Monitor", "Requests", "busy_cumulative", "percentiles_linear"]
+
+_QS = (50, 95, 99)
 
 
 class Monitor:
-    """Builds lagged :class:`Observation` values from the request plane's arrays.
+    """Builds lagged :class:`Observation` values from the request plane's arrays, incrementally.
 
-    Per-second histories are accumulated once per second bin, when the bin lies wholly before
-    the (lagged) observation time; everything about it is then final."""
+    State: the per-second bins (final for ``[0, fin)``; the bin holding ``t_done`` is partly
+    filled) with the utilization of the final ones, ``t_done`` (every contribution before it is
+    in the bins) and the replica records that may still serve. What is read request by request
+    (completions, busy time, latencies, queue, in flight, per-replica busy time) is kept by
+    :attr:`requests`: :class:`Requests` (numpy), or its compiled twin when the request plane
+    runs compiled loops (``kernels``: ``"compiled"`` or ``"python"``; default: the plane's)."""
 
-    def __init__(self, sim: Any, scenario: Scenario) -> None:
+    def __init__(self, sim: Any, scenario: Scenario, kernels: str | None = None) -> None:
         """``sim``: the engine's per-service simulation (its plane, records, service, size)."""
         self.sim = sim
         self.lag_s = scenario.metrics.lag_s
@@ -43,129 +59,320 @@ class Monitor:
         arr = sim.plane.arrival_s  # sorted, >= 0: arrivals per bin [k, k + 1) by bisection
         cuts = np.searchsorted(arr, np.arange(self.n_bins + 1, dtype=np.float64), side="left")
         self.arr_bins = np.diff(cuts).astype(np.float64)
-        self.comp_bins = np.zeros(self.n_bins)
-        self.busy_bins = np.zeros(self.n_bins)
-        self.serve_bins = np.zeros(self.n_bins)
+        # bins up to floor(t_obs) <= n_bins are written (the last one partly)
+        self.comp_bins = np.zeros(self.n_bins + 2)
+        self.busy_bins = np.zeros(self.n_bins + 2)
+        self.serve_bins = np.zeros(self.n_bins + 2)
+        self.util_bins = np.zeros(self.n_bins + 2)
         self.fin = 0
-        self.p_hist = 0
-        self.p_win = 0  # all requests before it finished before t_obs - latency window
-        self.p_1s = 0  # ... before t_obs - 1 s
-        self.p_now = 0  # ... before t_obs
+        self.t_done = 0.0
+        self._recs: list[Any] = []  # replica records that may serve at or after t_done
+        self._n_recs = 0  # records of sim.records seen
+        if (kernels or getattr(sim.plane, "kernels", "python")) == "compiled":
+            from simscale.simulator._kernels_monitor import CompiledRequests
 
-    def _pointer(self, p: int, hi: int, bound: float) -> int:
-        if hi <= p:
-            return p
-        done = self.sim.plane.end_s[p:hi] < bound
-        if done.all():
-            return hi
-        return p + int(np.argmin(done))
-
-    def _finalize(self, t_obs: float) -> None:
-        new = min(int(math.floor(t_obs)), self.n_bins)
-        old = self.fin
-        if new <= old:
-            return
-        pl = self.sim.plane
-        arr = pl.arrival_s
-        hi = int(np.searchsorted(arr, float(new), side="left"))
-        p = self.p_hist
-        if hi > p:
-            end = pl.end_s[p:hi]
-            ok = (pl.drop[p:hi] == DROP_NONE) & (end >= old) & (end < new)
-            if ok.any():
-                self.comp_bins[old:new] += np.bincount(end[ok].astype(np.int64) - old,
-                                                       minlength=new - old)[: new - old]
-            st = pl.start_s[p:hi]
-            started = ~np.isnan(st)
-            if started.all():
-                s, e, bs = st, end, pl.batch_size[p:hi]
-            elif started.any():
-                s, e, bs = st[started], end[started], pl.batch_size[p:hi][started]
-            else:
-                bs = None
-            if bs is not None:
-                edges = np.arange(old, new + 1, dtype=np.float64)
-                unit = bool(bs.min() == 1 and bs.max() == 1)
-                w = None if unit else 1.0 / bs
-                cum = busy_cumulative(s, e, w, edges)
-                self.busy_bins[old:new] += np.diff(cum)
-        self.p_hist = self._pointer(p, hi, float(new))
-        # serving time per bin: each ready-or-draining span clipped to the bins, added replica
-        # by replica (in record order)
-        spans = []
-        for rec in self.sim.records:
-            if math.isnan(rec.ready_s) or rec.ready_s >= new:
-                continue
-            stop = rec.stop_s if rec.state == "stopped" else math.inf
-            if stop <= old:
-                continue
-            spans.append((rec.ready_s, stop))
-        if spans:
-            edges = np.arange(old, new + 1, dtype=np.float64)
-            sp = np.asarray(spans)
-            cov = np.diff(np.clip(edges, sp[:, :1], sp[:, 1:]), axis=1)
-            acc = self.serve_bins[old:new]
-            for row in cov:
-                acc += row
-        self.fin = new
+            self.requests: Requests = CompiledRequests()
+        else:
+            self.requests = Requests()
 
     def observe(self, t_s: float) -> Observation:
         sim = self.sim
         pl = sim.plane
         t_obs = max(t_s - self.lag_s, 0.0)
-        self._finalize(t_obs)
+        hi = int(pl.arrival_s.searchsorted(t_obs))
+        recs = sim.records
+        if len(recs) > self._n_recs:
+            self._recs.extend(recs[self._n_recs:])
+            self._n_recs = len(recs)
+        a = self.t_done
+        fin0 = self.fin
+        if t_obs > a:  # the slab [a, t_obs)
+            self._serve(a, t_obs)
+            self.t_done = t_obs
+            self.fin = min(int(t_obs), self.n_bins)
+        window_s = float(getattr(sim.strategy, "latency_window_s", 60.0) or 60.0)
+        # counts of the records by state; per-replica busy fraction over the last second
+        counts = {"pending": 0, "starting": 0, "ready": 0, "draining": 0}
+        ready = []
+        for rec in self._recs:
+            if rec.state in counts:
+                counts[rec.state] += 1
+                if rec.state == "ready":
+                    ready.append(rec)
+        qlen, infl, latency, busy_by = self.requests.observe(
+            pl, a, t_obs, hi, self.comp_bins, self.busy_bins, self.serve_bins, self.util_bins,
+            fin0, self.fin, t_obs - window_s, sim._next_rid if ready else 0)
+        per_rep = []
+        for rec in ready:
+            bt = float(busy_by[rec.rid]) if rec.rid < len(busy_by) else 0.0
+            per_rep.append((bt, t_obs - max(t_obs - 1.0, rec.ready_s)))
         kb1 = self.fin
         kb0 = max(0, kb1 - self.history_s)
-        window_s = float(getattr(sim.strategy, "latency_window_s", 60.0) or 60.0)
-        hi = int(np.searchsorted(pl.arrival_s, t_obs, side="left"))
-        self.p_win = self._pointer(self.p_win, hi, t_obs - window_s)
-        self.p_now = self._pointer(max(self.p_now, self.p_win), hi, t_obs)
-        self.p_1s = self._pointer(max(self.p_1s, self.p_win), hi, t_obs - 1.0)
-        # queued / in flight at t_obs: only requests not finished before t_obs
-        p = self.p_now
-        st = pl.start_s[p:hi]
+        return build_observation(
+            t_s=t_s, lag_s=self.lag_s, service=sim.svc.name, slo_ms=sim.svc.slo_ms,
+            min_replicas=sim.svc.replicas.min, max_replicas=sim.svc.replicas.max, size=sim.size,
+            size_options=sim.options, counts=ReplicaCounts(**counts),
+            arrivals_per_s=self.arr_bins[kb0:kb1].copy(),
+            completions_per_s=self.comp_bins[kb0:kb1].copy(),
+            utilization=self.util_bins[kb0:kb1].copy(),
+            replica_busy_last_s=per_rep, queue_length=qlen, in_flight=infl,
+            latency_window_s=window_s, latency_percentiles_ms=latency,
+            max_wait_ms=sim.max_wait_s * 1000.0)
+
+    def _serve(self, a: float, b: float) -> None:
+        """Add each replica's ready-or-draining time in ``[a, b)`` to the serving bins."""
+        whole = 0  # replicas serving all of [a, b)
+        keep = []
+        for rec in self._recs:
+            ready = rec.ready_s
+            stopped = rec.state == "stopped"
+            stop = rec.stop_s if stopped else math.inf
+            if stopped and not stop > a:  # (NaN: never served)
+                continue
+            keep.append(rec)
+            if not ready < b:  # (NaN: not ready yet)
+                continue
+            if ready <= a and stop >= b:
+                whole += 1
+            else:
+                _add_span(self.serve_bins, max(ready, a), min(stop, b), 1)
+        self._recs = keep
+        if whole:
+            _add_span(self.serve_bins, a, b, whole)
+
+
+class Requests:
+    """What the monitor reads request by request, on numpy arrays: the specification of
+    :class:`~simscale.simulator._kernels_monitor.CompiledRequests`, which gives the same
+    results. Cursors: every request before ``p_done`` ended before the last slab's end, every
+    one before ``p_1s`` ended before the last ``t_obs - 1`` asked."""
+
+    def __init__(self) -> None:
+        self.p_done = 0
+        self.p_1s = 0
+        self.latency = _LatencyWindow()
+        self._busy: tuple[np.ndarray, ...] | None = None  # busy requests of the last slab
+        self._busy_slab = (math.nan, math.nan)
+
+    def observe(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray,
+                busy_bins: np.ndarray, serve_bins: np.ndarray, util_bins: np.ndarray,
+                fin0: int, fin1: int, lo: float, n_rid: int
+                ) -> tuple[int, int, tuple[float, float, float], np.ndarray | None]:
+        """One observation at ``b`` (the monitor has added the slab's serving time): add the
+        slab ``[a, b)`` when ``b > a``, the utilization of the bins ``[fin0, fin1)`` that are
+        now final; return ``(queued, in flight, (p50, p95, p99) of the latencies of the
+        completions in [lo, b), busy time per replica id in [b - 1, b) or None when n_rid is
+        0)``."""
+        if b > a:
+            self.advance(pl, a, b, hi, comp_bins, busy_bins)
+        if fin1 > fin0:
+            util_bins[fin0:fin1] = utilization_per_s(busy_bins[fin0:fin1],
+                                                     serve_bins[fin0:fin1])
+        qlen, infl = self.at_time(pl, b, hi)
+        latency = self.percentiles(pl, lo, b, hi)
+        return qlen, infl, latency, self.replica_busy(pl, b, hi, n_rid) if n_rid else None
+
+    def advance(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray,
+                busy_bins: np.ndarray) -> None:
+        """Add the slab ``[a, b)`` (``b > a``; ``hi``: the first arrival at or after ``b``):
+        completions and busy time to the bins, latencies to the window."""
+        p = self.p_done
+        ka = int(a)
+        self._busy = None
+        self._busy_slab = (a, b)
+        if b - 1.0 >= a:  # the next [b - 1, b) lies in this slab
+            self.p_1s = max(self.p_1s, p)
+        if hi <= p:
+            return
         end = pl.end_s[p:hi]
-        drop = pl.drop[p:hi]
-        keep = drop != DROP_QUEUE_FULL
-        leave = np.where(np.isnan(st), np.where(drop != DROP_NONE, end, np.inf), st)
-        qlen = int(np.count_nonzero((leave > t_obs) & keep))
-        infl = int(np.count_nonzero(~(end <= t_obs) & keep))
-        # latency percentiles of the requests completed in the window
-        p = self.p_win
-        end = pl.end_s[p:hi]
-        comp = (pl.drop[p:hi] == DROP_NONE) & (end >= t_obs - window_s) & (end < t_obs)
-        if comp.any():
-            lat_ms = (end[comp] - pl.arrival_s[p:hi][comp]) * 1000.0
-            p50, p95, p99 = percentiles_linear(lat_ms, (50, 95, 99))
+        done = end < b
+        ok = end >= a
+        ok &= done
+        ok &= pl.drop[p:hi] == DROP_NONE
+        idx = np.flatnonzero(ok)
+        if len(idx):  # completed in [a, b): completions per bin, latencies
+            ec = end[idx]
+            self.latency.push(ec, (ec - pl.arrival_s[p:hi][idx]) * 1000.0, a, b)
+            if int(b) == ka or int(ec.max()) == ka:
+                comp_bins[ka] += len(idx)
+            else:
+                cnt = np.bincount(ec.astype(np.int64) - ka)
+                comp_bins[ka:ka + len(cnt)] += cnt
+        s = np.maximum(pl.start_s[p:hi], a)  # NaN (not started) stays NaN
+        e = np.minimum(end, b)
+        sel = np.flatnonzero(e > s)
+        if len(sel):  # busy in [a, b): a batch of b counts 1/b per request
+            s = s[sel]
+            e = e[sel]
+            w = 1.0 / pl.batch_size[p:hi][sel]
+            self._busy = (s, e, w, sel + p)
+            _add_busy(busy_bins, s, e, w, ka)
+        if done.all():
+            self.p_done = hi
         else:
-            p50 = p95 = p99 = math.nan
-        # per-replica busy time over the last second
-        # per-replica busy fraction over the last second
-        ready = [r for r in sim.records if r.state == "ready"]
-        per_rep = []
-        if ready:
+            self.p_done = p + int(done.argmin())
+
+    def at_time(self, pl: Any, t: float, hi: int) -> tuple[int, int]:
+        """``(queued, in flight)`` at ``t`` (the last slab's end): only requests that did not
+        end before it can be (queue-full drops ended at their arrival)."""
+        p = self.p_done
+        if hi <= p:
+            return 0, 0
+        ended = pl.end_s[p:hi] <= t
+        infl = hi - p - int(np.count_nonzero(ended))
+        ended |= pl.start_s[p:hi] <= t
+        return hi - p - int(np.count_nonzero(ended)), infl
+
+    def percentiles(self, pl: Any, lo: float, t: float, hi: int) -> tuple[float, float, float]:
+        """p50, p95, p99 (ms) of the latencies of the requests completed in ``[lo, t)``."""
+        if lo < self.latency.kept_from:
+            self._refill(pl, lo, t, hi)
+        lat = self.latency.since(lo)
+        if not len(lat):
+            return math.nan, math.nan, math.nan
+        p50, p95, p99 = percentiles_linear(lat, _QS)
+        return p50, p95, p99
+
+    def _refill(self, pl: Any, lo: float, t: float, hi: int) -> None:
+        """The window reaches before what is kept (a strategy widened its
+        ``latency_window_s``): read the completions in ``[lo, t)`` again, from the start."""
+        end = pl.end_s[:hi]
+        ok = (end >= lo) & (end < t) & (pl.drop[:hi] == DROP_NONE)
+        idx = np.flatnonzero(ok)
+        ec = end[idx]
+        self.latency = _LatencyWindow()
+        self.latency.push(ec, (ec - pl.arrival_s[idx]) * 1000.0, lo, t)
+        self.latency.kept_from = lo
+
+    def replica_busy(self, pl: Any, t: float, hi: int, n_rid: int) -> np.ndarray:
+        """Busy time of each replica id in ``[t - 1, t)``: from the slab just read when it
+        covers that second, else from the requests that did not end before it. Either way the
+        same terms in the same order (requests that do not overlap the second add 0.0, which
+        changes no sum)."""
+        a1 = t - 1.0
+        a, b = self._busy_slab
+        if b == t and a1 >= a:
+            if self._busy is None:
+                return np.zeros(n_rid)
+            s, e, w, idx = self._busy
+            rep = pl.replica[idx]
+        else:
+            self.p_1s = _pointer(pl.end_s, self.p_1s, hi, a1)
             p = self.p_1s
             st = pl.start_s[p:hi]
             started = ~np.isnan(st)
             s, e = st[started], pl.end_s[p:hi][started]
             w = 1.0 / pl.batch_size[p:hi][started]
             rep = pl.replica[p:hi][started]
-            a, b = t_obs - 1.0, t_obs
-            ov = np.clip(np.minimum(e, b) - np.maximum(s, a), 0.0, None) * w
-            busy_by = np.bincount(rep, weights=ov, minlength=sim._next_rid)
-            for rec in ready:
-                busy = float(busy_by[rec.rid]) if rec.rid < len(busy_by) else 0.0
-                per_rep.append((busy, b - max(a, rec.ready_s)))
-        return build_observation(
-            t_s=t_s, lag_s=self.lag_s, service=sim.svc.name, slo_ms=sim.svc.slo_ms,
-            min_replicas=sim.svc.replicas.min, max_replicas=sim.svc.replicas.max, size=sim.size,
-            size_options=sim.options, counts=sim.counts(),
-            arrivals_per_s=self.arr_bins[kb0:kb1].copy(),
-            completions_per_s=self.comp_bins[kb0:kb1].copy(),
-            busy_per_s=self.busy_bins[kb0:kb1], serving_per_s=self.serve_bins[kb0:kb1],
-            replica_busy_last_s=per_rep, queue_length=qlen, in_flight=infl,
-            latency_window_s=window_s, latency_percentiles_ms=(p50, p95, p99),
-            max_wait_ms=sim.max_wait_s * 1000.0)
+        ov = np.clip(np.minimum(e, t) - np.maximum(s, a1), 0.0, None) * w
+        return np.bincount(rep, weights=ov, minlength=n_rid)
+
+
+def _pointer(end_s: np.ndarray, p: int, hi: int, bound: float) -> int:
+    """The first index from ``p`` whose request did not end before ``bound`` (``hi`` if all
+    did); every request before ``p`` must have ended before ``bound``."""
+    if hi <= p:
+        return p
+    done = end_s[p:hi] < bound
+    if done.all():
+        return hi
+    return p + int(done.argmin())
+
+
+def _add_busy(bins: np.ndarray, s: np.ndarray, e: np.ndarray, w: np.ndarray, k0: int) -> None:
+    """``bins[k] += sum_j w_j * |[s_j, e_j) & [k, k + 1)|`` (``s >= k0 >= 0``, ``e > s``): the
+    piece of each interval in its first bin, then, for the intervals that go on, the same
+    from the next whole second."""
+    while True:
+        js = s.astype(np.int64)
+        cut = js + 1.0
+        first = np.minimum(e, cut)
+        first -= s
+        first *= w
+        part = np.bincount(js - k0, weights=first)
+        bins[k0:k0 + len(part)] += part
+        on = np.flatnonzero(e > cut)
+        if not len(on):
+            return
+        s = cut[on]
+        e = e[on]
+        w = w[on]
+
+
+def _add_span(bins: np.ndarray, lo: float, hi: float, times: int) -> None:
+    """``bins[k] += times * |[lo, hi) & [k, k + 1)|`` (``0 <= lo <= hi``)."""
+    if not hi > lo:
+        return
+    k0 = int(lo)
+    k1 = math.ceil(hi) - 1
+    if k0 >= k1:
+        bins[k0] += (hi - lo) * times
+        return
+    bins[k0] += (k0 + 1 - lo) * times
+    if k1 > k0 + 1:
+        bins[k0 + 1:k1] += times
+    bins[k1] += (hi - k1) * times
+
+
+class _LatencyWindow:
+    """Latencies (ms) of completed requests with their end times, oldest slab first: a
+    queue in two growing arrays. Entries come in slabs ``[a, b)`` of end times (within a slab
+    in request order); :meth:`since` drops whole slabs that ended before the window and masks
+    the one it starts in."""
+
+    def __init__(self) -> None:
+        self.end = np.empty(1024)
+        self.ms = np.empty(1024)
+        self.head = 0
+        self.tail = 0
+        #: (first index, a, b) of each slab still held, oldest first
+        self.slabs: deque[tuple[int, float, float]] = deque()
+        #: every completion with an end at or after this is held (from the last ``since``)
+        self.kept_from = -math.inf
+
+    def push(self, end: np.ndarray, ms: np.ndarray, a: float, b: float) -> None:
+        k = len(end)
+        if not k:
+            return
+        if self.tail + k > len(self.end):
+            self._make_room(k)
+        t = self.tail
+        self.end[t:t + k] = end
+        self.ms[t:t + k] = ms
+        self.slabs.append((t, a, b))
+        self.tail = t + k
+
+    def _make_room(self, k: int) -> None:
+        n = self.tail - self.head
+        size = len(self.end)
+        while n + k > size // 2:
+            size *= 2
+        end = np.empty(size)
+        ms = np.empty(size)
+        end[:n] = self.end[self.head:self.tail]
+        ms[:n] = self.ms[self.head:self.tail]
+        shift = self.head
+        self.end, self.ms = end, ms
+        self.head, self.tail = 0, n
+        self.slabs = deque((i - shift, a, b) for i, a, b in self.slabs)
+
+    def since(self, lo: float) -> np.ndarray:
+        """A new array of the latencies of the completions that ended at or after ``lo`` (the
+        ones before it are dropped: ``lo`` must not decrease below :attr:`kept_from`)."""
+        slabs = self.slabs
+        while slabs and slabs[0][2] <= lo:
+            slabs.popleft()
+        self.kept_from = max(self.kept_from, lo)
+        if not slabs:
+            self.head = self.tail
+            return self.ms[:0].copy()
+        first, a, _ = slabs[0]
+        self.head = first
+        if a >= lo:
+            return self.ms[first:self.tail].copy()
+        nxt = slabs[1][0] if len(slabs) > 1 else self.tail
+        keep = self.end[first:nxt] >= lo
+        return np.concatenate((self.ms[first:nxt][keep], self.ms[nxt:self.tail]))
 
 
 def busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None,
@@ -196,6 +403,37 @@ def busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray | Non
     return out
 
 
+def _percentile_ranks(n: int, qs: tuple[float, ...]
+                      ) -> tuple[list[int], list[int], list[float]]:
+    """numpy's index arithmetic of the linear percentile method for ``n`` values, in Python
+    floats (the same IEEE operations, without the cost of numpy calls on three-element arrays):
+    per ``q``, the ranks of the two order statistics it lies between and the weight."""
+    prev: list[int] = []
+    nxt: list[int] = []
+    gamma: list[float] = []
+    for q in qs:
+        virt = (n - 1) * (q / 100)
+        if virt >= n - 1:
+            prev.append(n - 1)
+            nxt.append(n - 1)
+            gamma.append(virt + 1)  # as numpy computes it (where it does not matter)
+        else:
+            k = math.floor(virt)
+            prev.append(k)
+            nxt.append(k + 1)
+            gamma.append(virt - k)
+    return prev, nxt, gamma
+
+
+def _interpolate(lo: list[float], hi: list[float], gamma: list[float]) -> list[float]:
+    """numpy's interpolation between the order statistics ``lo`` and ``hi`` (floats)."""
+    out = []
+    for a, b, g in zip(lo, hi, gamma, strict=True):
+        diff = b - a
+        out.append(b - diff * (1 - g) if g >= 0.5 else a + diff * g)
+    return out
+
+
 def percentiles_linear(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     """``np.percentile(x, qs)`` (the default linear method) of a 1-d float array without NaN,
     bit for bit, as floats; ``x`` is reordered in place.
@@ -203,17 +441,9 @@ def percentiles_linear(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     One single-``kth`` partition per order statistic needed (numpy's partition with several
     ``kth`` at once is several times slower), then numpy's own interpolation arithmetic."""
     n = len(x)
-    virt = (n - 1) * np.true_divide(np.asarray(qs), 100)
-    prev = np.floor(virt).astype(np.intp)
-    nxt = prev + 1
-    above = virt >= n - 1
-    prev[above] = -1
-    nxt[above] = -1
-    gamma = virt - prev  # as numpy computes it (-1 above the bounds, where it does not matter)
-    prev[above] = n - 1
-    nxt[above] = n - 1
+    prev, nxt, gamma = _percentile_ranks(n, qs)
     vals: dict[int, float] = {}
-    ks = sorted(set(prev.tolist()) | set(nxt.tolist()))
+    ks = sorted(set(prev) | set(nxt))
     # numpy's partition is very slow when many values equal the minimum (waits of 0): those
     # order statistics are the minimum, the others come from the values above it
     off = 0
@@ -238,9 +468,4 @@ def percentiles_linear(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
             vals[k + off] = x[k]
             lo = k + 1
             last = k
-    a = np.array([vals[k] for k in prev.tolist()])
-    b = np.array([vals[k] for k in nxt.tolist()])
-    diff = b - a
-    res = a + diff * gamma
-    np.subtract(b, diff * (1 - gamma), out=res, where=gamma >= 0.5)
-    return res.tolist()
+    return _interpolate([float(vals[k]) for k in prev], [float(vals[k]) for k in nxt], gamma)

@@ -40,6 +40,7 @@ __all__ = [
     "scale_down_victims",
     "select_strategies",
     "service_context",
+    "utilization_per_s",
 ]
 
 
@@ -196,34 +197,45 @@ def scale_down_victims(k: int, replicas: Iterable[tuple[int, str, int]]) -> list
 
 
 # ============================================================================ observations
+def utilization_per_s(busy_per_s: np.ndarray, serving_per_s: np.ndarray) -> np.ndarray:
+    """Per whole second, busy time over serving time (0 where nothing served), at most 1: the
+    rule of :attr:`Observation.utilization_per_s` (a new array)."""
+    util = np.divide(busy_per_s, serving_per_s, out=np.zeros(len(serving_per_s)),
+                     where=serving_per_s > 0)
+    return np.minimum(util, 1.0, out=util)
+
+
 def build_observation(
     *, t_s: float, lag_s: float, service: str, slo_ms: float, min_replicas: int,
     max_replicas: int, size: SizeOption,
     size_options: tuple[SizeOption, ...], counts: ReplicaCounts,
-    arrivals_per_s: np.ndarray, completions_per_s: np.ndarray, busy_per_s: np.ndarray,
-    serving_per_s: np.ndarray, replica_busy_last_s: Sequence[tuple[float, float]],
+    arrivals_per_s: np.ndarray, completions_per_s: np.ndarray,
+    busy_per_s: np.ndarray | None = None, serving_per_s: np.ndarray | None = None,
+    replica_busy_last_s: Sequence[tuple[float, float]],
     queue_length: int, in_flight: int, latency_window_s: float,
     latency_percentiles_ms: tuple[float, float, float], max_wait_ms: float,
+    utilization: np.ndarray | None = None,
 ) -> Observation:
     """The :class:`Observation` a strategy sees, from the same measurements on either side.
 
     ``busy_per_s`` and ``serving_per_s`` are, per whole second of history, the replicas' busy
     time (a batch of ``b`` counts ``1/b`` per request) and the time replicas were ready or
-    draining: ``utilization_per_s`` is their ratio (0 where nothing served), at most 1.
-    ``replica_busy_last_s`` is ``(busy seconds, seconds ready)`` of each ready replica over the
-    last second before the (lagged) observation time; each becomes a busy fraction at most 1.
-    ``latency_percentiles_ms`` are p50, p95 and p99 of the requests completed in the last
-    ``latency_window_s`` (NaN when none).
+    draining: ``utilization_per_s`` is their ratio (0 where nothing served), at most 1
+    (:func:`utilization_per_s`; a caller that keeps that ratio per second already passes it as
+    ``utilization`` instead). ``replica_busy_last_s`` is ``(busy seconds, seconds ready)`` of
+    each ready replica over the last second before the (lagged) observation time; each becomes a
+    busy fraction at most 1. ``latency_percentiles_ms`` are p50, p95 and p99 of the requests
+    completed in the last ``latency_window_s`` (NaN when none).
     """
-    util = np.divide(busy_per_s, serving_per_s, out=np.zeros(len(serving_per_s)),
-                     where=serving_per_s > 0)
+    if utilization is None:
+        utilization = utilization_per_s(busy_per_s, serving_per_s)
     per_rep = tuple(min(busy / span, 1.0) if span > 0 else 0.0
                     for busy, span in replica_busy_last_s)
     p50, p95, p99 = latency_percentiles_ms
     return Observation(
         time_s=float(t_s), service=service, slo_ms=slo_ms, metric_lag_s=lag_s,
         arrivals_per_s=arrivals_per_s, completions_per_s=completions_per_s,
-        utilization_per_s=np.minimum(util, 1.0), utilization_per_replica=per_rep,
+        utilization_per_s=utilization, utilization_per_replica=per_rep,
         queue_length=int(queue_length), in_flight=int(in_flight),
         latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
         latency_window_s=latency_window_s, replicas=counts,

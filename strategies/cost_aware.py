@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -78,19 +80,60 @@ class CostAwareParams(ForecastParams, SolverParams):
     sync_period_s: float = sync_period_field("how often to decide (s)")
 
 
+class QueueingMemo:
+    """The queueing model's answers kept by their exact arguments, for one strategy object.
+
+    The model's functions are pure and their answers immutable, so an answer looked up is the
+    answer computed: decisions are unchanged. Arguments recur across decisions (the sizes on
+    offer every time; a true rate that stays flat for the oracle; the recent peak of
+    ``cost_aware``'s scale-in check); a rate that differs in any bit is a new question. At most
+    ``max_entries`` answers are kept (all are dropped when full)."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._answers: dict[tuple, Any] = {}
+
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        key = (fn, args, tuple(kwargs.items()))
+        try:
+            return self._answers[key]
+        except KeyError:
+            pass
+        except TypeError:  # an argument that cannot be a key: not kept
+            return fn(*args, **kwargs)
+        answer = fn(*args, **kwargs)
+        if len(self._answers) >= self.max_entries:
+            self._answers.clear()
+        self._answers[key] = answer
+        return answer
+
+
 def candidate_options(obs: Observation, tune_threads: bool = True,
                       same_device_only: bool = True,
                       max_batch_size: int | None = None) -> tuple[SizeOption, ...]:
     """The sizes a model-based strategy may choose from (the current one when none is offered),
     with ``max_batch_size`` as the largest batching limit when given (the engine reports the
     limit in force as every option's ``max_batch_size``)."""
-    now = obs.current_size
-    options = [o for o in obs.size_options
+    return _candidates(obs.size_options, obs.current_size, tune_threads, same_device_only,
+                       max_batch_size)
+
+
+def _candidates(size_options: tuple[SizeOption, ...], now: SizeOption, tune_threads: bool,
+                same_device_only: bool, max_batch_size: int | None) -> tuple[SizeOption, ...]:
+    options = [o for o in size_options
                if (not same_device_only or o.device == now.device)
                and (tune_threads or o.threads == now.threads)] or [now]
     if max_batch_size is not None:
         options = [dataclasses.replace(o, max_batch_size=max_batch_size) for o in options]
     return tuple(options)
+
+
+def memo_candidates(memo: QueueingMemo, obs: Observation, tune_threads: bool,
+                    same_device_only: bool, max_batch_size: int | None
+                    ) -> tuple[SizeOption, ...]:
+    """:func:`candidate_options`, looked up in ``memo``."""
+    return memo(_candidates, tuple(obs.size_options), obs.current_size, tune_threads,
+                same_device_only, max_batch_size)
 
 
 def batch_cap(ctx: ServiceContext) -> int:
@@ -113,15 +156,18 @@ def same_size(a: SizeOption, b: SizeOption) -> bool:
 
 
 def config_decision(config: Config, obs: Observation, replicas: int, rate_rps: float,
-                    slo_percentile: float, extra: dict[str, float]) -> Decision:
-    """The :class:`Decision` for ``config`` with ``replicas``, with the model's predictions."""
+                    slo_percentile: float, extra: dict[str, float],
+                    memo: QueueingMemo | None = None) -> Decision:
+    """The :class:`Decision` for ``config`` with ``replicas``, with the model's predictions
+    (looked up in ``memo`` when given)."""
+    ask = memo if memo is not None else _direct
     option = config.option
-    attainment = slo_attainment(replicas, rate_rps, option.mean_service_s(
+    attainment = ask(slo_attainment, replicas, rate_rps, option.mean_service_s(
         config.effective_batch_size), option.scv, obs.slo_ms / 1000.0,
         config.effective_batch_size)
     now = obs.current_size
-    latency_ms = predicted_latency_ms(option, rate_rps, replicas, config.batch_size,
-                                      slo_percentile)
+    latency_ms = ask(predicted_latency_ms, option, rate_rps, replicas, config.batch_size,
+                     slo_percentile)
     info = {"predicted_slo_attainment": attainment,
             "predicted_latency_ms": latency_ms if math.isfinite(latency_ms) else 1e12,
             "planned_rate_rps": rate_rps, "feasible": 1.0 if config.feasible else 0.0,
@@ -133,6 +179,10 @@ def config_decision(config: Config, obs: Observation, replicas: int, rate_rps: f
         device=option.device if option.device != now.device else None,
         max_batch_size=config.batch_size if config.batch_size != now.max_batch_size else None,
         info=info)
+
+
+def _direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
 
 
 class CostAware(ParameterizedStrategy):
@@ -150,6 +200,7 @@ class CostAware(ParameterizedStrategy):
         self.rate_forecast = RateForecast.build(self.forecaster, self.forecaster_params,
                                                 self.bin_s, self.history_s)
         self.max_batch_cap = batch_cap(ctx)
+        self.memo = QueueingMemo()
 
     def planned_rate(self, obs: Observation) -> tuple[float, float]:
         """``(rate to plan for, forecast)`` in requests/s."""
@@ -162,16 +213,16 @@ class CostAware(ParameterizedStrategy):
     def choose(self, obs: Observation, rate_rps: float) -> Config:
         """The cheapest feasible configuration, keeping the current size unless another is
         cheaper by more than ``size_switch_margin``."""
-        options = candidate_options(obs, self.tune_threads, self.same_device_only,
-                                    self.max_batch_cap)
+        options = memo_candidates(self.memo, obs, self.tune_threads, self.same_device_only,
+                                  self.max_batch_cap)
         solve = {"percentile": self.slo_percentile, "min_replicas": obs.min_replicas,
                  "max_replicas": obs.max_replicas, "tune_batch_size": self.tune_batch_size,
                  "batch_size": obs.current_size.max_batch_size}
-        best = cheapest_config(rate_rps, obs.slo_ms, options, **solve)
+        best = self.memo(cheapest_config, rate_rps, obs.slo_ms, options, **solve)
         if not same_size(best.option, obs.current_size):
-            mine = [o for o in options if same_size(o, obs.current_size)]
+            mine = tuple(o for o in options if same_size(o, obs.current_size))
             if mine:
-                stay = cheapest_config(rate_rps, obs.slo_ms, mine, **solve)
+                stay = self.memo(cheapest_config, rate_rps, obs.slo_ms, mine, **solve)
                 if stay.feasible and (not best.feasible or stay.cost_per_hour_usd
                                       <= best.cost_per_hour_usd * (1 + self.size_switch_margin)):
                     best = stay
@@ -192,7 +243,7 @@ class CostAware(ParameterizedStrategy):
         for n in range(config.replicas, current):
             dropped = current - n
             saving = dropped * price_per_s * (self.scale_in_horizon_s - cold_s)
-            missed = 1.0 - slo_attainment(n, peak, service_s, option.scv, slo_s, b)
+            missed = 1.0 - self.memo(slo_attainment, n, peak, service_s, option.scv, slo_s, b)
             risk = self.violation_cost_usd * peak * cold_s * missed
             gain = saving - risk
             if gain > best_gain:
@@ -208,4 +259,4 @@ class CostAware(ParameterizedStrategy):
             replicas = self.scale_in(obs, config, current)
         replicas = clamp(replicas, obs.min_replicas, obs.max_replicas)
         return config_decision(config, obs, replicas, rate, self.slo_percentile,
-                               {"forecast_rps": forecast})
+                               {"forecast_rps": forecast}, self.memo)

@@ -60,7 +60,13 @@ class Chain:
     def __call__(self, step: Step) -> int:
         desired = step.desired
         for governor in self.governors:
-            desired = int(governor.apply(replace(step, desired=desired)))
+            if desired is not step.desired:  # (a Step built directly: replace() is slow)
+                step_now = (Step(step.time_s, step.current, desired, step.min_count,
+                                 step.max_count, step.ready) if type(step) is Step
+                            else replace(step, desired=desired))
+            else:
+                step_now = step
+            desired = int(governor.apply(step_now))
         for governor in self.governors:
             governor.commit(step, desired)
         return desired

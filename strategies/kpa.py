@@ -19,6 +19,7 @@ arrive then wait for a cold start. ``scale_down_delay_s`` holds the highest coun
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 
 from pydantic import Field
 
@@ -31,6 +32,8 @@ from simscale.strategies.governors import (
     Step,
 )
 from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
+
+_value = itemgetter(1)  # of a (time_s, concurrency) tick
 
 
 class KpaParams(StrategyParams):
@@ -83,12 +86,35 @@ class Kpa(ParameterizedStrategy):
         values = [c for t, c in self.concurrency if t > now - window_s]
         return sum(values) / len(values) if values else 0.0
 
+    def _averages(self, now: float) -> tuple[float, float]:
+        """The mean concurrency over the stable and the panic window, after dropping the ticks
+        older than the stable window. Ticks come in time order, so the windows are suffixes of
+        :attr:`concurrency`: the same values summed in the same order as :meth:`_average`."""
+        conc = self.concurrency
+        if len(conc) > 1 and conc[-2][0] > now:
+            self._in_order = False
+        if not getattr(self, "_in_order", True):  # ticks out of time order (hand-fed): filter
+            self.concurrency = [(t, c) for t, c in conc if t > now - self.stable_window_s]
+            return (self._average(now, self.stable_window_s),
+                    self._average(now, self.panic_window_s))
+        cutoff = now - self.stable_window_s
+        k = 0
+        while k < len(conc) and not conc[k][0] > cutoff:
+            k += 1
+        if k:
+            del conc[:k]
+        panic_cut = now - self.panic_window_s
+        j = len(conc)
+        while j > 0 and conc[j - 1][0] > panic_cut:
+            j -= 1
+        stable = sum(map(_value, conc)) / len(conc) if conc else 0.0
+        panic = sum(map(_value, conc[j:])) / (len(conc) - j) if j < len(conc) else 0.0
+        return stable, panic
+
     def decide(self, obs: Observation) -> Decision:
         now = obs.time_s
         self.concurrency.append((now, float(obs.in_flight)))
-        self.concurrency = [(t, c) for t, c in self.concurrency if t > now - self.stable_window_s]
-        stable = self._average(now, self.stable_window_s)
-        panic = self._average(now, self.panic_window_s)
+        stable, panic = self._averages(now)
         ready = max(1, obs.replicas.ready)
         target = self.target_concurrency * self.target_utilization
         dspc = math.ceil(stable / target - 1e-9)

@@ -26,11 +26,12 @@ from pydantic import Field
 from simscale.errors import UserError
 from simscale.strategies.base import Decision, Observation, ServiceContext
 from simscale.strategies.cost_aware import (
+    QueueingMemo,
     SolverParams,
     batch_cap,
-    candidate_options,
     config_decision,
     keep_larger_batch,
+    memo_candidates,
 )
 from simscale.strategies.governors import clamp
 from simscale.strategies.params import ParameterizedStrategy, sync_period_field
@@ -64,6 +65,7 @@ class Oracle(ParameterizedStrategy):
                             field="strategies.oracle")
         self.true_rate_rps = ctx.true_rate_rps
         self.max_batch_cap = batch_cap(ctx)
+        self.memo = QueueingMemo()
 
     def peak_rate(self, time_s: float, cold_start_s: float, span_s: float | None = None,
                   ) -> float:
@@ -80,17 +82,17 @@ class Oracle(ParameterizedStrategy):
         smooth = np.convolve(rate, np.full(w, 1.0 / w), mode="valid")
         return float(np.max(smooth))
 
-    def _solve(self, rate: float, obs: Observation, options: list) -> Config:
-        return cheapest_config(rate, obs.slo_ms, options, percentile=self.slo_percentile,
-                               min_replicas=obs.min_replicas, max_replicas=obs.max_replicas,
-                               tune_batch_size=self.tune_batch_size,
-                               batch_size=obs.current_size.max_batch_size)
+    def _solve(self, rate: float, obs: Observation, options: tuple) -> Config:
+        return self.memo(cheapest_config, rate, obs.slo_ms, tuple(options),
+                         percentile=self.slo_percentile, min_replicas=obs.min_replicas,
+                         max_replicas=obs.max_replicas, tune_batch_size=self.tune_batch_size,
+                         batch_size=obs.current_size.max_batch_size)
 
     def decide(self, obs: Observation) -> Decision:
         cold_s = obs.current_size.cold_start_s
         rate = self.peak_rate(obs.time_s, cold_s)
-        options = candidate_options(obs, self.tune_threads, self.same_device_only,
-                                    self.max_batch_cap)
+        options = memo_candidates(self.memo, obs, self.tune_threads, self.same_device_only,
+                                  self.max_batch_cap)
         config = self._solve(rate, obs, options)
         current = obs.replicas.desired_total
         if config.replicas <= current:  # nothing to start: a resize needs no lead time
@@ -104,4 +106,4 @@ class Oracle(ParameterizedStrategy):
             keep = self._solve(keep_rate, obs, options).replicas
             replicas = clamp(max(replicas, min(current, keep)), obs.min_replicas,
                              obs.max_replicas)
-        return config_decision(config, obs, replicas, rate, self.slo_percentile, {})
+        return config_decision(config, obs, replicas, rate, self.slo_percentile, {}, self.memo)

@@ -62,6 +62,14 @@ def _erlang_b_upto(n: int, a: float) -> np.ndarray:
 
 def erlang_c(c: np.ndarray | int, a: np.ndarray | float) -> np.ndarray:
     """Erlang C: probability that an arrival waits in an M/M/c queue (1 when ``a >= c``)."""
+    if np.ndim(a) == 0:  # one load (the solver's case): the same operations, not broadcast
+        c_arr = np.asarray(c, dtype=float)
+        a_f = float(a)
+        c_int = c_arr.astype(int)
+        b = _erlang_b_upto(int(c_int.max(initial=0)), a_f)[c_int]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = c_arr * b / (c_arr - a_f * (1.0 - b))
+        return np.where(a_f >= c_arr, 1.0, np.clip(out, 0.0, 1.0))
     c_arr, a_arr = np.broadcast_arrays(np.asarray(c, dtype=float), np.asarray(a, dtype=float))
     b = erlang_b(c_arr.astype(int), a_arr)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -127,7 +135,7 @@ def slo_attainment(c: int, lam_rps: float, service_s: float, scv: float, slo_s: 
     the mean service time of a batch of ``batch_size`` (the wait uses ``service_s / batch_size``
     per request)."""
     if lam_rps <= 0:
-        return float(_service_cdf(np.array([slo_s]), service_s, scv)[0])
+        return _cdf_grid(slo_s, service_s, scv, points)[2]
     if c <= 0:
         return 0.0
     per_request_s = service_s / batch_size
@@ -136,11 +144,24 @@ def slo_attainment(c: int, lam_rps: float, service_s: float, scv: float, slo_s: 
         return 0.0
     prob_wait = float(erlang_c(c, a))
     theta = (c / per_request_s - lam_rps) * 2.0 / (1.0 + scv)
-    w = np.linspace(0.0, slo_s, points)
-    integrand = theta * np.exp(-theta * w) * _service_cdf(slo_s - w, service_s, scv)
+    w, cdf, no_wait = _cdf_grid(slo_s, service_s, scv, points)
+    integrand = theta * np.exp(-theta * w) * cdf
     waited = float(np.trapezoid(integrand, w))
-    no_wait = float(_service_cdf(np.array([slo_s]), service_s, scv)[0])
     return float(np.clip((1.0 - prob_wait) * no_wait + prob_wait * waited, 0.0, 1.0))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cdf_grid(slo_s: float, service_s: float, scv: float, points: int
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The grid ``w`` of :func:`slo_attainment`'s integral, the service CDF at ``slo_s - w``
+    (read-only arrays) and at ``slo_s``: they do not depend on the load, so the answers at
+    every rate share them (the CDF is most of the cost)."""
+    w = np.linspace(0.0, slo_s, points)
+    cdf = _service_cdf(slo_s - w, service_s, scv)
+    no_wait = float(_service_cdf(np.array([slo_s]), service_s, scv)[0])
+    w.flags.writeable = False
+    cdf.flags.writeable = False
+    return w, cdf, no_wait
 
 
 def _service_cdf(x: np.ndarray, mean_s: float, scv: float) -> np.ndarray:
