@@ -55,6 +55,7 @@ from itertools import chain
 import numpy as np
 from numba import njit
 
+from simscale.simulator._kernels import _sift_down
 from simscale.simulator.serving import (
     JoinIdleQueue,
     LeastOutstanding,
@@ -267,24 +268,9 @@ def advance_routed(arr, unit, ru, start_s, end_s, batch_size, replica, drop,  # 
             # pop the root
             hn -= 1
             if hn > 0:
-                lt = ht[hn]
-                lk = hk[hn]
-                pos = 0
-                while True:
-                    c = 2 * pos + 1
-                    if c >= hn:
-                        break
-                    if c + 1 < hn and (ht[c + 1] < ht[c]
-                                       or (ht[c + 1] == ht[c] and hk[c + 1] < hk[c])):
-                        c += 1
-                    if ht[c] < lt or (ht[c] == lt and hk[c] < lk):
-                        ht[pos] = ht[c]
-                        hk[pos] = hk[c]
-                        pos = c
-                    else:
-                        break
-                ht[pos] = lt
-                hk[pos] = lk
+                ht[0] = ht[hn]
+                hk[0] = hk[hn]
+                _sift_down(ht, hk, hn, 0)
             s = (key >> 1) & 0xFFFFF
             if key & 1 == _COMPLETE:
                 if fa[s] != t or not busy[s]:
@@ -413,18 +399,7 @@ def advance_routed(arr, unit, ru, start_s, end_s, batch_size, replica, drop,  # 
             key = (seq << 21) | (s << 1) | _COMPLETE
         # ---- heappush((et, seq, kind, s))
         seq += 1
-        pos = hn
-        hn += 1
-        while pos > 0:
-            par = (pos - 1) >> 1
-            if et < ht[par] or (et == ht[par] and key < hk[par]):
-                ht[pos] = ht[par]
-                hk[pos] = hk[par]
-                pos = par
-            else:
-                break
-        ht[pos] = et
-        hk[pos] = key
+        hn = _heap_push(ht, hk, hn, et, key)
 
     total = 0
     for s in range(nq):
