@@ -43,25 +43,6 @@ else:
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
-TINY = {
-    "name": "tiny",
-    "duration_s": 20,
-    "seed": 1,
-    "services": [
-        {
-            "name": "svc",
-            "model": "resnet50",
-            "slo_ms": 500,
-            "service_time": {"dist": "exponential", "mean_ms": 50},
-            "cold_start_s": 2,
-            "replicas": {"initial": 1, "min": 1, "max": 3},
-            "workload": {"kind": "constant", "rate_rps": 10},
-        }
-    ],
-    "strategies": [{"name": "static"}],
-}
-
-
 def loaded_modules(argv: list[str] | None, cwd: Path) -> set[str]:
     """The modules loaded after ``simscale ARGV`` (``None``: after ``import simscale.cli``)
     in a fresh interpreter run in ``cwd`` (outside the checkout: the installed package)."""
@@ -97,9 +78,10 @@ def test_entry_point_help_imports_no_heavy_library(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("report", [False, True], ids=["no-report", "report"])
-def test_small_simulate_imports_only_what_it_uses(tmp_path: Path, report: bool) -> None:
+def test_small_simulate_imports_only_what_it_uses(tmp_path: Path, report: bool,
+                                                  tiny_scenario) -> None:
     scenario = tmp_path / "tiny.yaml"
-    scenario.write_text(yaml.safe_dump(TINY), encoding="utf-8")
+    scenario.write_text(yaml.safe_dump(tiny_scenario()), encoding="utf-8")
     argv = ["simulate", str(scenario), "-o", str(tmp_path / "out")]
     if not report:
         argv.append("--no-report")
