@@ -455,6 +455,7 @@ class RequestPlane:
         drops: list[tuple[int, int, float]] = []
         lv: deque[float] = deque()
         nstuck = 0
+        started: set[int] = set()  # replicas that start a batch (of one) in this segment
         # 1) requests queued since an earlier segment, then 2) the new arrivals
         for part in (0, 1):
             if part == 0:
@@ -500,6 +501,7 @@ class RequestPlane:
                             e_np = s_np + fac_np[r_np] * u_arr[:k]
                         tgt = idx_arr[:k] if idx_arr is not None else slice(base, base + k)
                         self._write(tgt, s_np, e_np, r_np)
+                        started.update(np.unique(r_np).tolist())
                 else:
                     S: list[float] = []
                     E: list[float] = []
@@ -512,6 +514,7 @@ class RequestPlane:
                         p = np.asarray(served, dtype=np.int64)
                         tgt = idx_arr[p] if idx_arr is not None else p + base
                         self._write(tgt, S, E, R)
+                        started.update(R)
             # the rest cannot start before T: queue them (capacity still applies)
             for j in range(k, n):
                 a = al[j]
@@ -536,7 +539,9 @@ class RequestPlane:
             idx = d[:, 0].astype(np.int64)
             self.drop[idx] = d[:, 1].astype(np.int8)
             self.end_s[idx] = d[:, 2]
-        for r in self.accepting:
+        # a replica that started nothing here may still serve a larger batch from an earlier
+        # segment (batch size changed back to one): its count stays
+        for r in started:
             self.nserv[r] = 1
 
     def _write(self, tgt: slice | np.ndarray, S: list[float], E: list[float], R: list[int],
