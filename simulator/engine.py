@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -62,6 +62,9 @@ from simscale.strategies.base import (
     normalize_decision,
     sync_period_of,
 )
+
+if TYPE_CHECKING:
+    from simscale.profiler.schema import Profile
 
 __all__ = ["ReplicaRecord", "ServiceInputs", "ServiceRun", "run_strategy", "size_options"]
 
@@ -122,7 +125,7 @@ class ServiceRun:
 
 
 # ============================================================================ sizes
-def _cold_start_mean(svc: Service, profile: Any) -> float:
+def _cold_start_mean(svc: Service, profile: Profile | None) -> float:
     cs = svc.cold_start_s
     if cs == "profile":
         return float(profile.cold_start(svc.model, svc.device).mean_s)
@@ -131,7 +134,8 @@ def _cold_start_mean(svc: Service, profile: Any) -> float:
     return float(cs)
 
 
-def size_options(svc: Service, profile: Any, max_batch_size: int) -> tuple[SizeOption, ...]:
+def size_options(svc: Service, profile: Profile | None, max_batch_size: int
+                 ) -> tuple[SizeOption, ...]:
     """The replica sizes of ``svc``: one per measured thread count of (model, device) when the
     service time comes from the profile; only the service's own size for a distribution."""
     price = svc.cost_per_replica_hour / svc.threads
@@ -198,7 +202,7 @@ class _Cluster:
 # ============================================================================ one service
 class _ServiceSim:
     def __init__(self, env: simpy.Environment, scenario: Scenario, svc: Service,
-                 strategy: Any, inputs: ServiceInputs, profile: Any,
+                 strategy: Any, inputs: ServiceInputs, profile: Profile | None,
                  cluster: _Cluster | None) -> None:
         self.env = env
         self.svc = svc
@@ -508,7 +512,7 @@ def run_strategy(
     scenario: Scenario,
     strategies: dict[str, Any],
     inputs: dict[str, ServiceInputs],
-    profile: Any,
+    profile: Profile | None,
     on_progress: Callable[[float], None] | None = None,
 ) -> list[ServiceRun]:
     """Simulate one strategy (one object per service, keyed by service name) over the whole

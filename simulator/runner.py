@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,11 @@ from simscale.simulator.results import SimulationResult, aggregate_runs
 from simscale.simulator.scenario import Distribution, Scenario, Service, StrategySpec
 from simscale.simulator.serving import ROUTING_POLICIES, select_strategies
 from simscale.strategies.base import StrategyFailed
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from simscale.profiler.schema import Profile
 
 __all__ = ["run_scenario", "scenario_budget", "select_strategies", "service_inputs"]
 
@@ -53,7 +58,8 @@ def scenario_profile_path(scenario: Scenario) -> str:
     return str(scenario.resolve_path(scenario.profile))
 
 
-def load_scenario_profile(scenario: Scenario, profile: Any = None) -> Any:
+def load_scenario_profile(scenario: Scenario, profile: Profile | str | Path | None = None
+                          ) -> Profile | None:
     """The profile to simulate ``scenario`` with: ``profile`` (a loaded one or a path) when
     given, else the scenario's; ``None`` when no service uses the profile and none was given."""
     if profile is None and not _needs_profile(scenario):
@@ -65,7 +71,7 @@ def load_scenario_profile(scenario: Scenario, profile: Any = None) -> Any:
     return load_profile(scenario_profile_path(scenario) if profile is None else profile)
 
 
-def check_profile(scenario: Scenario, profile: Any) -> None:
+def check_profile(scenario: Scenario, profile: Profile) -> None:
     """Raise a :class:`UserError` naming the scenario file and ``services.N.model`` when a
     service that takes its service time or cold start from the profile has no measurements
     of its (model, device, threads) there."""
@@ -154,7 +160,7 @@ def service_seed_sequences(scenario: Scenario, seed: int) -> list[np.random.Seed
 
 
 def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence,
-                   profile: Any) -> ServiceInputs:
+                   profile: Profile | None) -> ServiceInputs:
     """Arrivals, per-request service draws and the other streams of one service."""
     from simscale.simulator.workloads import generate_arrivals, rate_function
 
@@ -183,7 +189,7 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
 
 
 def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
-              inputs: dict[str, ServiceInputs], prof: Any, runs: list[dict[str, Any]],
+              inputs: dict[str, ServiceInputs], prof: Profile | None, runs: list[dict[str, Any]],
               ts_parts: list[pd.DataFrame], req_parts: list[pd.DataFrame] | None,
               on_progress: Any = None) -> float:
     """Simulate one strategy entry on one replication's inputs and append its runs, time series
@@ -222,7 +228,7 @@ def run_scenario(
     strategies: list[str] | None = None,
     seed: int | None = None,
     replications: int = 1,
-    profile: Any = None,
+    profile: Profile | str | Path | None = None,
     keep_requests: bool = False,
     progress: bool = False,
     force: bool = False,
@@ -302,7 +308,7 @@ def run_scenario(
     return SimulationResult(summary, timeseries, requests)
 
 
-def _inputs(scenario: Scenario, seed_r: int, prof: Any) -> dict[str, ServiceInputs]:
+def _inputs(scenario: Scenario, seed_r: int, prof: Profile | None) -> dict[str, ServiceInputs]:
     """Every service's inputs of replication seed ``seed_r``."""
     children = service_seed_sequences(scenario, seed_r)
     inputs = {}
@@ -315,7 +321,7 @@ def _inputs(scenario: Scenario, seed_r: int, prof: Any) -> dict[str, ServiceInpu
 
 
 def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int,
-                base_seed: int, prof: Any, keep_requests: bool, bar: _ProgressBar,
+                base_seed: int, prof: Profile | None, keep_requests: bool, bar: _ProgressBar,
                 runs: list[dict[str, Any]], ts_parts: list[pd.DataFrame],
                 req_parts: list[pd.DataFrame]) -> dict[str, Any] | None:
     """Every (replication, strategy) run in this process, in order; returns what
@@ -345,7 +351,7 @@ class _SimJob:
     rep: int
     spec: StrategySpec
     scenario: Scenario
-    profile: Any
+    profile: Profile | None
     keep_requests: bool
     #: one token per ``run_scenario`` call: a worker reuses the inputs of (token, seed)
     run_token: str = ""
@@ -377,8 +383,8 @@ def _execute_sim_job(job: _SimJob) -> dict[str, Any]:
 
 
 def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: int,
-                  base_seed: int, prof: Any, keep_requests: bool, workers: int, executor: str,
-                  address: str | None, bar: _ProgressBar, runs: list[dict[str, Any]],
+                  base_seed: int, prof: Profile | None, keep_requests: bool, workers: int,
+                  executor: str, address: str | None, bar: _ProgressBar, runs: list[dict[str, Any]],
                   ts_parts: list[pd.DataFrame], req_parts: list[pd.DataFrame]
                   ) -> dict[str, Any] | None:
     """The runs on the sweep executors (local processes or Ray), gathered in serial order."""

@@ -52,7 +52,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -78,6 +78,11 @@ from simscale.validation.records import (
     summarize_real,
 )
 from simscale.validation.report import print_fidelity, write_report
+
+if TYPE_CHECKING:
+    from simscale.profiler.schema import Profile
+    from simscale.simulator.engine import ServiceInputs
+    from simscale.strategies.base import SizeOption
 
 __all__ = [
     "model_artifacts",
@@ -116,7 +121,7 @@ def validate(
     strategy: str | None = None,
     duration_s: float | None = None,
     outdir: Path,
-    profile: Any = None,
+    profile: Profile | str | Path | None = None,
     on_crash: str = "abort",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -195,7 +200,7 @@ def validate(
 
 
 # --------------------------------------------------------------------------- the real run
-def _run_real(scenario: Scenario, spec: StrategySpec, prof: Any, on_crash: str,
+def _run_real(scenario: Scenario, spec: StrategySpec, prof: Profile, on_crash: str,
               say: Callable[[str], None]) -> tuple[RealRunResult, list[float]]:
     """Step 2: the real run of the validated ``scenario`` with strategy ``spec`` (models built
     once with the profiler's code, in a temporary folder), and the machine's load average
@@ -292,8 +297,8 @@ def _notes(original: Scenario, real: RealRunResult | None) -> list[str]:
     return notes
 
 
-def _get_profile(scenario: Scenario, profile: Any, outdir: Path, say: Callable[[str], None]
-                 ) -> tuple[Any, str]:
+def _get_profile(scenario: Scenario, profile: Profile | str | Path | None, outdir: Path,
+                 say: Callable[[str], None]) -> tuple[Profile, str]:
     """Step 1: ``(profile, its source)``. A :class:`~simscale.profiler.schema.Profile` or a
     path is used as given; ``None`` measures a quick profile of the scenario's models, threads
     and devices now and saves it to ``OUTDIR/profile.json``."""
@@ -315,7 +320,7 @@ def _get_profile(scenario: Scenario, profile: Any, outdir: Path, say: Callable[[
     return prof, str(path)
 
 
-def _real_spec(scenario: Scenario, index: int, svc: Service, spec: StrategySpec, prof: Any,
+def _real_spec(scenario: Scenario, index: int, svc: Service, spec: StrategySpec, prof: Profile,
                artifact: str | None) -> RealServiceSpec:
     """Service ``svc`` (number ``index`` of ``scenario``) as the real cluster serves it: the
     simulation's arrivals for the scenario's seed, a new strategy object of ``spec`` set up with
@@ -346,7 +351,7 @@ def _real_spec(scenario: Scenario, index: int, svc: Service, spec: StrategySpec,
     )
 
 
-def model_artifacts(scenario: Scenario, prof: Any, folder: Path) -> dict[str, str]:
+def model_artifacts(scenario: Scenario, prof: Profile, folder: Path) -> dict[str, str]:
     """Train/build each model of the scenario once with the profiler's code and save the
     artifact a replica loads (as the profiler does before it measures cold starts), so that a
     real replica's cold start is the profiled one: load an artifact, not train a model.
@@ -363,7 +368,8 @@ def model_artifacts(scenario: Scenario, prof: Any, folder: Path) -> dict[str, st
 
 
 # --------------------------------------------------------------------------- engine hooks
-def service_inputs_of(scenario: Scenario, index: int, seed: int, profile: Any) -> Any:
+def service_inputs_of(scenario: Scenario, index: int, seed: int, profile: Profile | None
+                      ) -> ServiceInputs:
     """The inputs of service ``index`` for ``seed`` (replication 0): exactly those the
     simulation uses, arrivals and the true rate of their realization (the oracle's) included.
     The runner spawns one ``SeedSequence`` child per service from the seed and
@@ -376,7 +382,7 @@ def service_inputs_of(scenario: Scenario, index: int, seed: int, profile: Any) -
     return service_inputs(scenario.services[index], scenario, children[index], profile)
 
 
-def _size_options(prof: Any, svc: Service) -> tuple[Any, tuple[Any, ...]]:
+def _size_options(prof: Profile, svc: Service) -> tuple[SizeOption, tuple[SizeOption, ...]]:
     """The size of ``svc``'s replicas and all sizes the profile measured, exactly as the
     engine builds them (:func:`~simscale.simulator.engine.size_options`)."""
     from simscale.simulator.engine import size_options
