@@ -76,6 +76,9 @@ RUN_FIGURES: tuple[Figure, ...] = (
               ("mean", "p50", "p95", "p99", "max")),
     *_latency("queue_wait_ms", "queue wait (start - arrival) of completed requests",
               ("mean", "p50", "p95", "p99")),
+    Figure("percentile_rel_error", "fraction",
+           "bound on the relative error of the percentiles: 0 when exact (every request "
+           "kept), 0.005 when read from the log-bucketed sketch of a large run"),
     Figure("slo_ms", "ms", "the service's latency objective"),
     Figure("slo_attainment", "fraction",
            "of the finished requests after the warm-up, those completed within slo_ms",

@@ -251,3 +251,64 @@ def test_replications_aggregate_and_save(tmp_path):
     rq = pd.read_parquet(tmp_path / "requests.parquet")
     assert set(rq.drop_reason.cat.categories) == {"", "queue_full", "timeout", "crash"}
     assert len(res.runs) == 3 and "latency_ms.p95" in res.runs.columns
+
+
+def _timeseries_by_definition(run, warmup_s: float) -> dict[str, np.ndarray]:
+    """The request columns of the time series straight from RESULTS.md's definitions, one bin
+    at a time (quadratic; small runs only): a reference for the streamed figures."""
+    pl = run.plane
+    D = float(run.duration_s)
+    nb = int(math.ceil(D))
+    arr, st_, end, drop = pl.arrival_s, pl.start_s, pl.end_s, pl.drop
+    dropped = drop != 0
+    completed = (end <= D) & ~dropped
+    out = {k: np.zeros(nb) for k in ("arrivals", "completions", "dropped", "queue_length",
+                                     "in_flight")}
+    out["latency_p95_ms"] = np.full(nb, np.nan)
+    lat_ms = (end - arr) * 1000.0
+    for k in range(nb):
+        t_end = min(k + 1.0, D)
+
+        def in_bin(t: np.ndarray, k: int = k) -> np.ndarray:
+            return (t >= k) & (t < k + 1) if k < nb - 1 else t >= k
+
+        out["arrivals"][k] = np.count_nonzero(in_bin(arr))
+        done_k = completed & in_bin(np.where(completed, end, -1.0))
+        out["completions"][k] = np.count_nonzero(done_k)
+        if done_k.any():
+            out["latency_p95_ms"][k] = np.percentile(lat_ms[done_k], 95)
+        out["dropped"][k] = np.count_nonzero(dropped & in_bin(np.where(dropped, end, -1.0)))
+        arrived = arr <= t_end
+        # waiting: arrived, not started, not dropped by then (a queue-full drop never waits)
+        left_queue = np.where(np.isnan(st_), np.where(dropped, end, np.inf), st_) <= k + 1.0
+        left_queue |= drop == 1
+        out["queue_length"][k] = np.count_nonzero(arrived & ~left_queue)
+        finished = (completed | dropped) & (end <= k + 1.0)
+        out["in_flight"][k] = np.count_nonzero(arrived & ~finished)
+    return out
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=scenarios(), chunk=st.integers(1, 60))
+def test_streamed_figures_match_definitions_and_any_chunking(sc, chunk):
+    """The figures folded in chunk by chunk are the same for any chunk size (counts and the
+    per-bin p95 exactly, sums of busy time to rounding), and the time series' request columns
+    are what RESULTS.md defines."""
+    from simscale.simulator.metrics import request_figures, run_figures
+
+    _, out = _runs_of(sc)
+    for runs in out.values():
+        for run in runs:
+            whole, ts_whole, _ = run_figures(run, sc.warmup_s, chunk=1 << 30)
+            part, ts_part, _ = run_figures(run, sc.warmup_s, chunk=chunk)
+            for key, value in whole.items():
+                if isinstance(value, float) and not math.isnan(value):
+                    assert part[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+                elif key not in ("utilization",):
+                    assert json.dumps(part[key], sort_keys=True) == json.dumps(
+                        value, sort_keys=True), key
+            pd.testing.assert_frame_equal(ts_part, ts_whole, rtol=1e-12, atol=1e-12)
+            ref = _timeseries_by_definition(run, sc.warmup_s)
+            cols = request_figures(run, sc.warmup_s, chunk).timeseries()
+            for key, want in ref.items():  # (p95: numpy's percentile, to rounding)
+                np.testing.assert_allclose(cols[key], want, rtol=1e-12, err_msg=key)
