@@ -344,6 +344,14 @@ class CompiledRequests:
     def p_done(self) -> int:
         return int(self.cur[0])
 
+    @property
+    def p_1s(self) -> int:
+        return int(self.cur[1])
+
+    def shift(self, k: int) -> None:
+        """See :meth:`~simscale.simulator.observations.Requests.shift`."""
+        self.cur -= k
+
     def _room(self, k: int) -> None:
         """Room for ``k`` more latencies and one more slab in the queue: its dead head dropped,
         and arrays twice as large when that is not enough."""

@@ -23,7 +23,10 @@ from simscale.simulator.observations import _add_busy
 from simscale.simulator.requestplane import DROP_NONE, DROP_QUEUE_FULL
 from simscale.simulator.sketch import EXACT_LIMIT, LatencySummary
 
-__all__ = ["RequestFigures"]
+__all__ = ["CHUNK_REQUESTS", "RequestFigures", "fold"]
+
+#: requests folded in at a time (bounds the temporaries of the computation)
+CHUNK_REQUESTS = 1 << 20
 
 
 def _add_counts(hist: np.ndarray, idx: np.ndarray) -> None:
@@ -199,3 +202,16 @@ class RequestFigures:
             "busy_s": self.busy_bins[:self.n_bins],
             "latency_p95_ms": self.p95,
         }
+
+
+def fold(acc: RequestFigures, plane: object, k: int, chunk: int = CHUNK_REQUESTS) -> None:
+    """Fold the first ``k`` requests of ``plane``'s arrays (a request plane, or anything with
+    its ``arrival_s``, ``start_s``, ``end_s``, ``drop`` and ``batch_size`` arrays) into
+    ``acc``, ``chunk`` at a time; their outcomes must be final."""
+    arr = plane.arrival_s  # type: ignore[attr-defined]
+    n = len(arr)
+    for i in range(0, k, chunk):
+        j = min(i + chunk, k)
+        acc.add(arr[i:j], plane.start_s[i:j], plane.end_s[i:j],  # type: ignore[attr-defined]
+                plane.drop[i:j], plane.batch_size[i:j],  # type: ignore[attr-defined]
+                float(arr[j]) if j < n else math.inf)

@@ -49,10 +49,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import simpy
 
+from simscale.simulator.accumulate import RequestFigures
 from simscale.simulator.observations import Monitor
 from simscale.simulator.requestplane import RequestPlane
 from simscale.simulator.scenario import Distribution, Scenario, Service
 from simscale.simulator.serving import scale_down_victims, service_context
+from simscale.simulator.streaming import STREAM_CHUNK, RequestStream, streams
 from simscale.strategies.base import (
     Decision,
     ReplicaCounts,
@@ -122,6 +124,9 @@ class ServiceRun:
     size_timeline: list[tuple[float, int]]
     duration_s: float
     price_per_thread_hour: float
+    #: the requests' figures, folded in during a streaming run (``None``: the plane kept every
+    #: request and ``metrics`` reads them from its arrays)
+    figures: RequestFigures | None = None
 
 
 # ============================================================================ sizes
@@ -203,7 +208,7 @@ class _Cluster:
 class _ServiceSim:
     def __init__(self, env: simpy.Environment, scenario: Scenario, svc: Service,
                  strategy: Any, inputs: ServiceInputs, profile: Profile | None,
-                 cluster: _Cluster | None) -> None:
+                 cluster: _Cluster | None, stream: bool | None = None) -> None:
         self.env = env
         self.svc = svc
         self.scenario = scenario
@@ -221,7 +226,12 @@ class _ServiceSim:
             max_batch_size=self.maxb, max_wait_s=self.max_wait_s,
             capacity=svc.queue.capacity,
             timeout_s=None if svc.queue.timeout_ms is None else svc.queue.timeout_ms / 1000.0,
-            route_u=inputs.route_u)
+            route_u=inputs.route_u,
+            window=STREAM_CHUNK if streams(stream, len(inputs.arrival_s)) else None)
+        #: a streaming run's requests, folded into figures as the run goes
+        self.stream = (RequestStream(RequestFigures(scenario.duration_s, scenario.warmup_s,
+                                                    svc.slo_ms))
+                       if self.plane.windowed else None)
         self.options = size_options(svc, profile, self.maxb)
         self.size = self._option(svc.device, svc.threads) or self.options[0]
         self._stm_cache: dict[tuple[str, int], Any] = {}
@@ -407,6 +417,18 @@ class _ServiceSim:
         for _ in range(self.svc.replicas.initial):
             self._new_replica(warm=True)
         self.env.process(self._autoscaler())
+        if self.stream is not None:
+            self.env.process(self._streamer())
+
+    def _streamer(self):  # noqa: ANN202 - generator
+        """Advance the plane and fold its final requests every so often (a streaming run)."""
+        step_s = RequestStream.step_s(self.plane.n, self.duration_s)
+        window_s = float(getattr(self.strategy, "latency_window_s", 60.0) or 60.0)
+        while True:
+            yield self.env.timeout(step_s)
+            self.sync()
+            self.stream.fold(self.plane, self.monitor.requests, self.env.now,
+                             self.monitor.lag_s, window_s)
 
     def _autoscaler(self):  # noqa: ANN202
         period = sync_period_of(self.strategy)
@@ -502,9 +524,10 @@ class _ServiceSim:
 
     def result(self) -> ServiceRun:
         info = {k: self.info_sum[k] / self.info_n[k] for k in self.info_sum}
+        figures = self.stream.finish(self.plane) if self.stream is not None else None
         return ServiceRun(self.svc, self.plane, self.records, self.events, info,
                           self.size_timeline, self.duration_s,
-                          self.svc.cost_per_replica_hour / self.svc.threads)
+                          self.svc.cost_per_replica_hour / self.svc.threads, figures)
 
 
 # ============================================================================ one run
@@ -514,9 +537,14 @@ def run_strategy(
     inputs: dict[str, ServiceInputs],
     profile: Profile | None,
     on_progress: Callable[[float], None] | None = None,
+    stream: bool | None = None,
 ) -> list[ServiceRun]:
     """Simulate one strategy (one object per service, keyed by service name) over the whole
     scenario; returns one :class:`ServiceRun` per service, in the scenario's order.
+
+    ``stream``: whether services stream (:mod:`simscale.simulator.streaming`; ``None``: those
+    with :data:`~simscale.simulator.streaming.STREAM_MIN_REQUESTS` requests or more); a
+    streaming run's plane holds only a window of requests.
 
     ``on_progress(dt_s)``: called with each further stretch of simulated seconds done (the run
     pauses :data:`PROGRESS_STEPS` times; pausing SimPy changes no event's order)."""
@@ -526,7 +554,8 @@ def run_strategy(
     sims = []
     for svc in scenario.services:
         strat = strategies[svc.name]
-        sim = _ServiceSim(env, scenario, svc, strat, inputs[svc.name], profile, cluster)
+        sim = _ServiceSim(env, scenario, svc, strat, inputs[svc.name], profile, cluster,
+                          stream)
         ctx = service_context(scenario, svc, sim.size, sim.options,
                               inputs[svc.name].true_rate_rps)
         if callable(getattr(strat, "setup", None)):

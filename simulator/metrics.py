@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simscale.simulator.accumulate import RequestFigures
+from simscale.simulator.accumulate import CHUNK_REQUESTS, RequestFigures, fold
 from simscale.simulator.engine import ReplicaRecord, ServiceRun
 from simscale.simulator.observations import busy_cumulative
 from simscale.simulator.requestplane import (
@@ -130,6 +130,8 @@ def _max_existing(ex_a: np.ndarray, ex_b: np.ndarray, D: float) -> int:
 def _requests_table(run: ServiceRun) -> pd.DataFrame:
     """One row per request: arrival, start and end (s; end NaN unless completed), batch size,
     replica and drop reason."""
+    if run.figures is not None:
+        raise ValueError("a streaming run keeps no requests table (run it with stream=False)")
     pl = run.plane
     completed = (pl.end_s <= float(run.duration_s)) & (pl.drop == DROP_NONE)
     end_out = np.where(completed, pl.end_s, np.nan)
@@ -144,20 +146,15 @@ def _requests_table(run: ServiceRun) -> pd.DataFrame:
     })
 
 
-#: requests folded into the figures at a time (bounds the temporaries of the computation)
-CHUNK_REQUESTS = 1 << 20
-
-
 def request_figures(run: ServiceRun, warmup_s: float, chunk: int = CHUNK_REQUESTS
                     ) -> RequestFigures:
-    """The run's requests folded into a :class:`RequestFigures`, ``chunk`` at a time."""
+    """The figures of the run's requests: those the engine folded in as it ran (a streaming
+    run), or the plane's arrays folded in now, ``chunk`` at a time."""
+    if run.figures is not None:
+        return run.figures
     pl = run.plane
     acc = RequestFigures(run.duration_s, warmup_s, run.service.slo_ms)
-    n = len(pl.arrival_s)
-    for i in range(0, n, chunk):
-        j = min(i + chunk, n)
-        acc.add(pl.arrival_s[i:j], pl.start_s[i:j], pl.end_s[i:j], pl.drop[i:j],
-                pl.batch_size[i:j], float(pl.arrival_s[j]) if j < n else math.inf)
+    fold(acc, pl, len(pl.arrival_s), chunk)
     acc.close()
     return acc
 
@@ -167,7 +164,7 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
                 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame | None]:
     """Summary figures, the 1 s time series and (optionally) the requests table of one run.
 
-    The requests are read ``chunk`` at a time (:func:`request_figures`); the replica figures
+    The requests' figures come from :func:`request_figures`; the replica figures
     come from the replica records. Returns ``(summary, timeseries, requests)``; the
     identifying columns (strategy, label, service, replication) are added by the caller."""
     D = float(run.duration_s)

@@ -154,6 +154,15 @@ class Requests:
         self._busy: tuple[np.ndarray, ...] | None = None  # busy requests of the last slab
         self._busy_slab = (math.nan, math.nan)
 
+    def shift(self, k: int) -> None:
+        """The request plane forgot its first ``k`` requests (``k`` at most both cursors):
+        the cursors move with its arrays."""
+        self.p_done -= k
+        self.p_1s -= k
+        if self._busy is not None:
+            s, e, w, idx = self._busy
+            self._busy = (s, e, w, idx - k)
+
     def observe(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray,
                 busy_bins: np.ndarray, serve_bins: np.ndarray, util_bins: np.ndarray,
                 fin0: int, fin1: int, lo: float, n_rid: int

@@ -144,6 +144,13 @@ class RequestPlane:
         ``"compiled"`` runs the shared-queue loop compiled (:mod:`simscale.simulator._kernels`),
         ``"python"`` runs this module's loops (the specification), ``"auto"`` (default): see
         :func:`resolve_kernels`. Both give identical results.
+    window:
+        ``None`` (default): the per-request arrays hold every request. A number: they start
+        with room for that many and hold a window of requests that :meth:`compact` moves on
+        (a streaming run: memory bounded by the requests in the window, not the run).
+
+    Indices: request ``i`` of the arrays (``start_s[i]``, the queues' entries, ``next_i``) is
+    request ``base + i`` of the run; :attr:`base` is 0 until a :meth:`compact`.
     """
 
     def __init__(
@@ -158,15 +165,20 @@ class RequestPlane:
         timeout_s: float | None = None,
         route_u: np.ndarray | None = None,
         kernels: str = "auto",
+        window: int | None = None,
     ) -> None:
         self.policy = make_routing(routing)
         self.kernels = resolve_kernels(kernels, len(arrival_s))
-        self.arrival_s = np.ascontiguousarray(arrival_s, dtype=np.float64)
-        self.unit_service = np.ascontiguousarray(unit_service, dtype=np.float64)
+        #: the whole run's inputs; ``arrival_s`` etc. are their views from ``base`` on
+        self._inputs = (np.ascontiguousarray(arrival_s, dtype=np.float64),
+                        np.ascontiguousarray(unit_service, dtype=np.float64), route_u)
+        self.arrival_s, self.unit_service = self._inputs[0], self._inputs[1]
         n = len(self.arrival_s)
         if len(self.unit_service) != n:
             raise ValueError("unit_service must have one value per arrival")
         self.n = n
+        self.base = 0  #: index in the run of the arrays' first request
+        self.windowed = window is not None
         self.routing = routing
         self.max_batch_size = int(max_batch_size)
         self.max_wait_s = float(max_wait_s)
@@ -176,11 +188,12 @@ class RequestPlane:
             raise ValueError(f"routing {routing} needs route_u")
         self.route_u = route_u
         # per-request results
-        self.start_s = np.full(n, np.nan)
-        self.end_s = np.full(n, np.nan)
-        self.batch_size = np.zeros(n, dtype=np.int32)
-        self.replica = np.full(n, -1, dtype=np.int32)
-        self.drop = np.zeros(n, dtype=np.int8)
+        room = n if window is None else max(1, min(n, int(window)))
+        self.start_s = np.full(room, np.nan)
+        self.end_s = np.full(room, np.nan)
+        self.batch_size = np.zeros(room, dtype=np.int32)
+        self.replica = np.full(room, -1, dtype=np.int32)
+        self.drop = np.zeros(room, dtype=np.int8)
         # state
         self.now = 0.0  #: time (s) the plane has been advanced to
         self.next_i = 0  #: first arrival not yet processed
@@ -335,6 +348,55 @@ class RequestPlane:
             self._crash_lo = lo
         return lo
 
+    # ------------------------------------------------------------------ streaming window
+    _RESULTS = (("start_s", np.nan), ("end_s", np.nan), ("batch_size", 0), ("replica", -1),
+                ("drop", 0))
+
+    def _make_room(self, n_rel: int) -> None:
+        """Per-request arrays for at least ``n_rel`` requests from :attr:`base` (doubled)."""
+        have = len(self.start_s)
+        if n_rel <= have:
+            return
+        size = max(n_rel, 2 * have)
+        for name, fill in self._RESULTS:
+            old = getattr(self, name)
+            new = np.full(size, fill, dtype=old.dtype)
+            new[:have] = old
+            setattr(self, name, new)
+
+    def compact(self, k: int) -> None:
+        """Forget the window's first ``k`` requests (their outcomes must be final and read):
+        the arrays move on by ``k`` and every index held (queues, cursors) with them."""
+        if not self.windowed:
+            raise ValueError("compact needs a plane made with window=")
+        if k <= 0:
+            return
+        m = self.next_i
+        if k > m:
+            raise ValueError(f"cannot forget {k} requests, {m} processed")
+        for name, fill in self._RESULTS:
+            a = getattr(self, name)
+            a[:m - k] = a[k:m]
+            a[m - k:m] = fill
+        self.base += k
+        arr, unit, ru = self._inputs
+        self.arrival_s = arr[self.base:]
+        self.unit_service = unit[self.base:]
+        self.route_u = None if ru is None else ru[self.base:]
+        self.next_i = m - k
+        self._crash_lo = max(self._crash_lo - k, 0)
+        for q in (self.queue, *self.rq.values()):
+            if q:
+                if q[0] < k:
+                    raise ValueError("cannot forget a request still queued")
+                moved = [i - k for i in q]
+                q.clear()
+                q.extend(moved)
+        if self._qlen:
+            if self._qbuf[self._qhead] < k:
+                raise ValueError("cannot forget a request still queued")
+            self._qbuf -= k  # (entries outside the ring are never read)
+
     # ------------------------------------------------------------------ advancing
     def advance(self, t_end_s: float) -> None:
         """Process every arrival before ``t_end_s`` and start every batch that starts before it.
@@ -343,6 +405,8 @@ class RequestPlane:
         :attr:`stopped`."""
         if t_end_s <= self.now:
             return
+        if self.windowed:
+            self._make_room(int(np.searchsorted(self.arrival_s, t_end_s, side="left")))
         # the loops allocate many short-lived tuples and no reference cycles: the cyclic
         # garbage collector only costs time here
         gc_was_on = gc.isenabled()

@@ -202,7 +202,9 @@ def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
     strats = {svc.name: make_strategy(spec.name, spec.params, source=src)
               for svc in scenario.services}
     try:
-        out = run_strategy(scenario, strats, inputs, prof, on_progress=on_progress)
+        # --save-requests needs every request at the end: no streaming then
+        out = run_strategy(scenario, strats, inputs, prof, on_progress=on_progress,
+                           stream=False if req_parts is not None else None)
     except StrategyFailed as exc:
         raise UserError(f"strategy '{spec.display_label}' failed: {exc.message}",
                         source=src, field=f"strategies.{spec.display_label}") from None
