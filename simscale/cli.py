@@ -295,7 +295,7 @@ def scenarios_schema() -> None:
 # --------------------------------------------------------------------------- strategies
 @cli.group()
 def strategies() -> None:
-    """List the built-in strategies and their parameters."""
+    """List the built-in strategies and their parameters; import a real autoscaler's."""
 
 
 @strategies.command("list")
@@ -328,6 +328,48 @@ def strategies_show(name: str) -> None:
     for p in info["params"]:
         table.add_row(p["name"], str(p["type"]), repr(p["default"]), p.get("description") or "")
     console.print(table)
+
+
+@strategies.command("import")
+@click.argument("file")
+@click.option("--document", help="The object to import from a multi-object file (its name; "
+              "for a Serve config: app/deployment or the deployment's name).")
+@click.option("--metric", type=click.Choice(["rps", "concurrency", "queue_length"]),
+              help="What an opaque external or Prometheus metric measures.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def strategies_import(file: str, document: str | None, metric: str | None,
+                      as_json: bool) -> None:
+    """Map a real autoscaler's configuration (Kubernetes HPA, KEDA ScaledObject, Knative
+    Service, Ray Serve config) onto a built-in strategy: print the strategy, every parameter,
+    and every field ignored or approximated, with why."""
+    from rich.table import Table
+
+    from simscale.strategies.importers import import_file
+
+    result = import_file(file, document=document, metric=metric)
+    if as_json:
+        click.echo(json.dumps({"strategy": result.strategy, "params": result.params,
+                               "notes": result.notes, "kind": result.kind,
+                               "name": result.name, "source": result.source,
+                               "mapped": list(result.mapped)}, indent=2))
+        return
+    console = _console()
+    named = f" '{result.name}'" if result.name else ""
+    console.print(f"[bold]{file}[/bold]: {result.kind}{named} -> strategy "
+                  f"[bold]{result.strategy}[/bold]", highlight=False)
+    table = Table("parameter", "value", "from")  # the import, or unused: simscale default
+    for key, value in result.params.items():
+        table.add_row(key, json.dumps(value), "import" if key in result.mapped else
+                      f"{result.strategy} default")
+    console.print(table)
+    if result.notes:
+        console.print("ignored or approximated:")
+        for note in result.notes:
+            console.print(f"  - {note}", highlight=False, markup=False)
+    entry = {"import": file, **({"document": document} if document else {}),
+             **({"metric": metric} if metric else {})}
+    console.print("as a scenario strategy entry: " + json.dumps(entry).replace('"', ""),
+                  highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- sweep

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -157,12 +158,29 @@ class Metrics(_Model):
 
 
 class StrategySpec(BaseModel):
-    """``{name: <built-in name or module:Class>, label: optional, ...parameters}``."""
+    """``{name: <built-in name or module:Class>, label: optional, ...parameters}``, or
+    ``{import: FILE, label, document, metric, ...parameter overrides}``: a real autoscaler's
+    configuration (HPA, KEDA, Knative, Ray Serve; :mod:`simscale.strategies.importers`) read
+    from ``FILE`` (relative to the scenario file) and turned into the built-in it maps to, with
+    its parameters; ``document`` picks one object of a multi-document file, ``metric`` (``rps``,
+    ``concurrency`` or ``queue_length``) says what an opaque external or Prometheus metric
+    measures, and any other key overrides one mapped parameter. The label defaults to the
+    imported object's name (else the file's stem)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str = Field(min_length=1)
     label: str | None = None
+    #: for an imported entry: ``{"file", "document", "metric", "kind", "notes"}``; set by
+    #: simscale, not in YAML (and not dumped: the entry dumps as the built-in it became)
+    imported_from: dict[str, Any] | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and ("import" in data or "imported_from" in data):
+            return resolve_import_entry(data, info.context or {})
+        return data
 
     @property
     def params(self) -> dict[str, Any]:
@@ -172,6 +190,44 @@ class StrategySpec(BaseModel):
     @property
     def display_label(self) -> str:
         return self.label or self.name
+
+
+def resolve_import_entry(data: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """The strategy entry ``{import: FILE, ...}`` as the built-in entry it maps to.
+
+    ``context`` may give ``base_dir`` (relative paths start there; else the current folder)
+    and ``source`` (the scenario file, for errors about the entry itself). Problems in the
+    imported file are :class:`UserError` lines naming that file and its field.
+    """
+    from simscale.strategies.importers import import_file
+
+    source = context.get("source")
+    if "imported_from" in data:
+        raise UserError("set by simscale, not in a scenario", source=source,
+                        field="strategies.imported_from")
+    entry = dict(data)
+    if "name" in entry:
+        raise UserError("give either name or import, not both", source=source,
+                        field="strategies.import")
+    file = entry.pop("import")
+    label = entry.pop("label", None)
+    document = entry.pop("document", None)
+    metric = entry.pop("metric", None)
+    for key, value in (("import", file), ("label", label), ("document", document),
+                       ("metric", metric)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise UserError("must be a non-empty string", source=source,
+                            field=f"strategies.{key}")
+    if file is None:
+        raise UserError("must be a file path", source=source, field="strategies.import")
+    path = Path(file)
+    if not path.is_absolute() and context.get("base_dir") is not None:
+        path = Path(context["base_dir"]) / path
+    result = import_file(path, document=document, metric=metric)
+    return {**result.params, **entry, "name": result.strategy,
+            "label": label or result.name or path.stem,
+            "imported_from": {"file": str(path), "document": document, "metric": metric,
+                              "kind": result.kind, "notes": list(result.notes)}}
 
 
 class Scenario(_Model):
@@ -262,7 +318,8 @@ def load_scenario(
     if overrides:
         check_depth(data, source="--set")
     try:
-        scenario = Scenario.model_validate(data)
+        scenario = Scenario.model_validate(
+            data, context={"base_dir": base_dir, "source": src_name})  # for {import: FILE}
     except ValidationError as exc:
         raise pydantic_error_to_user_error(exc, src_name) from None
     return scenario.model_copy(update={"base_dir": base_dir, "source": src_name})

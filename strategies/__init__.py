@@ -55,6 +55,7 @@ BUILTINS: dict[str, str] = {
     "threshold": "simscale.strategies.threshold:Threshold",
     "hpa": "simscale.strategies.hpa:Hpa",
     "kpa": "simscale.strategies.kpa:Kpa",
+    "ray_serve": "simscale.strategies.ray_serve:RayServe",
     "predictive": "simscale.strategies.predictive:Predictive",
     "cost_aware": "simscale.strategies.cost_aware:CostAware",
     "oracle": "simscale.strategies.oracle:Oracle",

@@ -14,6 +14,11 @@ or flips direction, the count is kept. Ready replicas missing a metric count as 
 (utilization) or at the target (other metrics) when scaling down, and as 0 when scaling up.
 Then the behavior governors: stabilization windows (scale-up 0 s, scale-down 300 s) and scaling
 policies per period (up: max of 4 pods or 100 % per 15 s; down: 100 % per 15 s).
+
+Options for imported manifests (each off by default): ``min_replicas``/``max_replicas`` narrow
+the service's bounds; ``rps`` and ``queue_length`` metrics and ``target_type: Value`` (Object and
+External metrics); ``target_cpu_cores`` (cpu AverageValue); ``activation_threshold`` adds KEDA's
+operator (keda.sh docs, ScaledObject: scale to and from zero around the HPA).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from simscale.strategies.governors import (
     SelectPolicy,
     StabilizationWindow,
     Step,
+    clamp,
 )
 from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 
@@ -47,13 +53,37 @@ class PolicyParams(StrategyParams):
 class HpaParams(StrategyParams):
     """Parameters of :class:`Hpa` (names follow the HPA spec; durations in seconds)."""
 
-    metric: Literal["utilization", "in_flight"] = Field(
+    metric: Literal["utilization", "in_flight", "rps", "queue_length"] = Field(
         default="utilization", description="utilization: busy fraction per ready replica (like "
-        "CPU); in_flight: average requests queued or in service per ready replica")
+        "CPU); in_flight: requests queued or in service; rps: arrivals per second over "
+        "metric_window_s; queue_length: requests waiting (the last three per ready replica, or "
+        "in total with target_type Value)")
     target_utilization: float = Field(default=0.6, gt=0, le=1.0,
                                       description="target busy fraction (0..1) for utilization")
-    target_value: float = Field(default=4.0, gt=0,
-                                description="target in-flight requests per replica for in_flight")
+    target_cpu_cores: float | None = Field(
+        default=None, gt=0, description="utilization target as busy cores per replica (cpu "
+        "AverageValue): target_utilization becomes this / the replica's threads; None: unused")
+    target_value: float = Field(default=4.0, gt=0, description="target of in_flight, rps or "
+                                "queue_length per replica (or in total with target_type Value)")
+    target_type: Literal["AverageValue", "Value"] = Field(
+        default="AverageValue", description="AverageValue: target_value per ready replica; "
+        "Value: target_value for the service's total (Object/External metrics)")
+    metric_window_s: float = Field(default=60.0, gt=0, le=3600,
+                                   description="window (s) the rps metric is averaged over")
+    min_replicas: int | None = Field(default=None, ge=0, description="minReplicas (None: the "
+                                     "service's replicas.min; always within the service's bounds)")
+    max_replicas: int | None = Field(default=None, ge=1, description="maxReplicas (None: the "
+                                     "service's replicas.max; always within the service's bounds)")
+    activation_threshold: float | None = Field(
+        default=None, ge=0, description="KEDA: the service's total metric must exceed this to "
+        "scale from zero; with min_replicas 0 it scales to zero after cooldown_s below it "
+        "(None: no KEDA operator, plain HPA)")
+    polling_interval_s: float = Field(default=30.0, gt=0,
+                                      description="KEDA pollingInterval: activation checks (s)")
+    cooldown_s: float = Field(default=300.0, ge=0,
+                              description="KEDA cooldownPeriod: inactive this long -> zero (s)")
+    initial_cooldown_s: float = Field(default=0.0, ge=0, description="KEDA "
+                                      "initialCooldownPeriod: no scale to zero before this (s)")
     tolerance: float = Field(default=0.1, ge=0, description="no change while |ratio - 1| <= this")
     scale_up_stabilization_s: float = Field(default=0.0, ge=0, le=3600,
                                             description="scaleUp stabilizationWindowSeconds")
@@ -99,15 +129,64 @@ class Hpa(ParameterizedStrategy):
                       self.scale_up_select, self.scale_down_select),
             Bounds(),
         )
+        self._polled_s: float | None = None  # KEDA's last activity check
+        self._active = False
+        self._last_active_s = 0.0  # (the run's start counts as the last activity)
 
     def pod_metrics(self, obs: Observation) -> tuple[list[float], float]:
-        """Per-ready-replica metric values and the target (``utilization`` or in-flight)."""
+        """Per-ready-replica metric values and the target: utilization against
+        ``target_utilization`` (or ``target_cpu_cores`` over the replica's threads); the other
+        metrics as the service's total spread evenly over the ready replicas, against
+        ``target_value`` (per replica; divided by the ready count with ``target_type`` Value,
+        so that the ratio is total / target as the controller computes it)."""
         ready = obs.replicas.ready
         if self.metric == "utilization":
-            return list(obs.utilization_per_replica[:ready]), self.target_utilization
+            target = self.target_utilization
+            if self.target_cpu_cores is not None:
+                target = self.target_cpu_cores / obs.current_size.threads
+            return list(obs.utilization_per_replica[:ready]), target
         if ready <= 0:
             return [], self.target_value
-        return [obs.in_flight / ready] * ready, self.target_value
+        target = self.target_value if self.target_type == "AverageValue" else (
+            self.target_value / ready)
+        return [self.metric_total(obs) / ready] * ready, target
+
+    def metric_total(self, obs: Observation) -> float:
+        """The service's total of the metric (not defined for ``utilization``: 0)."""
+        if self.metric == "in_flight":
+            return obs.in_flight
+        if self.metric == "rps":
+            return obs.rate_rps(self.metric_window_s)
+        if self.metric == "queue_length":
+            return obs.queue_length
+        return 0.0
+
+    def bounds(self, obs: Observation) -> tuple[int, int]:
+        """``min_replicas..max_replicas`` within the service's own bounds."""
+        low = obs.min_replicas if self.min_replicas is None else clamp(
+            self.min_replicas, obs.min_replicas, obs.max_replicas)
+        high = obs.max_replicas if self.max_replicas is None else clamp(
+            self.max_replicas, low, obs.max_replicas)
+        return low, high
+
+    def keda(self, obs: Observation, current: int, low: int) -> int | None:
+        """KEDA's operator around the HPA (``activation_threshold`` set): it checks activity
+        (total metric > threshold) every ``polling_interval_s``; at zero replicas it scales to
+        ``max(1, low)`` once active; with ``low == 0`` it scales to zero once inactive for
+        ``cooldown_s`` (and not before ``initial_cooldown_s``). Returns the count it sets, or
+        ``None`` when the HPA decides (keda/pkg/scaling/executor/scale_scaledobjects.go)."""
+        now = obs.time_s
+        if self._polled_s is None or now - self._polled_s >= self.polling_interval_s - 1e-9:
+            self._polled_s = now
+            self._active = self.metric_total(obs) > self.activation_threshold
+            if self._active:
+                self._last_active_s = now
+        if current == 0:
+            return max(1, low) if self._active else 0
+        if (low == 0 and not self._active and now - self._last_active_s >= self.cooldown_s
+                and now >= self.initial_cooldown_s):
+            return 0
+        return None
 
     def recommend(self, obs: Observation) -> int:
         """The controller's raw desired count (``GetResourceReplicas``), before behaviors."""
@@ -142,13 +221,18 @@ class Hpa(ParameterizedStrategy):
 
     def decide(self, obs: Observation) -> Decision:
         current = obs.replicas.desired_total
-        if current == 0 and obs.min_replicas != 0:
-            return Decision(replicas=obs.min_replicas)  # scaled to zero by hand: HPA is off
-        if current > obs.max_replicas:
-            return Decision(replicas=obs.max_replicas)
-        if current < obs.min_replicas:
-            return Decision(replicas=obs.min_replicas)
+        low, high = self.bounds(obs)
+        if self.activation_threshold is not None:
+            keda = self.keda(obs, current, low)
+            if keda is not None:
+                return Decision(replicas=keda)
+            low = max(1, low)  # the HPA under KEDA keeps minReplicas >= 1
+        if current == 0 and low != 0:
+            return Decision(replicas=low)  # scaled to zero by hand: HPA is off
+        if current > high:
+            return Decision(replicas=high)
+        if current < low:
+            return Decision(replicas=low)
         raw = self.recommend(obs)
-        desired = self.governors(Step(obs.time_s, current, raw, obs.min_replicas,
-                                      obs.max_replicas, obs.replicas.ready))
+        desired = self.governors(Step(obs.time_s, current, raw, low, high, obs.replicas.ready))
         return Decision(replicas=desired, info={"raw_desired": float(raw)})

@@ -14,12 +14,16 @@ crossing it; in panic the count is the highest panic-mode count seen (never scal
 Otherwise the count is ``dspc``. With ``min_replicas = 0`` a service with no concurrency over
 the stable window goes to zero once ``scale_to_zero_grace_period_s`` has passed; requests that
 arrive then wait for a cold start. ``scale_down_delay_s`` holds the highest count of that window.
+With ``metric: rps`` the same rule runs on the arrival rate (requests per second since the last
+tick) instead of the concurrency; ``min_replicas``/``max_replicas`` (min-scale, max-scale) narrow
+the service's bounds.
 """
 
 from __future__ import annotations
 
 import math
 from operator import itemgetter
+from typing import Literal
 
 from pydantic import Field
 
@@ -30,6 +34,7 @@ from simscale.strategies.governors import (
     RelativeRateLimit,
     StabilizationWindow,
     Step,
+    clamp,
 )
 from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 
@@ -55,6 +60,13 @@ class KpaParams(StrategyParams):
                                                 description="scale-to-zero-grace-period (s)")
     scale_down_delay_s: float = Field(default=0.0, ge=0, le=3600,
                                       description="scale-down-delay (s)")
+    metric: Literal["concurrency", "rps"] = Field(
+        default="concurrency", description="concurrency: requests queued or in service; rps: "
+        "arrivals per second (autoscaling.knative.dev/metric); the target is in its unit")
+    min_replicas: int | None = Field(default=None, ge=0, description="min-scale (None: the "
+                                     "service's replicas.min; always within the service's bounds)")
+    max_replicas: int | None = Field(default=None, ge=1, description="max-scale (None: the "
+                                     "service's replicas.max; always within the service's bounds)")
     sync_period_s: float = sync_period_field("tick-interval (s)", default=2.0)
 
 
@@ -113,7 +125,10 @@ class Kpa(ParameterizedStrategy):
 
     def decide(self, obs: Observation) -> Decision:
         now = obs.time_s
-        self.concurrency.append((now, float(obs.in_flight)))
+        if self.metric == "concurrency":
+            self.concurrency.append((now, float(obs.in_flight)))
+        else:  # requests per second since the last tick
+            self.concurrency.append((now, obs.rate_rps(self.sync_period_s)))
         stable, panic = self._averages(now)
         ready = max(1, obs.replicas.ready)
         target = self.target_concurrency * self.target_utilization
@@ -143,8 +158,12 @@ class Kpa(ParameterizedStrategy):
                 desired = min(1, current)
         else:
             self.zero_since_s = None
-        final = self.governors(Step(now, current, desired, obs.min_replicas, obs.max_replicas,
-                                    obs.replicas.ready))
+        low, high = obs.min_replicas, obs.max_replicas
+        if self.min_replicas is not None:
+            low = clamp(self.min_replicas, low, high)
+        if self.max_replicas is not None:
+            high = clamp(self.max_replicas, low, high)
+        final = self.governors(Step(now, current, desired, low, high, obs.replicas.ready))
         return Decision(replicas=final, info={
             "panic": 1.0 if self.panic_since_s is not None else 0.0,
             "stable_concurrency": stable, "panic_concurrency": panic})

@@ -189,7 +189,7 @@ def _same_with_nans(a: dict, b: dict) -> bool:
 
 def test_registry_and_descriptions() -> None:
     assert set(BUILTINS) == {"static", "threshold", "hpa", "kpa", "predictive", "cost_aware",
-                             "oracle"}
+                             "oracle", "ray_serve"}
     for entry in list_strategies():
         assert entry["summary"] and entry["source"]
         for p in entry["params"]:
