@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -170,15 +171,13 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
                                  base_dir=scenario.base_dir, paths=paths)
     true_rate = rate_function(svc.workload, base_dir=scenario.base_dir, paths=paths)
     n = len(arrivals)
-    u = np.random.default_rng(noise_ss).random(n)
     if isinstance(svc.service_time, Distribution):
         from simscale.simulator.distributions import duration_sampler
 
-        unit = duration_sampler(svc.service_time)(u)
+        transform = duration_sampler(svc.service_time)
     else:
-        stm = profile.service_model(svc.model, svc.device, svc.threads)
-        unit = stm.unit_noise(u)
-    del u
+        transform = profile.service_model(svc.model, svc.device, svc.threads).unit_noise
+    unit = _chunked_draws(np.random.default_rng(noise_ss), n, transform)
     route_u = None
     draws = ROUTING_POLICIES[svc.routing].draws
     if draws:
@@ -186,6 +185,22 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
         route_u = rr.random(n) if draws == 1 else rr.random((n, draws))
     return ServiceInputs(np.asarray(arrivals, dtype=np.float64), unit, route_u, cold_ss,
                          fault_ss, true_rate)
+
+
+#: uniforms drawn and transformed at a time for the service draws (bounds the temporaries)
+DRAW_CHUNK = 1 << 20
+
+
+def _chunked_draws(rng: np.random.Generator, n: int,
+                   transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``transform(rng.random(n))``, elementwise, :data:`DRAW_CHUNK` uniforms at a time: the
+    same numbers (a generator's uniforms do not depend on how many are asked at once) with
+    temporaries that do not grow with ``n``."""
+    out = np.empty(n)
+    for i in range(0, n, DRAW_CHUNK):
+        j = min(i + DRAW_CHUNK, n)
+        out[i:j] = transform(rng.random(j - i))
+    return out
 
 
 def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,

@@ -126,22 +126,44 @@ def invert_counted(t0: np.ndarray, t1: np.ndarray, r0: np.ndarray, r1: np.ndarra
         # few pieces: work in place on each piece's contiguous slice (no gathers)
         for k in np.flatnonzero(edge[1:] > edge[:-1]):
             _invert_piece(s[edge[k]:edge[k + 1]], cum[k], t0[k], t1[k], r0[k], slope[k])
-        out = s
     else:
-        seg = np.repeat(np.arange(n_pieces), counts)
-        ds = s - cum[seg]
-        a = r0[seg]
-        sl = slope[seg]
-        # r0*tau + slope*tau^2/2 = ds, in the cancellation-free form
-        den = np.sqrt(np.maximum(a * a + 2.0 * sl * ds, 0.0))
-        den += a
-        tau = np.divide(2.0 * ds, den, out=np.zeros_like(ds), where=den > 0)
-        out = t0[seg] + tau
-        np.clip(out, t0[seg], t1[seg], out=out)
+        # many pieces: vectorised over blocks of pieces holding about _BLOCK points each,
+        # in place (the temporaries do not grow with n)
+        k0 = 0
+        while k0 < n_pieces:
+            k1 = int(np.searchsorted(edge, edge[k0] + _BLOCK, side="right")) - 1
+            k1 = min(max(k1, k0 + 1), n_pieces)
+            _invert_block(s, edge, counts, cum, t0, t1, r0, slope, k0, k1)
+            k0 = k1
+    out = s
     np.minimum(out, last, out=out)
     if out.size > 1 and np.any(out[1:] < out[:-1]):  # only ever from rounding
         out.sort()
     return out, counts
+
+
+#: points inverted at a time on the many-pieces path
+_BLOCK = 1 << 20
+
+
+def _invert_block(s: np.ndarray, edge: np.ndarray, counts: np.ndarray, cum: np.ndarray,
+                  t0: np.ndarray, t1: np.ndarray, r0: np.ndarray, slope: np.ndarray, k0: int,
+                  k1: int) -> None:
+    """Map the points of pieces ``k0..k1-1`` (``s[edge[k0]:edge[k1]]``) to times, in place."""
+    lo, hi = int(edge[k0]), int(edge[k1])
+    if hi <= lo:
+        return
+    seg = np.repeat(np.arange(k0, k1), counts[k0:k1])
+    blk = s[lo:hi]
+    ds = blk - cum[seg]
+    a = r0[seg]
+    sl = slope[seg]
+    # r0*tau + slope*tau^2/2 = ds, in the cancellation-free form
+    den = np.sqrt(np.maximum(a * a + 2.0 * sl * ds, 0.0))
+    den += a
+    tau = np.divide(2.0 * ds, den, out=np.zeros_like(ds), where=den > 0)
+    np.add(t0[seg], tau, out=blk)
+    np.clip(blk, t0[seg], t1[seg], out=blk)
 
 
 def _invert_piece(s: np.ndarray, cum0: float, t0: float, t1: float, r0: float, slope: float
