@@ -13,7 +13,9 @@ predict to the second):
 
 - **requests**: ``E[N]`` per service (:func:`~simscale.simulator.workloads.expected_arrivals`)
   times :data:`BYTES_PER_REQUEST` while a replication runs (inputs, outputs and the figures'
-  temporaries), plus :data:`REQUEST_TABLE_BYTES` per request and run when requests are kept;
+  temporaries), or :data:`BYTES_PER_REQUEST_STREAMING` for a service that streams (2 million
+  requests or more, requests not kept) plus its exact latencies (at most 4 million, 16 bytes
+  each), plus :data:`REQUEST_TABLE_BYTES` per request and run when requests are kept;
   :data:`SECONDS_PER_REQUEST` of wall time per request and run;
 - **simulated seconds**: the observations and time series keep 1-second bins:
   :data:`BYTES_PER_BIN` per service while a run is simulated, :data:`KEPT_BYTES_PER_BIN` per
@@ -38,8 +40,15 @@ from simscale.strategies.base import sync_period_of
 
 __all__ = ["Budget", "Cost", "MAX_WALL_S", "check_budget", "estimate"]
 
-#: bytes per request of one service while a replication is simulated
+#: bytes per request of one service while a replication is simulated, keeping every request
 BYTES_PER_REQUEST = 200
+#: the same for a streaming service (:mod:`simscale.simulator.streaming`): its inputs only
+#: (arrival and service draw, 16 bytes, plus the temporaries of making them); the requests'
+#: results are folded into figures as the run goes
+BYTES_PER_REQUEST_STREAMING = 40
+#: bytes per latency kept for exact percentiles (latency and queue wait), up to
+#: :data:`~simscale.simulator.sketch.EXACT_LIMIT` of them per run
+BYTES_PER_EXACT_LATENCY = 16
 #: bytes per request and run of a kept requests table
 REQUEST_TABLE_BYTES = 60
 #: bytes per 1-second bin of one service while a run is simulated (observation windows,
@@ -52,11 +61,11 @@ BYTES_PER_BATCH_SLOT = 100
 #: bytes per replica record
 BYTES_PER_REPLICA = 2_000
 #: wall seconds per request and run
-SECONDS_PER_REQUEST = 4e-6
+SECONDS_PER_REQUEST = 1.5e-6
 #: wall seconds per 1-second bin of one service and run
 SECONDS_PER_BIN = 1e-5
 #: wall seconds per decision, plus per replica that may exist
-SECONDS_PER_DECISION = 4e-4
+SECONDS_PER_DECISION = 2e-4
 SECONDS_PER_REPLICA_DECISION = 5e-6
 #: wall seconds per pair of replicas per run: draining or removing one replica scans the others
 #: (a run that scales up to n replicas and back costs about n**2 of these)
@@ -104,6 +113,8 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
     strategy object)`` pairs, one per strategy entry) on ``scenario`` for ``replications``
     seeds, ``workers`` runs at a time (each in its own process: memory of a run times the runs
     in flight, wall time divided by them)."""
+    from simscale.simulator.sketch import EXACT_LIMIT
+    from simscale.simulator.streaming import streams
     from simscale.simulator.workloads import expected_arrivals
 
     n_runs = max(1, len(strategies)) * replications
@@ -118,10 +129,14 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
         except UserError as err:
             raise UserError(err.format(), source=src, field=f"services.{k}.workload") from None
         b.requests += n
+        if keep_requests or not streams(None, int(n)):
+            per_run = BYTES_PER_REQUEST * n
+        else:
+            per_run = BYTES_PER_REQUEST_STREAMING * n + BYTES_PER_EXACT_LATENCY * min(
+                n, EXACT_LIMIT)
         b.items.append(Cost(
             "duration_s", f"{_count(n)} requests of {svc.name} in {duration:g} s",
-            n * (BYTES_PER_REQUEST * par
-                 + (REQUEST_TABLE_BYTES * n_runs if keep_requests else 0)),
+            per_run * par + (REQUEST_TABLE_BYTES * n * n_runs if keep_requests else 0),
             n * SECONDS_PER_REQUEST * n_runs / par))
         b.items.append(Cost(
             "duration_s", f"{_count(bins)} one-second bins of {svc.name} × {n_runs} runs",
