@@ -61,7 +61,7 @@ BYTES_PER_BATCH_SLOT = 100
 #: bytes per replica record
 BYTES_PER_REPLICA = 2_000
 #: wall seconds per request and run
-SECONDS_PER_REQUEST = 1.5e-6
+SECONDS_PER_REQUEST = 1e-6
 #: wall seconds per 1-second bin of one service and run
 SECONDS_PER_BIN = 1e-5
 #: wall seconds per decision, plus per replica that may exist
