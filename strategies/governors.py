@@ -283,3 +283,65 @@ class ConsecutiveDelay(Governor):
     def commit(self, step: Step, final: int) -> None:
         if final != step.current:
             self._direction = 0
+
+
+class MaxWindow(Governor):
+    """The highest recommendation of the last ``window_s`` seconds (now included), whatever the
+    current count: a hold that delays scale-downs and never delays a scale-up.
+
+    Two controllers use it:
+
+    - Knative's ``scale-down-delay`` (``pkg/autoscaler/scaling/autoscaler.go``, ``Scale``: the
+      desired count is recorded in a ``max.TimeWindow`` of that duration and its ``Current()``,
+      the window's maximum, is what the autoscaler asks for). A record counts while
+      ``now - t < window_s`` (``strict``, the window's bucket rule at the 2 s tick).
+    - The Kubernetes HPA without ``behavior`` (``horizontal.go`` ``stabilizeRecommendation``: the
+      maximum of the recommendations *not older* than ``--horizontal-pod-autoscaler-downscale-
+      stabilization``, so ``now - t <= window_s``, ``strict=False``), whose window starts with
+      the current count (``recordInitialRecommendation``, ``seed_with_current``).
+
+    Unlike :class:`StabilizationWindow` the result is not capped at the current count: a
+    scale-up that an earlier, higher recommendation asked for is still asked for.
+    """
+
+    def __init__(self, window_s: float, *, strict: bool = True, seed_with_current: bool = False):
+        self.window_s = window_s
+        self.strict = strict
+        self.seed_with_current = seed_with_current
+        self.records: list[tuple[float, int]] = []
+        self._seeded = False
+
+    def apply(self, step: Step) -> int:
+        now = step.time_s
+        if not self._seeded:
+            self._seeded = True
+            if self.seed_with_current:
+                self.records.append((now, step.current))
+        cutoff = now - self.window_s
+        if self.strict:
+            self.records = [(t, r) for t, r in self.records if t > cutoff]
+        else:
+            self.records = [(t, r) for t, r in self.records if t >= cutoff]
+        best = max([step.desired, *(r for _, r in self.records)])
+        self.records.append((now, step.desired))
+        return best
+
+
+class ScaleUpLimit(Governor):
+    """The Kubernetes HPA's scale-up limit without ``behavior``: at most
+    ``max(factor * current, minimum)`` replicas per sync (``horizontal.go``
+    ``calculateScaleUpLimit``: ``scaleUpLimitFactor`` 2, ``scaleUpLimitMinimum`` 4), applied by
+    ``convertDesiredReplicasWithRules`` with the bounds."""
+
+    def __init__(self, factor: float = 2.0, minimum: int = 4):
+        self.factor = factor
+        self.minimum = minimum
+
+    def limit(self, current: int) -> int:
+        """Highest count allowed from ``current`` replicas."""
+        return int(max(self.factor * current, self.minimum))
+
+    def apply(self, step: Step) -> int:
+        if step.desired > step.current:
+            return min(step.desired, self.limit(step.current))
+        return step.desired

@@ -17,6 +17,23 @@ arrive then wait for a cold start. ``scale_down_delay_s`` holds the highest coun
 With ``metric: rps`` the same rule runs on the arrival rate (requests per second since the last
 tick) instead of the concurrency; ``min_replicas``/``max_replicas`` (min-scale, max-scale) narrow
 the service's bounds.
+
+Conformance with Knative (checked against ``autoscaler_test.go`` in
+``tests/test_conformance.py``):
+
+- An autoscaler created with more than one ready replica starts in panic mode holding that
+  count (``newAutoscaler``: "We always start in the panic mode, if the deployment is scaled up
+  over 1 pod"), so it cannot scale down before a stable window has passed. Here the autoscaler
+  is created when the run starts (time 0) with the service's ``replicas.initial`` ready.
+- ``scale_down_delay_s`` holds the highest desired count of that window (``max.TimeWindow``),
+  whatever the current count; the bounds and the scale-to-zero grace come after it, as the
+  reconciler applies them (``pkg/reconciler/autoscaling/kpa/scaler.go``: ``applyBounds``, then
+  ``handleScaleToZero``).
+- ``activation_scale`` (activation-scale): a non-zero desired count is at least this.
+- ``target_burst_capacity`` (target-burst-capacity): only reported, as the decision's
+  ``excess_burst_capacity`` (``floor(ready * target_concurrency - tbc - panic value)``; 0 with
+  tbc 0, -1 with tbc -1): it decides whether Knative's activator stays in the request path,
+  which simscale does not model; it never changes the count.
 """
 
 from __future__ import annotations
@@ -28,14 +45,7 @@ from typing import Literal
 from pydantic import Field
 
 from simscale.strategies.base import Decision, Observation, ServiceContext
-from simscale.strategies.governors import (
-    Bounds,
-    Chain,
-    RelativeRateLimit,
-    StabilizationWindow,
-    Step,
-    clamp,
-)
+from simscale.strategies.governors import MaxWindow, RelativeRateLimit, Step, clamp
 from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 
 _value = itemgetter(1)  # of a (time_s, concurrency) tick
@@ -60,6 +70,12 @@ class KpaParams(StrategyParams):
                                                 description="scale-to-zero-grace-period (s)")
     scale_down_delay_s: float = Field(default=0.0, ge=0, le=3600,
                                       description="scale-down-delay (s)")
+    activation_scale: int = Field(default=1, ge=1, description="activation-scale: a non-zero "
+                                  "desired count is at least this")
+    target_burst_capacity: float | None = Field(
+        default=None, ge=-1, description="target-burst-capacity: only reported as "
+        "excess_burst_capacity in the decision's info (-1: unlimited; None: not reported); the "
+        "activator it steers is not modelled")
     metric: Literal["concurrency", "rps"] = Field(
         default="concurrency", description="concurrency: requests queued or in service; rps: "
         "arrivals per second (autoscaling.knative.dev/metric); the target is in its unit")
@@ -87,12 +103,16 @@ class Kpa(ParameterizedStrategy):
     def setup(self, ctx: ServiceContext) -> None:
         super().setup(ctx)
         self.concurrency: list[tuple[float, float]] = []  # (time_s, in_flight) per tick
-        self.panic_since_s: float | None = None  # last time the panic threshold was crossed
-        self.max_panic_pods = 0
+        # newAutoscaler (autoscaler.go): created with more than one ready pod, the autoscaler
+        # starts in panic mode (panicTime = creation) and maxPanicPods is that count; here the
+        # autoscaler is created at the run's start (0 s) with replicas.initial ready
+        ready_at_start = ctx.initial_replicas
+        self.panic_since_s: float | None = 0.0 if ready_at_start > 1 else None
+        self.max_panic_pods = ready_at_start
         self.zero_since_s: float | None = None
         self.rate_limit = RelativeRateLimit(self.max_scale_up_rate, self.max_scale_down_rate)
-        self.governors = Chain(StabilizationWindow(0.0, self.scale_down_delay_s,
-                                                   seed_with_current=False), Bounds())
+        # New (autoscaler.go): a delay window only when scale-down-delay > 0
+        self.delay = MaxWindow(self.scale_down_delay_s) if self.scale_down_delay_s > 0 else None
 
     def _average(self, now: float, window_s: float) -> float:
         values = [c for t, c in self.concurrency if t > now - window_s]
@@ -123,20 +143,33 @@ class Kpa(ParameterizedStrategy):
         panic = sum(map(_value, conc[j:])) / (len(conc) - j) if j < len(conc) else 0.0
         return stable, panic
 
-    def decide(self, obs: Observation) -> Decision:
+    def observed(self, obs: Observation) -> tuple[float, float]:
+        """Record this tick's metric (concurrency, or requests per second since the last tick)
+        and return its mean over the stable and the panic window (Knative's
+        ``StableAndPanicConcurrency`` / ``StableAndPanicRPS``)."""
         now = obs.time_s
         if self.metric == "concurrency":
             self.concurrency.append((now, float(obs.in_flight)))
-        else:  # requests per second since the last tick
+        else:
             self.concurrency.append((now, obs.rate_rps(self.sync_period_s)))
-        stable, panic = self._averages(now)
-        ready = max(1, obs.replicas.ready)
+        return self._averages(now)
+
+    def scale(self, now: float, ready_count: int, stable: float, panic: float) -> int:
+        """The autoscaler's desired count (``autoscaler.go`` ``Scale``) from the window means:
+        stable and panic counts within the rate limits, activation scale, panic mode, then the
+        scale-down delay window."""
+        ready = max(1, ready_count)
         target = self.target_concurrency * self.target_utilization
         dspc = math.ceil(stable / target - 1e-9)
         dppc = math.ceil(panic / target - 1e-9)
-        low, high = self.rate_limit.limits(obs.replicas.ready)
+        low, high = self.rate_limit.limits(ready_count)
         stable_pods = min(max(dspc, low), high)
         panic_pods = min(max(dppc, low), high)
+        if self.activation_scale > 1:
+            if dspc > 0:
+                stable_pods = max(stable_pods, self.activation_scale)
+            if dppc > 0:
+                panic_pods = max(panic_pods, self.activation_scale)
 
         over = dppc / ready >= self.panic_threshold_percentage / 100.0
         if over:
@@ -146,10 +179,34 @@ class Kpa(ParameterizedStrategy):
             self.max_panic_pods = 0
 
         desired = stable_pods
-        if self.panic_since_s is not None:
+        if self.panic_since_s is not None:  # never scale down in panic
             desired = max(desired, panic_pods, self.max_panic_pods)
             self.max_panic_pods = desired
+        if self.delay is not None:
+            desired = self.delay.apply(Step(now, desired, desired, 0, desired))
+        return desired
 
+    def excess_burst_capacity(self, ready_count: int, panic: float) -> float:
+        """``autoscaler.go``'s excess burst capacity: ``floor(ready * total - tbc - panic)``
+        (``total`` = ``target_concurrency``), 0 when the capacity is 0, -1 when unlimited."""
+        tbc = self.target_burst_capacity
+        if tbc is None or tbc < 0:
+            return -1.0
+        if tbc == 0:
+            return 0.0
+        return float(math.floor(ready_count * self.target_concurrency - tbc - panic))
+
+    def decide(self, obs: Observation) -> Decision:
+        now = obs.time_s
+        stable, panic = self.observed(obs)
+        desired = self.scale(now, obs.replicas.ready, stable, panic)
+        # the reconciler (scaler.go scale): min/max bounds, then scale to zero after the grace
+        low, high = obs.min_replicas, obs.max_replicas
+        if self.min_replicas is not None:
+            low = clamp(self.min_replicas, low, high)
+        if self.max_replicas is not None:
+            high = clamp(self.max_replicas, low, high)
+        desired = clamp(desired, low, high)
         current = obs.replicas.desired_total
         if desired == 0:  # scale to zero only after the grace period
             if self.zero_since_s is None:
@@ -158,12 +215,8 @@ class Kpa(ParameterizedStrategy):
                 desired = min(1, current)
         else:
             self.zero_since_s = None
-        low, high = obs.min_replicas, obs.max_replicas
-        if self.min_replicas is not None:
-            low = clamp(self.min_replicas, low, high)
-        if self.max_replicas is not None:
-            high = clamp(self.max_replicas, low, high)
-        final = self.governors(Step(now, current, desired, low, high, obs.replicas.ready))
-        return Decision(replicas=final, info={
-            "panic": 1.0 if self.panic_since_s is not None else 0.0,
-            "stable_concurrency": stable, "panic_concurrency": panic})
+        info = {"panic": 1.0 if self.panic_since_s is not None else 0.0,
+                "stable_concurrency": stable, "panic_concurrency": panic}
+        if self.target_burst_capacity is not None:
+            info["excess_burst_capacity"] = self.excess_burst_capacity(obs.replicas.ready, panic)
+        return Decision(replicas=desired, info=info)

@@ -102,10 +102,11 @@ def _compare(tmp_path: Path, tiny: Tiny, imported: dict[str, Any],
 def test_imported_hpa_simulates_exactly_as_the_builtin(tmp_path: Path, tiny_scenario: Tiny
                                                        ) -> None:
     """averageUtilization 60, no behavior, min/max as the service's: the built-in hpa with
-    target_utilization 0.6 and nothing else."""
+    target_utilization 0.6 on the controller's path without behavior (behavior: false) and
+    nothing else."""
     write(tmp_path, hpa({"minReplicas": 1, "maxReplicas": 3, "metrics": CPU_UTIL_60}))
     _compare(tmp_path, tiny_scenario, {"import": "a.yaml", "label": "imported"},
-             {"name": "hpa", "target_utilization": 0.6, "label": "builtin"})
+             {"name": "hpa", "target_utilization": 0.6, "behavior": False, "label": "builtin"})
 
 
 def test_imported_knative_simulates_exactly_as_kpa(tmp_path: Path, tiny_scenario: Tiny) -> None:
@@ -128,19 +129,27 @@ def test_hpa_example_entry_matches_its_builtin_parameters(tmp_path: Path,
 def test_hpa_v2_defaults(tmp_path: Path) -> None:
     """kubernetes.io HPA docs and pkg/apis/autoscaling/v2/defaults.go: minReplicas 1, cpu at
     80 %, scaleUp 0 s / Max / 4 Pods and 100 Percent per 15 s, scaleDown 300 s / Max / 100
-    Percent per 15 s; controller flags: tolerance 0.1, sync period 15 s."""
+    Percent per 15 s; controller flags: tolerance 0.1, sync period 15 s, downscale
+    stabilization 300 s. Without behavior the controller's own path (normalizeDesiredReplicas)
+    is used, with no policies."""
     result = import_file(write(tmp_path, hpa({"maxReplicas": 10})))
     assert result.strategy == "hpa"
     p = result.params
     assert (p["min_replicas"], p["max_replicas"]) == (1, 10)
     assert (p["metric"], p["target_utilization"]) == ("utilization", 0.8)
+    assert p["behavior"] is False and p["scale_down_stabilization_s"] == 300
+    assert not any(k.startswith("scale_up") or k.endswith("policies") for k in result.mapped)
+    assert (p["tolerance"], p["sync_period_s"]) == (0.1, 15.0)
+    assert any(n.startswith("spec.behavior: absent") for n in result.notes)
+    assert any("stays there" in n for n in result.notes)  # minReplicas 1, target at zero
+    p = import_file(write(tmp_path, hpa({"maxReplicas": 10, "behavior": {}}))).params
+    assert p["behavior"] is True
     assert p["scale_up_stabilization_s"] == 0 and p["scale_down_stabilization_s"] == 300
     assert p["scale_up_policies"] == [{"type": "Pods", "value": 4, "period_s": 15.0},
                                       {"type": "Percent", "value": 100, "period_s": 15.0}]
     assert p["scale_down_policies"] == [{"type": "Percent", "value": 100, "period_s": 15.0}]
     assert (p["scale_up_select"], p["scale_down_select"]) == ("Max", "Max")
-    assert (p["tolerance"], p["sync_period_s"]) == (0.1, 15.0)
-    assert any(n.startswith("spec.behavior: absent") for n in result.notes)
+    assert p["tolerance"] == 0.1 and p["scale_up_tolerance"] is None
 
 
 def test_hpa_v1_and_behavior(tmp_path: Path) -> None:
@@ -176,6 +185,50 @@ def test_hpa_metric_kinds(tmp_path: Path) -> None:
                       metric="rps")
     assert (got.params["metric"], got.params["target_value"], got.params["target_type"]) == (
         "rps", 1000.0, "Value")
+
+
+def test_hpa_several_metrics_and_tolerances(tmp_path: Path) -> None:
+    """horizontal.go computeReplicasForMetrics: every metric of spec.metrics gives a count and
+    the largest wins; behavior.scaleUp/scaleDown.tolerance (HPAConfigurableTolerance) are
+    per direction, the cluster's 0.1 where absent."""
+    pods = {"type": "Pods", "pods": {"metric": {"name": "inflight"}, "target": {
+        "type": "AverageValue", "averageValue": "3"}}}
+    got = import_file(write(tmp_path, hpa({"maxReplicas": 4, "metrics": CPU_UTIL_60 + [pods],
+                                           "behavior": {"scaleUp": {"tolerance": 0.05}}})),
+                      metric="concurrency")
+    p = got.params
+    assert (p["metric"], p["target_utilization"]) == ("utilization", 0.6)
+    (extra,) = p["additional_metrics"]
+    assert (extra["metric"], extra["target_value"], extra["target_type"]) == (
+        "in_flight", 3.0, "AverageValue")
+    assert (p["scale_up_tolerance"], p["tolerance"], p["scale_down_tolerance"]) == (0.05, 0.1,
+                                                                                     None)
+    assert any("largest of their counts" in n for n in got.notes)
+    strategy = make_strategy("hpa", p)  # the built-in accepts what was mapped
+    assert strategy.additional_metrics[0]["metric"] == "in_flight"
+
+
+def test_knative_hpa_class_behavior_and_kpa_extras(tmp_path: Path) -> None:
+    """MakeHPA (pkg/reconciler/autoscaling/hpa/resources/hpa.go): no behavior unless a window
+    is set, then both stabilization windows are it. activation-scale and
+    target-burst-capacity map to kpa's activation_scale and target_burst_capacity."""
+    plain = import_file(write(tmp_path, knative({
+        "autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev"}))).params
+    assert plain["behavior"] is False and plain["scale_down_stabilization_s"] == 300
+    windowed = import_file(write(tmp_path, knative({
+        "autoscaling.knative.dev/class": "hpa.autoscaling.knative.dev",
+        "autoscaling.knative.dev/window": "2m"}))).params
+    assert windowed["behavior"] is True
+    assert (windowed["scale_up_stabilization_s"], windowed["scale_down_stabilization_s"]) == (
+        120, 120)
+    kpa = import_file(write(tmp_path, knative({
+        "autoscaling.knative.dev/activation-scale": "3",
+        "autoscaling.knative.dev/target-burst-capacity": "-1"})))
+    assert (kpa.params["activation_scale"], kpa.params["target_burst_capacity"]) == (3, -1)
+    assert any("target-burst-capacity: only reported" in n for n in kpa.notes)
+    with pytest.raises(UserError, match="-1 or >= 0"):
+        import_file(write(tmp_path, knative({
+            "autoscaling.knative.dev/target-burst-capacity": "-0.5"})))
 
 
 def test_keda_defaults(tmp_path: Path) -> None:
@@ -281,7 +334,9 @@ def test_multi_document_files_and_document(tmp_path: Path) -> None:
         "name": "memory", "target": {"type": "Utilization", "averageUtilization": 60}}}]}),
      None, "spec.metrics[0].resource.name", "memory"),
     (hpa({"minReplicas": 2}), None, "spec.maxReplicas", "missing"),
-    (hpa({"maxReplicas": 4, "metrics": CPU_UTIL_60 * 2}), None, "spec.metrics[1]", "more than one"),
+    (hpa({"maxReplicas": 4, "metrics": CPU_UTIL_60 + [{"type": "Resource", "resource": {
+        "name": "memory", "target": {"type": "Utilization", "averageUtilization": 60}}}]}),
+     None, "spec.metrics[1].resource.name", "memory"),
     (hpa({"maxReplicas": 4, "metrics": [{"type": "Pods", "pods": {"metric": {"name": "q"},
                                          "target": {"type": "AverageValue", "averageValue": 1}}}]}),
      None, "spec.metrics[0].pods.metric.name", "opaque"),

@@ -6,7 +6,12 @@ https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/ and s
 ``pkg/apis/autoscaling/v2/defaults.go`` (minReplicas 1; no metrics: cpu at 80 % utilization;
 ``GenerateHPAScaleUpRules``: stabilization 0 s, selectPolicy Max, policies 4 Pods and 100 Percent
 per 15 s; ``GenerateHPAScaleDownRules``: stabilization 300 s, selectPolicy Max, 100 Percent per
-15 s) and ``cmd/kube-controller-manager`` flags (sync period 15 s, tolerance 0.1).
+15 s) and ``cmd/kube-controller-manager`` flags (sync period 15 s, tolerance 0.1, downscale
+stabilization 300 s). A manifest without ``behavior`` is simulated on the controller's own path
+for it (``horizontal.go`` ``normalizeDesiredReplicas``: the highest recommendation of the last
+300 s and a scale-up of at most ``max(2 x current, 4)`` per sync), the built-in's
+``behavior: false``. Several metrics are all simulated: the controller scales to the largest of
+their counts (``computeReplicasForMetrics``).
 """
 
 from __future__ import annotations
@@ -29,11 +34,17 @@ DEFAULT_SYNC_PERIOD_S = 15.0
 #: autoscaling/v1 and v2 default metric: cpu at this utilization (%)
 DEFAULT_CPU_UTILIZATION_PERCENT = 80
 
+#: --horizontal-pod-autoscaler-downscale-stabilization: the window of the no-behavior path
+DEFAULT_DOWNSCALE_STABILIZATION_S = 300.0
+
 NO_BEHAVIOR_NOTE = (
-    "behavior: absent, so the controller limits a scale-up to max(2 x current, 4) per sync and "
-    "keeps scale-downs in a 300 s window; approximated by the autoscaling/v2 default behavior "
-    "(scale-up by max(4 pods, 100 %) per 15 s), which allows one to three pods more from 1 to 3 "
-    "replicas and is the same from 4 on")
+    "behavior: absent, so the controller's path without behavior (normalizeDesiredReplicas) "
+    "is simulated (behavior: false): the highest recommendation of the last 300 s "
+    "(--horizontal-pod-autoscaler-downscale-stabilization) and a scale-up of at most "
+    "max(2 x current, 4) per sync; no scaling policies")
+ZERO_NOTE = (
+    "spec.minReplicas: {low} > 0, so a service that starts at zero replicas (replicas.initial "
+    "0) stays there: the controller disables autoscaling for a target scaled to zero")
 
 
 def import_hpa(obj: dict[str, Any], fields: Fields, hint: str | None) -> ImportedStrategy:
@@ -51,6 +62,8 @@ def import_hpa(obj: dict[str, Any], fields: Fields, hint: str | None) -> Importe
     if low == 0:
         notes.append("spec.minReplicas: 0 needs the HPAScaleToZero feature gate (alpha); "
                      "simulated as given")
+    else:
+        notes.append(ZERO_NOTE.format(low=low))
     params: dict[str, Any] = {"min_replicas": low, "max_replicas": high}
     if api == "autoscaling/v1":
         pct = fields.number(spec, "targetCPUUtilizationPercentage", "spec",
@@ -85,17 +98,26 @@ def _utilization(pct: float, fields: Fields, where: str, notes: list[str]) -> di
 
 def metric_params(metrics: Any, fields: Fields, hint: str | None,
                   notes: list[str]) -> dict[str, Any]:
-    """The ``hpa`` metric parameters of ``spec.metrics`` (cpu at 80 % when absent)."""
+    """The ``hpa`` metric parameters of ``spec.metrics`` (cpu at 80 % when absent): the first
+    metric in the top-level fields, the others in ``additional_metrics``."""
     items = fields.items(metrics, "spec.metrics")
     if not items:
         notes.append("spec.metrics: absent; the controller's default, cpu at 80 % utilization")
         return _utilization(DEFAULT_CPU_UTILIZATION_PERCENT, fields, "spec.metrics", notes)
-    if len(items) > 1:
-        raise fields.fail("spec.metrics[1]", "more than one metric: the controller scales to the "
-                          "largest of their recommendations, which simscale's hpa does not "
-                          "model yet; keep the metric that drives scaling")
-    where = "spec.metrics[0]"
-    metric = fields.mapping(items[0], where, required=True)
+    specs = [_one_metric(item, f"spec.metrics[{i}]", fields, hint, notes)
+             for i, item in enumerate(items)]
+    params = dict(specs[0])
+    if len(specs) > 1:
+        params["additional_metrics"] = specs[1:]
+        notes.append(f"spec.metrics: {len(specs)} metrics, each simulated; the controller "
+                     "scales to the largest of their counts (computeReplicasForMetrics)")
+    return params
+
+
+def _one_metric(item: Any, where: str, fields: Fields, hint: str | None,
+                notes: list[str]) -> dict[str, Any]:
+    """One ``spec.metrics`` entry as ``HpaMetric`` fields."""
+    metric = fields.mapping(item, where, required=True)
     kind = fields.choice(metric, "type", where,
                          ("Resource", "ContainerResource", "Pods", "Object", "External"))
     body_key = kind[0].lower() + kind[1:]
@@ -114,7 +136,7 @@ def metric_params(metrics: Any, fields: Fields, hint: str | None,
         raise fields.fail(f"{where}.target.{key}", "must be positive")
     notes.append(f"{where}.metric.name: '{name}' taken as {hint} (the scenario's metric), "
                  "computed from the simulation" + (" over 60 s" if hint == "rps" else ""))
-    if kind != "Pods":
+    if kind != "Pods" and ttype == "AverageValue":
         notes.append(f"{where}: computed like a Pods metric over the ready replicas (unready "
                      "ones at 0 on scale-ups); the controller divides an External/Object "
                      "AverageValue by all current replicas")
@@ -147,13 +169,16 @@ def _resource_metric(body: dict[str, Any], target: dict[str, Any], fields: Field
 
 def behavior_params(behavior: Any, fields: Fields, where: str,
                     notes: list[str]) -> dict[str, Any]:
-    """The ``hpa`` behavior parameters (stabilization, policies, selectPolicy, tolerance) of a
-    ``behavior`` mapping, the autoscaling/v2 defaults filling what is absent."""
+    """The ``hpa`` behavior parameters (stabilization, policies, selectPolicy, tolerances) of a
+    ``behavior`` mapping, the autoscaling/v2 defaults filling what is absent; without one, the
+    controller's no-behavior path (``behavior: false``, 300 s downscale stabilization)."""
     if behavior is None:
         notes.append(NO_BEHAVIOR_NOTE.replace("behavior:", f"{where}:", 1))
+        return {"behavior": False,
+                "scale_down_stabilization_s": DEFAULT_DOWNSCALE_STABILIZATION_S,
+                "tolerance": DEFAULT_TOLERANCE}
     behavior = fields.mapping(behavior, where)
-    params: dict[str, Any] = {}
-    tolerances = []
+    params: dict[str, Any] = {"behavior": True, "tolerance": DEFAULT_TOLERANCE}
     for direction, defaults in (("scaleUp", SCALE_UP_DEFAULTS), ("scaleDown", SCALE_DOWN_DEFAULTS)):
         at = f"{where}.{direction}"
         rules = fields.mapping(behavior.get(direction), at)
@@ -167,12 +192,9 @@ def behavior_params(behavior: Any, fields: Fields, where: str,
         params[f"{prefix}_policies"] = ([_policy(p, fields, f"{at}.policies[{i}]")
                                          for i, p in enumerate(policies)]
                                         or [dict(p) for p in defaults["policies"]])
-        tolerances.append(fields.number(rules, "tolerance", at, DEFAULT_TOLERANCE, minimum=0,
-                                        quantity=True))
-    if tolerances[0] != tolerances[1]:
-        raise fields.fail(f"{where}.scaleUp.tolerance", f"scale-up and scale-down tolerances "
-                          f"differ ({tolerances[0]:g}, {tolerances[1]:g}); simscale's hpa has one")
-    params["tolerance"] = float(tolerances[0])
+        if rules.get("tolerance") is not None:  # HPAConfigurableTolerance (beta in 1.35)
+            params[f"{prefix}_tolerance"] = float(fields.number(rules, "tolerance", at,
+                                                                minimum=0, quantity=True))
     return params
 
 

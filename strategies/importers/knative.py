@@ -8,7 +8,11 @@ Defaults are Knative's ``config-autoscaler`` ConfigMap
 -default 200, container-concurrency-target-percentage 70, stable-window 60s, panic-window-
 percentage 10, panic-threshold-percentage 200, max-scale-up-rate 1000, max-scale-down-rate 2,
 scale-to-zero-grace-period 30s, min-scale 0, max-scale 0 (no limit), initial-scale 1,
-scale-down-delay 0s, scale-to-zero-pod-retention-period 0s, tick-interval 2s. The target
+scale-down-delay 0s, scale-to-zero-pod-retention-period 0s, tick-interval 2s, activation-scale
+1, target-burst-capacity 200 (only reported: the activator it steers is not modelled). The
+HPA class creates an HPA without ``behavior`` unless ``window`` is set, and then one whose
+scale-up and scale-down stabilization windows are that window
+(``pkg/reconciler/autoscaling/hpa/resources/hpa.go`` ``MakeHPA``). The target
 resolves as ``ResolveMetricTarget`` (``pkg/reconciler/autoscaling/resources/target.go``): with
 ``containerConcurrency`` set, the concurrency target is at most it.
 """
@@ -30,10 +34,8 @@ HPA_CLASS = "hpa.autoscaling.knative.dev"
 KNOWN = {"class", "metric", "target", "target-utilization-percentage", "window",
          "panic-window-percentage", "panic-threshold-percentage", "min-scale", "max-scale",
          "initial-scale", "scale-down-delay", "scale-to-zero-pod-retention-period",
-         "minScale", "maxScale"}
+         "minScale", "maxScale", "activation-scale", "target-burst-capacity"}
 NOT_SIMULATED = {
-    "target-burst-capacity": "the activator's buffering is not modelled",
-    "activation-scale": "scale from zero goes to one replica, then the autoscaler decides",
     "initial-scale": "the run starts with the scenario's replicas.initial",
 }
 #: config-autoscaler defaults
@@ -172,6 +174,16 @@ def _kpa_class(ann: dict[str, str], cc: int, fields: Fields, where: str,
         "scale_to_zero_grace_period_s": grace_s, "scale_down_delay_s": delay_s,
         "sync_period_s": DEFAULTS["tick_s"],
     }
+    params["activation_scale"] = int(_number(ann, "activation-scale", fields, where, 1,
+                                             minimum=1))
+    if "target-burst-capacity" in ann:
+        tbc = _number(ann, "target-burst-capacity", fields, where, 0, minimum=-1)
+        if -1 < tbc < 0:
+            raise fields.fail(f"{where}.{PREFIX}target-burst-capacity", "must be -1 or >= 0")
+        params["target_burst_capacity"] = tbc
+        notes.append(f"{where}.{PREFIX}target-burst-capacity: only reported (the decision's "
+                     "excess_burst_capacity); the activator it keeps in the request path is "
+                     "not modelled")
     params.update(_scale_bounds(ann, fields, where, 0))
     return params
 
@@ -189,7 +201,12 @@ def _hpa_class(ann: dict[str, str], fields: Fields, where: str,
     notes.append(f"{where}.{PREFIX}target: {pct:g} % CPU utilization, taken as the busy "
                  "fraction of the replica's threads (80 % when absent, the HPA default)")
     params: dict[str, Any] = {"metric": "utilization", "target_utilization": pct / 100}
-    params.update(behavior_params(None, fields, "HPA behavior", notes))
+    behavior = None  # MakeHPA: a behavior only with a window, both stabilizations = it
+    if "window" in ann:
+        window_s = int(parse_duration_s(ann["window"], fields, f"{where}.{PREFIX}window"))
+        behavior = {"scaleUp": {"stabilizationWindowSeconds": window_s},
+                    "scaleDown": {"stabilizationWindowSeconds": window_s}}
+    params.update(behavior_params(behavior, fields, f"{where}.{PREFIX}window", notes))
     params.update(_scale_bounds(ann, fields, where, 1))
     params["sync_period_s"] = DEFAULT_SYNC_PERIOD_S
     return params
