@@ -17,7 +17,7 @@ import pandas as pd
 
 from simscale.errors import UserError
 from simscale.safeload import MAX_JSON_BYTES, load_json, read_text
-from simscale.simulator.schema import RUN_KEY, figure_names, flatten
+from simscale.simulator.schema import RUN_KEY, figure_names, flatten, timeseries_columns
 
 SUMMARY_FILE = "summary.json"
 TIMESERIES_FILE = "timeseries.parquet"
@@ -25,12 +25,12 @@ REQUESTS_FILE = "requests.parquet"
 
 #: Columns of ``timeseries.parquet`` the report needs.
 TIMESERIES_COLUMNS: tuple[str, ...] = (
-    "strategy", "label", "service", "replication", "time_s",
-    "arrival_rate_rps", "queue_length", "replicas_starting", "replicas_ready",
-    "latency_p95_ms",
+    "strategy", "label", "service", "replication", *timeseries_columns(
+        "time_s", "arrival_rate_rps", "queue_length", "replicas_starting", "replicas_ready",
+        "latency_p95_ms"),
 )
 #: Further ``timeseries.parquet`` columns that are read when present.
-TIMESERIES_OPTIONAL: tuple[str, ...] = (
+TIMESERIES_OPTIONAL: tuple[str, ...] = timeseries_columns(
     "throughput_rps", "dropped_rps", "in_flight", "replicas_pending", "replicas_draining",
     "utilization", "cost_rate_usd_per_h",
 )

@@ -37,6 +37,7 @@ from simscale.simulator.requestplane import (
     DROP_REASONS,
     DROP_TIMEOUT,
 )
+from simscale.simulator.schema import TIMESERIES_COLUMN_NAMES
 
 __all__ = ["CHUNK_REQUESTS", "busy_cumulative", "grouped_quantile", "request_figures",
            "run_figures"]
@@ -253,7 +254,7 @@ def _timeseries(run: ServiceRun, ivs: dict[str, tuple[np.ndarray, np.ndarray]],
         if b >= D:
             hi = nb
         cost_rate[lo:hi] += p
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "time_s": starts,
         "arrival_rate_rps": cols["arrivals"] / width,
         "throughput_rps": cols["completions"] / width,
@@ -269,3 +270,5 @@ def _timeseries(run: ServiceRun, ivs: dict[str, tuple[np.ndarray, np.ndarray]],
         "cost_rate_usd_per_h": cost_rate,
         "latency_p95_ms": cols["latency_p95_ms"],
     })
+    assert tuple(frame.columns) == TIMESERIES_COLUMN_NAMES  # (simulator/schema.py)
+    return frame

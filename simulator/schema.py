@@ -4,7 +4,8 @@ One place for the figures of a run (simulator/RESULTS.md): their dotted names, u
 and which direction is better. The summary, the sweep table, the reports, the CLI and
 ``simscale validate`` take names, units, directions and :func:`flatten` from here. To add a
 figure: one entry in :data:`RUN_FIGURES`, its computation in ``simulator/metrics.py``
-(``run_figures``) and its line in ``simulator/RESULTS.md``.
+(``run_figures``) and its line in ``simulator/RESULTS.md``. The time series' columns are
+:data:`TIMESERIES_COLUMNS`; readers name the ones they use through :func:`timeseries_columns`.
 """
 
 from __future__ import annotations
@@ -93,6 +94,45 @@ RUN_FIGURES: tuple[Figure, ...] = (
     Figure("utilization", "fraction", "busy time / time replicas were ready or draining"),
     Figure("wall_s", "s", "wall-clock time the run took to simulate"),
 )
+
+#: The columns of ``timeseries.parquet`` after the identity columns, in file order: one row
+#: per 1 s bin ``[time_s, time_s + 1)`` (the last ends at ``duration_s``); rates are per second
+#: over the bin, counts are sampled at the bin's end (``simulator/RESULTS.md``).
+TIMESERIES_COLUMNS: tuple[Figure, ...] = (
+    Figure("time_s", "s", "start of the bin"),
+    Figure("arrival_rate_rps", "requests/s", "arrivals in the bin per second"),
+    Figure("throughput_rps", "requests/s", "completions in the bin per second", "higher"),
+    Figure("dropped_rps", "requests/s", "drops in the bin per second", "lower"),
+    Figure("queue_length", "requests", "requests waiting at the bin's end", "lower",
+           count=True),
+    Figure("in_flight", "requests", "requests arrived and not finished at the bin's end",
+           count=True),
+    Figure("replicas_pending", "replicas", "replicas waiting for room at the bin's end",
+           count=True),
+    Figure("replicas_starting", "replicas", "replicas starting at the bin's end", count=True),
+    Figure("replicas_ready", "replicas", "replicas ready at the bin's end", count=True),
+    Figure("replicas_draining", "replicas", "replicas draining at the bin's end", count=True),
+    Figure("threads", "threads", "threads of the size new replicas get, at the bin's end",
+           count=True),
+    Figure("utilization", "fraction", "busy time / time replicas were ready or draining in "
+           "the bin (NaN when none)"),
+    Figure("cost_rate_usd_per_h", "USD/h", "price per hour of the replicas at the bin's end",
+           "lower"),
+    Figure("latency_p95_ms", "ms", "95th percentile latency of the requests completed in the "
+           "bin (NaN when none)", "lower"),
+)
+#: Their names, in file order.
+TIMESERIES_COLUMN_NAMES: tuple[str, ...] = tuple(f.name for f in TIMESERIES_COLUMNS)
+
+
+def timeseries_columns(*names: str) -> tuple[str, ...]:
+    """``names`` checked against :data:`TIMESERIES_COLUMN_NAMES` (a :class:`KeyError` naming
+    an unknown one): how a reader declares the time-series columns it uses."""
+    unknown = [n for n in names if n not in TIMESERIES_COLUMN_NAMES]
+    if unknown:
+        raise KeyError(f"no time-series column {unknown[0]!r} in the result schema")
+    return tuple(names)
+
 
 #: Figures the reports compute from a run's figures (not in ``summary.json``).
 DERIVED_FIGURES: tuple[Figure, ...] = (

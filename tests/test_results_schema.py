@@ -73,3 +73,21 @@ def test_flatten_modes() -> None:
     nums = flatten_numbers(run, skip=("info",))
     assert nums["latency_ms.p95"] == 3.0 and math.isnan(nums["latency_ms.max"])
     assert set(nums) == {"latency_ms.p95", "latency_ms.max"}
+
+
+def test_timeseries_columns_are_the_schema(tiny_scenario) -> None:
+    """A run's time series has exactly the schema's columns, in order, after the identity
+    columns; readers name columns through the schema."""
+    from simscale.reports import data
+    from simscale.simulator.runner import run_scenario
+    from simscale.simulator.scenario import load_scenario
+
+    result = run_scenario(load_scenario(tiny_scenario(duration_s=5)))
+    cols = list(result.timeseries.columns)
+    assert cols == [*schema.RUN_KEY, *schema.TIMESERIES_COLUMN_NAMES]
+    assert set(data.TIMESERIES_COLUMNS[4:]) | set(data.TIMESERIES_OPTIONAL) <= set(
+        schema.TIMESERIES_COLUMN_NAMES)
+    for f in schema.TIMESERIES_COLUMNS:
+        assert f.unit and f.meaning
+    with pytest.raises(KeyError, match="no time-series column"):
+        schema.timeseries_columns("nope_rps")
