@@ -401,6 +401,64 @@ def sweep(sweep_file: Path, outdir: Path | None, executor: str, workers: int | N
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------- tune
+@cli.command()
+@click.argument("scenario")
+@click.option("--strategy", "strategy", required=True,
+              help="The strategy entry to tune (a label or name of the scenario's entries).")
+@click.option("--service", help="Tune for this service only (default: each service).")
+@click.option("--target", default="slo_attainment>=0.99", show_default=True,
+              help="What the tuned strategy must meet: FIGURE>=NUMBER or FIGURE<=NUMBER "
+              "(a run figure, e.g. latency_ms.p95<=500), on the mean over replications.")
+@click.option("--trials", type=click.IntRange(min=1, max=10_000), default=30,
+              show_default=True, help="Parameter sets to try per service (baseline aside).")
+@click.option("--replications", type=click.IntRange(min=1, max=1000), default=1,
+              show_default=True, help="Seeds every trial runs on (the same for all trials).")
+@click.option("--workers", type=click.IntRange(min=1, max=1024), default=1, show_default=True,
+              help="Simulations at a time, in local processes or Ray tasks.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="Where parallel simulations go.")
+@click.option("--address", help="Ray cluster address (with --executor ray).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1),
+              help="Seed of the simulations and of the sampler (default: the scenario's).")
+@click.option("-o", "--output", "outdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: results/tune/<scenario>-<strategy>).")
+@click.option("--force", is_flag=True,
+              help="Run even when a trial's estimate of memory or time is over the limits.")
+def tune(scenario: str, strategy: str, service: str | None, target: str, trials: int,
+         replications: int, workers: int, executor: str, address: str | None,
+         seed: int | None, outdir: Path | None, force: bool) -> None:
+    """Search a strategy's parameters for the lowest cost that meets a target on SCENARIO,
+    and write the winner back as a strategy entry (and, for an imported autoscaler, as the
+    same kind of file)."""
+    import time
+
+    from simscale.io import check_output_dir
+    from simscale.reports.tune_report import print_tune_table
+    from simscale.simulator.scenario import load_scenario
+    from simscale.sweeps.tune import tune as run_tune
+    from simscale.sweeps.tune_output import write_outputs
+    from simscale.sweeps.tune_space import parse_target
+
+    t0 = time.perf_counter()
+    goal = parse_target(target)
+    if address and executor != "ray":
+        raise UserError("--address needs --executor ray", source="--address")
+    sc = load_scenario(scenario)
+    outdir = check_output_dir(outdir or Path("results") / "tune" / _safe_name(
+        f"{sc.name}-{strategy}"))
+    result = run_tune(sc, strategy, service=service, target=goal, trials=trials,
+                      replications=replications, workers=workers, executor=executor,
+                      address=address, seed=seed, progress=True, force=force)
+    paths = write_outputs(result, outdir)
+    console = _console()
+    print_tune_table(result, console)
+    shown = ", ".join(p.name for role, p in paths.items() if role != "tune_json")
+    console.print(f"[dim]results: {outdir}/tune.json, {shown}[/dim]")
+    console.print(f"[dim]wall {time.perf_counter() - t0:.2f} s (simulating and searching "
+                  f"{result['wall_s']:.2f} s)[/dim]")
+
+
 # --------------------------------------------------------------------------- validate
 @cli.command()
 @click.argument("scenario")
