@@ -63,7 +63,9 @@ def downsample(
     """
     cols = [*keys, "time_s", *values]
     weights = {v: w for v, w in (weights or {}).items() if w in frame.columns and v in values}
-    if window_s <= 1.0:
+    times = frame["time_s"].to_numpy(dtype=float)
+    bin_s = float(np.min(np.diff(np.unique(times)))) if len(np.unique(times)) > 1 else 1.0
+    if window_s <= max(bin_s, 1.0):
         return frame[cols].reset_index(drop=True)
     work = frame[[*keys, "time_s", *values, *set(weights.values())]].copy()
     work["time_s"] = np.floor(work["time_s"].to_numpy(dtype=float) / window_s) * window_s

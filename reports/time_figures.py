@@ -46,8 +46,10 @@ EVENT_SYMBOLS: dict[str, str] = {
 def _prepare(
     ts: pd.DataFrame, values: Sequence[str], max_points: int, weights: dict[str, str] | None = None
 ) -> tuple[pd.DataFrame, float]:
-    n_bins = int(ts["time_s"].nunique()) if len(ts) else 0
-    window = window_for(n_bins, max_points=max_points)
+    times = np.unique(ts["time_s"].to_numpy(dtype=float)) if len(ts) else np.zeros(0)
+    # the time series' bin width (1 s, or wider for long runs: metrics.timeseries_bin_s)
+    bin_s = float(times[1] - times[0]) if len(times) > 1 else 1.0
+    window = window_for(len(times), max_points=max_points, bin_s=bin_s)
     return downsample(ts, values, window_s=window, weights=weights), window
 
 

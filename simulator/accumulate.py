@@ -23,10 +23,27 @@ from simscale.simulator.observations import _add_busy
 from simscale.simulator.requestplane import DROP_NONE, DROP_QUEUE_FULL
 from simscale.simulator.sketch import EXACT_LIMIT, LatencySummary
 
-__all__ = ["CHUNK_REQUESTS", "RequestFigures", "fold"]
+__all__ = ["CHUNK_REQUESTS", "RequestFigures", "fold", "timeseries_bin_s"]
 
 #: requests folded in at a time (bounds the temporaries of the computation)
 CHUNK_REQUESTS = 1 << 20
+
+
+#: most time-series bins per run with the automatic bin width, and the widths it picks from
+MAX_AUTO_BINS = 86_400
+AUTO_BIN_WIDTHS_S = (1, 10, 60, 300, 900, 3600)
+
+
+def timeseries_bin_s(duration_s: float, configured: int | None = None) -> int:
+    """Width (whole seconds) of a run's time-series bins: ``configured`` (the scenario's
+    ``metrics.timeseries_bin_s``), else the smallest of :data:`AUTO_BIN_WIDTHS_S` that keeps a
+    run at most :data:`MAX_AUTO_BINS` bins."""
+    if configured is not None:
+        return int(configured)
+    for w in AUTO_BIN_WIDTHS_S:
+        if math.ceil(duration_s / w) <= MAX_AUTO_BINS:
+            return w
+    return AUTO_BIN_WIDTHS_S[-1]
 
 
 def _add_counts(hist: np.ndarray, idx: np.ndarray) -> None:
@@ -60,12 +77,15 @@ class RequestFigures:
     to this many (see :mod:`simscale.simulator.sketch`)."""
 
     def __init__(self, duration_s: float, warmup_s: float, slo_ms: float,
-                 exact_limit: int = EXACT_LIMIT) -> None:
+                 exact_limit: int = EXACT_LIMIT, bin_s: int = 1) -> None:
         self.D = float(duration_s)
         self.warmup_s = float(warmup_s)
         self.slo_ms = float(slo_ms)
         nb = int(math.ceil(self.D))
         self.n_bins = nb
+        #: the time series' bin width (s): the per-second bins are summed into bins this wide
+        self.bin_s = int(bin_s)
+        self.n_out = int(math.ceil(self.D / self.bin_s))
         self.arrivals = 0
         self.completed = 0
         self.by_reason = np.zeros(4, dtype=np.int64)
@@ -82,7 +102,7 @@ class RequestFigures:
         self.arr_le = np.zeros(nb, dtype=np.int64)
         self.fin_le = np.zeros(nb, dtype=np.int64)
         self.q_le = np.zeros(nb, dtype=np.int64)
-        self.p95 = np.full(nb, np.nan)
+        self.p95 = np.full(self.n_out, np.nan)  # per bin of bin_s
         # (completion bin, latency ms) of completions in bins that may still receive some
         self._pend_g: list[np.ndarray] = []
         self._pend_l: list[np.ndarray] = []
@@ -143,12 +163,13 @@ class RequestFigures:
         if dropped.any():
             _add_counts(self.q_le, _le_index(end[~started & dropped & ~qf]))
             _add_counts(self.q_le, _le_index(arr[qf]))
-        # latencies by completion bin, until the bin can receive no more
+        # latencies by completion bin (of bin_s), until the bin can receive no more
+        w, no = self.bin_s, self.n_out
         if len(comp_end):
-            self._pend_g.append(_bin_of(comp_end, nb))
+            self._pend_g.append(_bin_of(comp_end if w == 1 else comp_end / w, no))
             self._pend_l.append(lat_all_ms)
         if math.isfinite(next_arrival_s):
-            self._close(min(int(next_arrival_s), nb - 1))
+            self._close(min(int(next_arrival_s / w), no - 1))
 
     def _close(self, upto: int) -> None:
         """Write the p95 of the completion bins below ``upto``."""
@@ -170,7 +191,7 @@ class RequestFigures:
 
     def close(self) -> None:
         """Every request has been added: write the p95 of the remaining bins."""
-        self._close(self.n_bins)
+        self._close(self.n_out)
 
     def summary(self) -> dict[str, object]:
         """The request figures of ``summary.json`` (see ``simulator/schema.py``)."""
@@ -189,19 +210,27 @@ class RequestFigures:
         }
 
     def timeseries(self) -> dict[str, np.ndarray]:
-        """Per-second request columns: arrivals, completions and drops per bin (counts), queue
-        length and in flight at each bin's end, busy replica-seconds and the latency p95 (ms)
-        of the completions of each bin."""
+        """Request columns per bin of :attr:`bin_s`: arrivals, completions and drops per bin
+        (counts), queue length and in flight at each bin's end, busy replica-seconds and the
+        latency p95 (ms) of the completions of each bin."""
         arr_le = np.cumsum(self.arr_le)
-        return {
+        cols = {
             "arrivals": self.arr_bins,
             "completions": self.thr_bins,
             "dropped": self.drp_bins,
             "queue_length": arr_le - np.cumsum(self.q_le),
             "in_flight": arr_le - np.cumsum(self.fin_le),
             "busy_s": self.busy_bins[:self.n_bins],
-            "latency_p95_ms": self.p95,
         }
+        if self.bin_s > 1:
+            first = np.arange(0, self.n_bins, self.bin_s)
+            last = np.minimum(first + self.bin_s, self.n_bins) - 1
+            for key in ("arrivals", "completions", "dropped", "busy_s"):
+                cols[key] = np.add.reduceat(cols[key], first)
+            for key in ("queue_length", "in_flight"):  # (at the bin's end)
+                cols[key] = cols[key][last]
+        cols["latency_p95_ms"] = self.p95
+        return cols
 
 
 def fold(acc: RequestFigures, plane: object, k: int, chunk: int = CHUNK_REQUESTS) -> None:

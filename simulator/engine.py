@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import simpy
 
-from simscale.simulator.accumulate import RequestFigures
+from simscale.simulator.accumulate import RequestFigures, timeseries_bin_s
 from simscale.simulator.observations import Monitor
 from simscale.simulator.requestplane import RequestPlane
 from simscale.simulator.scenario import Distribution, Scenario, Service
@@ -229,9 +229,10 @@ class _ServiceSim:
             route_u=inputs.route_u,
             window=STREAM_CHUNK if streams(stream, len(inputs.arrival_s)) else None)
         #: a streaming run's requests, folded into figures as the run goes
-        self.stream = (RequestStream(RequestFigures(scenario.duration_s, scenario.warmup_s,
-                                                    svc.slo_ms))
-                       if self.plane.windowed else None)
+        self.stream = (RequestStream(RequestFigures(
+            scenario.duration_s, scenario.warmup_s, svc.slo_ms, bin_s=timeseries_bin_s(
+                scenario.duration_s, scenario.metrics.timeseries_bin_s)))
+            if self.plane.windowed else None)
         self.options = size_options(svc, profile, self.maxb)
         self.size = self._option(svc.device, svc.threads) or self.options[0]
         self._stm_cache: dict[tuple[str, int], Any] = {}

@@ -147,21 +147,22 @@ def _requests_table(run: ServiceRun) -> pd.DataFrame:
     })
 
 
-def request_figures(run: ServiceRun, warmup_s: float, chunk: int = CHUNK_REQUESTS
-                    ) -> RequestFigures:
-    """The figures of the run's requests: those the engine folded in as it ran (a streaming
-    run), or the plane's arrays folded in now, ``chunk`` at a time."""
+def request_figures(run: ServiceRun, warmup_s: float, chunk: int = CHUNK_REQUESTS,
+                    bin_s: int = 1) -> RequestFigures:
+    """The figures of the run's requests (time series in bins of ``bin_s``): those the engine
+    folded in as it ran (a streaming run), or the plane's arrays folded in now, ``chunk`` at a
+    time."""
     if run.figures is not None:
         return run.figures
     pl = run.plane
-    acc = RequestFigures(run.duration_s, warmup_s, run.service.slo_ms)
+    acc = RequestFigures(run.duration_s, warmup_s, run.service.slo_ms, bin_s=bin_s)
     fold(acc, pl, len(pl.arrival_s), chunk)
     acc.close()
     return acc
 
 
 def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False,
-                chunk: int = CHUNK_REQUESTS
+                chunk: int = CHUNK_REQUESTS, bin_s: int = 1
                 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame | None]:
     """Summary figures, the 1 s time series and (optionally) the requests table of one run.
 
@@ -170,7 +171,7 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
     identifying columns (strategy, label, service, replication) are added by the caller."""
     D = float(run.duration_s)
     svc = run.service
-    acc = request_figures(run, warmup_s, chunk)
+    acc = request_figures(run, warmup_s, chunk, bin_s)
     rq = acc.summary()
     by_reason = rq["by_reason"]
     ivs = _intervals(run.replicas)
@@ -205,7 +206,7 @@ def run_figures(run: ServiceRun, warmup_s: float, *, keep_requests: bool = False
         "events": list(events),
         "info": dict(run.info),
     }
-    ts = _timeseries(run, ivs, pieces, acc.timeseries())
+    ts = _timeseries(run, ivs, pieces, acc.timeseries(), acc.bin_s)
     req = _requests_table(run) if keep_requests else None
     return summary, ts, req
 
@@ -229,14 +230,15 @@ def _price_pieces(recs: list[ReplicaRecord], price_per_thread_hour: float, D: fl
 
 
 def _timeseries(run: ServiceRun, ivs: dict[str, tuple[np.ndarray, np.ndarray]],
-                pieces: list[tuple[float, float, float]], cols: dict[str, np.ndarray]
-                ) -> pd.DataFrame:
-    """The 1 s time series: the request columns ``cols`` (:meth:`RequestFigures.timeseries`)
-    with the replicas, threads, utilization and cost rate of each bin."""
+                pieces: list[tuple[float, float, float]], cols: dict[str, np.ndarray],
+                bin_s: int) -> pd.DataFrame:
+    """The time series in bins of ``bin_s`` seconds: the request columns ``cols``
+    (:meth:`RequestFigures.timeseries`) with the replicas, threads, utilization and cost rate
+    of each bin."""
     D = float(run.duration_s)
-    nb = int(math.ceil(D))
-    starts = np.arange(nb, dtype=np.float64)
-    ends = np.minimum(starts + 1.0, D)
+    nb = int(math.ceil(D / bin_s))
+    starts = np.arange(nb, dtype=np.float64) * bin_s
+    ends = np.minimum(starts + bin_s, D)
     width = ends - starts
     edges = np.concatenate([starts, [D]])
     busy = cols["busy_s"]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from simscale.errors import UserError
+from simscale.simulator.accumulate import timeseries_bin_s
 from simscale.simulator.budget import Budget, check_budget, estimate
 from simscale.simulator.engine import ServiceInputs, run_strategy
 from simscale.simulator.metrics import run_figures
@@ -225,7 +226,9 @@ def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
                         source=src, field=f"strategies.{spec.display_label}") from None
     wall = time.perf_counter() - t0
     for srun in out:
-        summ, ts, req = run_figures(srun, scenario.warmup_s, keep_requests=req_parts is not None)
+        summ, ts, req = run_figures(srun, scenario.warmup_s, keep_requests=req_parts is not None,
+                                    bin_s=timeseries_bin_s(scenario.duration_s,
+                                                           scenario.metrics.timeseries_bin_s))
         ident = {"strategy": spec.name, "label": spec.display_label,
                  "service": srun.service.name, "replication": rep}
         runs.append({**ident, "seed": seed_r, **summ, "wall_s": wall})

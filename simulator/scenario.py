@@ -155,6 +155,11 @@ class Metrics(_Model):
 
     lag_s: NonNegFloat = 0.0
     history_s: Annotated[int, Field(ge=10, le=86_400)] = 900
+    #: width of the time series' bins in whole seconds (``timeseries.parquet``); ``None``: 1 s
+    #: while a run has at most 86,400 of them (a day), else the smallest of 10, 60, 300, 900
+    #: and 3600 s that keeps it there (weeks of traffic at 1 s would be millions of rows per
+    #: run). The autoscaler's observations keep their 1 s bins whatever this is.
+    timeseries_bin_s: Annotated[int, Field(ge=1, le=86_400)] | None = None
 
 
 class StrategySpec(BaseModel):

@@ -96,8 +96,9 @@ RUN_FIGURES: tuple[Figure, ...] = (
 )
 
 #: The columns of ``timeseries.parquet`` after the identity columns, in file order: one row
-#: per 1 s bin ``[time_s, time_s + 1)`` (the last ends at ``duration_s``); rates are per second
-#: over the bin, counts are sampled at the bin's end (``simulator/RESULTS.md``).
+#: per bin ``[time_s, time_s + w)`` of ``w`` = ``metrics.timeseries_bin_s`` (1 s unless the run
+#: is longer than a day; the last bin ends at ``duration_s``); rates are per second over the
+#: bin, counts are sampled at the bin's end (``simulator/RESULTS.md``).
 TIMESERIES_COLUMNS: tuple[Figure, ...] = (
     Figure("time_s", "s", "start of the bin"),
     Figure("arrival_rate_rps", "requests/s", "arrivals in the bin per second"),

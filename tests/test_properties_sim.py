@@ -374,3 +374,53 @@ def test_the_streaming_property_test_did_compact():
     if not _COMPACTED:
         pytest.skip("the property test did not run")
     assert sum(b > 0 for b in _COMPACTED) >= len(_COMPACTED) // 2
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=scenarios(), bin_s=st.sampled_from([2, 7, 10]))
+def test_wider_timeseries_bins_aggregate_the_one_second_ones(sc, bin_s):
+    """With ``metrics.timeseries_bin_s`` wider than 1 s, every column is the 1 s series
+    aggregated as RESULTS.md defines it: counts summed (rates over the bin's width), values
+    at the bin's end sampled, and the p95 over the
+    completions of the wide bin."""
+    from simscale.simulator.metrics import request_figures, run_figures
+
+    _, out = _runs_of(sc)
+    D = float(sc.duration_s)
+    for runs in out.values():
+        for run in runs:
+            _, fine, _ = run_figures(run, sc.warmup_s)
+            _, wide, _ = run_figures(run, sc.warmup_s, bin_s=bin_s)
+            n = int(math.ceil(D / bin_s))
+            assert len(wide) == n
+            starts = np.arange(n) * bin_s
+            np.testing.assert_array_equal(wide["time_s"], starts)
+            width_f = np.minimum(fine["time_s"] + 1.0, D) - fine["time_s"]
+            width_w = np.minimum(starts + bin_s, D) - starts
+            group = (fine["time_s"].to_numpy() // bin_s).astype(int)
+            for col in ("arrival_rate_rps", "throughput_rps", "dropped_rps"):
+                total = np.bincount(group, weights=fine[col] * width_f, minlength=n)
+                np.testing.assert_allclose(wide[col] * width_w, total, rtol=1e-9, atol=1e-9)
+            last = np.minimum((np.arange(n) + 1) * bin_s, len(fine)) - 1
+            for col in ("queue_length", "in_flight", "replicas_ready", "replicas_starting",
+                        "threads", "cost_rate_usd_per_h"):
+                np.testing.assert_array_equal(wide[col], fine[col].to_numpy()[last], col)
+            pl = run.plane
+            done = (pl.end_s <= D) & (pl.drop == 0)
+            g = np.minimum((pl.end_s[done] / bin_s).astype(int), n - 1)
+            lat = (pl.end_s[done] - pl.arrival_s[done]) * 1000.0
+            want = [np.percentile(lat[g == k], 95) if np.any(g == k) else np.nan
+                    for k in range(n)]
+            np.testing.assert_allclose(wide["latency_p95_ms"], want, rtol=1e-12)
+            acc = request_figures(run, sc.warmup_s, bin_s=bin_s)
+            assert acc.bin_s == bin_s
+
+
+def test_automatic_timeseries_bin_width():
+    from simscale.simulator.accumulate import timeseries_bin_s
+
+    assert timeseries_bin_s(600.0) == 1
+    assert timeseries_bin_s(86_400.0) == 1
+    assert timeseries_bin_s(86_401.0) == 10
+    assert timeseries_bin_s(21 * 86_400.0) == 60
+    assert timeseries_bin_s(21 * 86_400.0, 5) == 5

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from simscale.io import write_json_atomic, write_with_atomic
+from simscale.simulator.accumulate import timeseries_bin_s
 from simscale.simulator.scenario import Scenario, Service, StrategySpec
 from simscale.strategies.base import ServiceContext, SizeOption
 
@@ -200,7 +201,9 @@ def summarize_real(scenario: Scenario, spec: StrategySpec, real: RealRunResult
     for svc in scenario.services:
         rec = real.services[svc.name]
         figs, ts, req = run_figures(real_service_run(svc, rec, real.duration_s),
-                                    scenario.warmup_s, keep_requests=True)
+                                    scenario.warmup_s, keep_requests=True,
+                                    bin_s=timeseries_bin_s(real.duration_s,
+                                                           scenario.metrics.timeseries_bin_s))
         runs.append({**ids, "service": svc.name, "replication": 0, "seed": scenario.seed,
                      **figs, "wall_s": real.wall_s})
         for frame, out in ((ts, ts_frames), (req, req_frames)):
