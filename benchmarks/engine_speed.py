@@ -81,6 +81,8 @@ def simscale_end_to_end(n: int, seed: int) -> tuple[float, int, object]:
 
 
 def simscale_engine(n: int, seed: int) -> tuple[float, int, object]:
+    """The engine alone, keeping every request (``stream=False``) so that its waits can be
+    checked against Erlang-C; the end-to-end run streams (2 million requests or more)."""
     from simscale.simulator.engine import run_strategy
     from simscale.simulator.runner import service_inputs
     from simscale.strategies import make_strategy
@@ -89,7 +91,7 @@ def simscale_engine(n: int, seed: int) -> tuple[float, int, object]:
     svc = sc.services[0]
     inputs = {svc.name: service_inputs(svc, sc, np.random.SeedSequence(seed).spawn(1)[0], None)}
     t, c = time.perf_counter(), time.process_time()
-    out = run_strategy(sc, {svc.name: make_strategy("static")}, inputs, None)
+    out = run_strategy(sc, {svc.name: make_strategy("static")}, inputs, None, stream=False)
     return (time.perf_counter() - t, time.process_time() - c, len(out[0].plane.arrival_s),
             out[0].plane)
 
@@ -169,8 +171,9 @@ def timed_rounds(jobs: dict[str, tuple], rounds: int) -> dict[str, tuple]:
 
 
 def memory_per_request(n: int) -> tuple[float, float]:
-    """(bytes of the per-request arrays the engine keeps, peak traced bytes of a whole
-    ``run_scenario``) per request."""
+    """(bytes of the per-request arrays the engine keeps when it keeps every request, peak
+    traced bytes of a whole ``run_scenario``, which streams from 2 million requests on)
+    per request."""
     _, _, count, plane = simscale_engine(n, 99)
     kept = sum(getattr(plane, a).nbytes for a in ("arrival_s", "unit_service", "start_s",
                                                     "end_s", "batch_size", "replica", "drop"))
@@ -236,8 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratios per {unit} s (simscale end to end / engine): vs textbook SimPy "
               f"{a / c:.1f}x / {b / c:.1f}x, vs Ciw {a / d:.1f}x / {b / d:.1f}x")
     kept, peak = memory_per_request(args.requests)
-    print(f"memory per kept request: {kept:.0f} bytes (engine arrays); peak of a whole "
-          f"run_scenario: {peak:.0f} bytes per request")
+    print(f"memory per kept request: {kept:.0f} bytes (engine arrays, every request kept); "
+          f"peak of a whole run_scenario: {peak:.0f} bytes per request")
     print(f"load average (1 min) before / after the timed runs: {load0[0]:.2f} / {load1[0]:.2f} "
           f"on {os.cpu_count()} CPUs")
     print(f"simscale simulate scenarios/flash_crowd.yaml: {flash_crowd_wall()}")

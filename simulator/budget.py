@@ -43,9 +43,10 @@ __all__ = ["Budget", "Cost", "MAX_WALL_S", "check_budget", "estimate"]
 #: bytes per request of one service while a replication is simulated, keeping every request
 BYTES_PER_REQUEST = 200
 #: the same for a streaming service (:mod:`simscale.simulator.streaming`): its inputs only
-#: (arrival and service draw, 16 bytes, plus the temporaries of making them); the requests'
+#: (arrival and service draw, 16 bytes, plus the temporaries of making them; 25 measured on
+#: a 21-day trace); the requests'
 #: results are folded into figures as the run goes
-BYTES_PER_REQUEST_STREAMING = 40
+BYTES_PER_REQUEST_STREAMING = 28
 #: bytes per latency kept for exact percentiles (latency and queue wait), up to
 #: :data:`~simscale.simulator.sketch.EXACT_LIMIT` of them per run
 BYTES_PER_EXACT_LATENCY = 16
@@ -54,7 +55,8 @@ REQUEST_TABLE_BYTES = 60
 #: bytes per 1-second bin of one service while a run is simulated (observation windows,
 #: figures' temporaries)
 BYTES_PER_BIN = 500
-#: bytes per 1-second bin of one service and run in the kept time series
+#: bytes per bin of one service and run in the kept time series (bins of
+#: ``metrics.timeseries_bin_s``: wider than 1 s for runs longer than a day)
 KEPT_BYTES_PER_BIN = 150
 #: bytes per batch-size slot of a live replica (service-time factor lists)
 BYTES_PER_BATCH_SLOT = 100
@@ -113,6 +115,7 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
     strategy object)`` pairs, one per strategy entry) on ``scenario`` for ``replications``
     seeds, ``workers`` runs at a time (each in its own process: memory of a run times the runs
     in flight, wall time divided by them)."""
+    from simscale.simulator.accumulate import timeseries_bin_s
     from simscale.simulator.sketch import EXACT_LIMIT
     from simscale.simulator.streaming import streams
     from simscale.simulator.workloads import expected_arrivals
@@ -138,9 +141,11 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
             "duration_s", f"{_count(n)} requests of {svc.name} in {duration:g} s",
             per_run * par + (REQUEST_TABLE_BYTES * n * n_runs if keep_requests else 0),
             n * SECONDS_PER_REQUEST * n_runs / par))
+        kept = math.ceil(duration / timeseries_bin_s(duration,
+                                                     scenario.metrics.timeseries_bin_s))
         b.items.append(Cost(
             "duration_s", f"{_count(bins)} one-second bins of {svc.name} × {n_runs} runs",
-            bins * (BYTES_PER_BIN * par + KEPT_BYTES_PER_BIN * n_runs),
+            bins * BYTES_PER_BIN * par + kept * KEPT_BYTES_PER_BIN * n_runs,
             bins * SECONDS_PER_BIN * n_runs / par))
         slots = svc.batching.max_batch_size + 1
         b.items.append(Cost(
