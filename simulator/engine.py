@@ -231,7 +231,8 @@ class _ServiceSim:
         #: a streaming run's requests, folded into figures as the run goes
         self.stream = (RequestStream(RequestFigures(
             scenario.duration_s, scenario.warmup_s, svc.slo_ms, bin_s=timeseries_bin_s(
-                scenario.duration_s, scenario.metrics.timeseries_bin_s)))
+                scenario.duration_s, scenario.metrics.timeseries_bin_s),
+            compiled=self.plane.kernels == "compiled"))
             if self.plane.windowed else None)
         self.options = size_options(svc, profile, self.maxb)
         self.size = self._option(svc.device, svc.threads) or self.options[0]

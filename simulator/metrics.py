@@ -148,14 +148,16 @@ def _requests_table(run: ServiceRun) -> pd.DataFrame:
 
 
 def request_figures(run: ServiceRun, warmup_s: float, chunk: int = CHUNK_REQUESTS,
-                    bin_s: int = 1) -> RequestFigures:
+                    bin_s: int = 1, compiled: bool | None = None) -> RequestFigures:
     """The figures of the run's requests (time series in bins of ``bin_s``): those the engine
     folded in as it ran (a streaming run), or the plane's arrays folded in now, ``chunk`` at a
-    time."""
+    time, with the compiled fold when ``compiled`` (``None``: when the plane ran compiled)."""
     if run.figures is not None:
         return run.figures
     pl = run.plane
-    acc = RequestFigures(run.duration_s, warmup_s, run.service.slo_ms, bin_s=bin_s)
+    acc = RequestFigures(run.duration_s, warmup_s, run.service.slo_ms, bin_s=bin_s,
+                         compiled=compiled if compiled is not None
+                         else getattr(pl, "kernels", "python") == "compiled")
     fold(acc, pl, len(pl.arrival_s), chunk)
     acc.close()
     return acc

@@ -110,10 +110,16 @@ def prepare_kernels(n_requests: int, kernels: str = "auto") -> dict[str, object]
     loops = resolve_kernels(kernels, n_requests)
     if loops == "python":
         return {"loops": loops, "compile_s": 0.0, "compiled_now": False}
-    from simscale.simulator import _kernels, _kernels_monitor, _kernels_routed
+    from simscale.simulator import (
+        _kernels,
+        _kernels_accumulate,
+        _kernels_monitor,
+        _kernels_routed,
+    )
 
     seconds, compiled = 0.0, False
-    for mod in (_kernels, _kernels_routed, _kernels_monitor):  # every compiled loop of a run
+    # every compiled loop of a run
+    for mod in (_kernels, _kernels_routed, _kernels_monitor, _kernels_accumulate):
         s, c = mod.warm_up()
         seconds += s
         compiled = compiled or c

@@ -424,3 +424,35 @@ def test_automatic_timeseries_bin_width():
     assert timeseries_bin_s(86_401.0) == 10
     assert timeseries_bin_s(21 * 86_400.0) == 60
     assert timeseries_bin_s(21 * 86_400.0, 5) == 5
+
+
+def _tolist(o: object) -> object:
+    return o.tolist()  # type: ignore[attr-defined]  # (numpy arrays and scalars)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sc=scenarios(), chunk=st.integers(1, 500), bin_s=st.sampled_from([1, 3]))
+def test_compiled_fold_equals_the_numpy_one(sc, chunk, bin_s):
+    """The compiled fold of the requests gives the numpy fold's figures (the specification):
+    counts and percentiles exactly, busy-time sums to rounding."""
+    pytest.importorskip("numba")
+    from simscale.simulator.metrics import request_figures
+
+    _, out = _runs_of(sc)
+    for runs in out.values():
+        for run in runs:
+            ref = request_figures(run, sc.warmup_s, chunk, bin_s, compiled=False)
+            got = request_figures(run, sc.warmup_s, chunk, bin_s, compiled=True)
+            a, b = ref.summary(), got.summary()
+            for key in a:
+                if key == "busy_total":
+                    assert b[key] == pytest.approx(a[key], rel=1e-12, abs=1e-12)
+                else:
+                    assert json.dumps(b[key], sort_keys=True, default=_tolist) == json.dumps(
+                        a[key], sort_keys=True, default=_tolist), key
+            ta, tb = ref.timeseries(), got.timeseries()
+            for key in ta:
+                if key == "busy_s":
+                    np.testing.assert_allclose(tb[key], ta[key], rtol=1e-12, atol=1e-12)
+                else:
+                    np.testing.assert_array_equal(tb[key], ta[key], err_msg=key)
