@@ -80,6 +80,32 @@ def simscale_end_to_end(n: int, seed: int) -> tuple[float, int, object]:
             res)
 
 
+def simulate_command(n: int, seed: int, report: bool) -> float:
+    """Wall seconds of the whole ``simscale simulate`` command (a fresh process: start-up,
+    simulation, results written; the report too when ``report``) on the same M/M/10."""
+    import yaml
+
+    data = {"name": "mmc_bench", "duration_s": round(n / LAM), "seed": seed,
+            "services": [{"name": "s", "model": "m", "slo_ms": 100,
+                          "service_time": {"dist": "exponential", "mean_s": MEAN_S},
+                          "cold_start_s": 0,
+                          "replicas": {"initial": SERVERS, "min": SERVERS, "max": SERVERS},
+                          "workload": {"kind": "constant", "rate_rps": LAM}}],
+            "strategies": [{"name": "static"}]}
+    exe = shutil.which("simscale") or str(Path(sys.executable).with_name("simscale"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mmc.yaml"
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        cmd = [exe, "simulate", str(path), "-o", str(Path(tmp) / "out"), "--force"]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd + ([] if report else ["--no-report"]), capture_output=True,
+                              text=True)
+        wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1])
+    return wall
+
+
 def simscale_engine(n: int, seed: int) -> tuple[float, int, object]:
     """The engine alone, keeping every request (``stream=False``) so that its waits can be
     checked against Erlang-C; the end-to-end run streams (2 million requests or more)."""
@@ -238,6 +264,12 @@ def main(argv: list[str] | None = None) -> None:
                                ("CPU", (e2e_cpu, eng_cpu, sp_cpu, cw_cpu))):
         print(f"ratios per {unit} s (simscale end to end / engine): vs textbook SimPy "
               f"{a / c:.1f}x / {b / c:.1f}x, vs Ciw {a / d:.1f}x / {b / d:.1f}x")
+    for report in (False, True):
+        walls = [simulate_command(args.requests, 11 + k, report) for k in range(args.repeats)]
+        w = statistics.median(walls)
+        print(f"simscale simulate, whole command{' with report' if report else ' --no-report'}:"
+              f" {w:.2f} s median of {args.repeats} ({args.requests / w:,.0f} requests per wall "
+              f"s, {args.requests / w / sp:.1f}x textbook SimPy)")
     kept, peak = memory_per_request(args.requests)
     print(f"memory per kept request: {kept:.0f} bytes (engine arrays, every request kept); "
           f"peak of a whole run_scenario: {peak:.0f} bytes per request")
