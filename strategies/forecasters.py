@@ -280,7 +280,10 @@ class RateHistory:
     def update(self, obs: Observation) -> None:
         """Add the seconds of ``obs`` not yet held."""
         arrivals = np.asarray(obs.arrivals_per_s, dtype=float)
-        end = int(math.floor(obs.time_s - obs.metric_lag_s + 1e-9))
+        # the engine's own rule (simulator/observations.py: whole seconds up to
+        # int(max(t - lag, 0))); a tolerance here would place the history a second late when
+        # t - lag falls just below a whole second (hypothesis found lag_s = 1e-12)
+        end = int(math.floor(max(obs.time_s - obs.metric_lag_s, 0.0)))
         start = end - len(arrivals)
         if self.end_s is None or start > self.end_s or end < self.end_s - len(self.counts):
             self.counts = arrivals.copy()

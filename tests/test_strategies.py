@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from simscale.errors import UserError
@@ -359,6 +359,9 @@ def test_kpa_scale_to_zero_after_grace() -> None:
 
 @SETTINGS
 @given(st.floats(0.0, 100.0), st.floats(0.0, 2.0), st.floats(0.0, 5.0), st.floats(1.0, 60.0))
+# found by hypothesis: a lag just above 0 puts the history's end a second before the time
+# (the history placed a second late under-forecast the ramp by one replica)
+@example(50.0, 2.0, 1e-12, 1.0)
 def test_predictive_covers_a_linear_ramp(base: float, slope: float, lag_s: float,
                                          cold_start_s: float) -> None:
     current = size(cold_start_s=cold_start_s)
