@@ -7,11 +7,14 @@ Clipper's and INFaaS's latency-aware configuration choice); formulas in
 :mod:`simscale.strategies.queueing`.
 
 Core rule, every ``sync_period_s``: plan for ``rate = max(forecast(now + lead), observed rate)
-* rate_headroom + queue_length / backlog_drain_s``; among every replica count, size option
-(threads per replica, on the current device) and batching limit the profile offers, pick the
-cheapest (replicas x price) whose predicted ``slo_percentile`` latency at that rate is within the
-SLO (see :func:`~simscale.strategies.queueing.cheapest_config`). A different size is taken only
-when it is cheaper by more than ``size_switch_margin``.
+* rate_headroom + queue_length / backlog_drain_s`` (with bursty arrivals the observed rate is
+the larger of the reactive and the ``burst_window_s`` windows' rates, and the latency model is
+G/G/c at the measured arrival SCV, see :func:`observed_arrival_scv`); among every replica
+count, size option (threads per replica, on the current device) and batching limit the
+profile offers, pick the cheapest (replicas x price) whose predicted ``slo_percentile``
+latency at that rate is within the SLO (see
+:func:`~simscale.strategies.queueing.cheapest_config`). A different size is taken only when it
+is cheaper by more than ``size_switch_margin``.
 
 Scale-in hysteresis: dropping replicas from ``n`` to ``m`` saves ``(n - m) * price * horizon``,
 but if the load comes back to the recent peak (the highest binned rate of the last
@@ -43,6 +46,8 @@ from simscale.strategies.governors import clamp
 from simscale.strategies.params import ParameterizedStrategy, StrategyParams, sync_period_field
 from simscale.strategies.queueing import (
     Config,
+    arrival_scv_estimate,
+    bucket_scv,
     cheapest_config,
     predicted_latency_ms,
     slo_attainment,
@@ -61,9 +66,27 @@ class SolverParams(StrategyParams):
     same_device_only: bool = Field(default=True, description="only sizes on the current device")
 
 
-class CostAwareParams(ForecastParams, SolverParams):
+class BurstParams(StrategyParams):
+    """How a model-based strategy measures arrival burstiness (see
+    :func:`observed_arrival_scv`); shared by ``cost_aware`` and ``oracle``."""
+
+    model_burstiness: bool = Field(default=True, description=(
+        "plan with the measured arrival SCV (G/G/c) instead of Poisson arrivals"))
+    burst_window_s: float = Field(default=120.0, ge=2, description=(
+        "recent seconds of arrival counts the burstiness is measured over (s)"))
+    burst_block_s: float = Field(default=30.0, ge=2, description=(
+        "counts are compared with their mean over blocks this long (s): slower rate changes "
+        "are not burstiness"))
+    burst_scale_s: float = Field(default=3.0, ge=1, description=(
+        "time scale of the burstiness: arrivals are counted in bins this long (s)"))
+    burst_significance: float = Field(default=1e-4, gt=0, lt=1, description=(
+        "Poisson is kept unless Fisher's dispersion test rejects it at this level"))
+
+
+class CostAwareParams(BurstParams, ForecastParams, SolverParams):
     """Parameters of :class:`CostAware`: the solver's (:class:`SolverParams`), the forecast's
-    (:class:`~simscale.strategies.forecasters.ForecastParams`), then its own."""
+    (:class:`~simscale.strategies.forecasters.ForecastParams`), the burstiness measurement's
+    (:class:`BurstParams`), then its own."""
 
     rate_headroom: float = Field(default=1.0, ge=1.0,
                                  description="multiplier on the planned rate (safety margin)")
@@ -155,24 +178,44 @@ def same_size(a: SizeOption, b: SizeOption) -> bool:
     return a.device == b.device and a.threads == b.threads
 
 
+def observed_arrival_scv(obs: Observation, params: Any) -> float:
+    """The arrival SCV a model-based strategy plans with, ``params`` being anything with
+    :class:`BurstParams`' fields (a strategy or its parameters): 1 (Poisson) unless
+    ``params.model_burstiness``; else the pooled index of dispersion of the arrival counts
+    in bins of ``burst_scale_s`` over the last ``burst_window_s``, about their means over
+    blocks of ``burst_block_s``, kept at 1
+    unless Fisher's dispersion test rejects Poisson at ``burst_significance``
+    (:func:`~simscale.strategies.queueing.arrival_scv_estimate`), bucketed
+    (:func:`~simscale.strategies.queueing.bucket_scv`) so cached answers are reused."""
+    if not params.model_burstiness:
+        return 1.0
+    n = max(2, int(round(params.burst_window_s)))
+    block = max(2, int(round(params.burst_block_s)))
+    scale = max(1, int(round(params.burst_scale_s)))
+    return bucket_scv(arrival_scv_estimate(obs.arrivals_per_s[-n:], block,
+                                           params.burst_significance, scale))
+
+
 def config_decision(config: Config, obs: Observation, replicas: int, rate_rps: float,
                     slo_percentile: float, extra: dict[str, float],
-                    memo: QueueingMemo | None = None) -> Decision:
+                    memo: QueueingMemo | None = None, arrival_scv: float = 1.0) -> Decision:
     """The :class:`Decision` for ``config`` with ``replicas``, with the model's predictions
-    (looked up in ``memo`` when given)."""
+    at arrival SCV ``arrival_scv`` (looked up in ``memo`` when given): ``info`` carries the
+    predicted SLO attainment, the predicted latency percentile, the planned rate and the
+    arrival SCV planned with (1: Poisson)."""
     ask = memo if memo is not None else _direct
     option = config.option
     attainment = ask(slo_attainment, replicas, rate_rps, option.mean_service_s(
         config.effective_batch_size), option.scv, obs.slo_ms / 1000.0,
-        config.effective_batch_size)
+        config.effective_batch_size, arrival_scv=arrival_scv)
     now = obs.current_size
     latency_ms = ask(predicted_latency_ms, option, rate_rps, replicas, config.batch_size,
-                     slo_percentile)
+                     slo_percentile, arrival_scv=arrival_scv)
     info = {"predicted_slo_attainment": attainment,
             "predicted_latency_ms": latency_ms if math.isfinite(latency_ms) else 1e12,
             "planned_rate_rps": rate_rps, "feasible": 1.0 if config.feasible else 0.0,
             "threads": float(option.threads), "batch_size": float(config.batch_size),
-            "slo_percentile": slo_percentile, **extra}
+            "slo_percentile": slo_percentile, "arrival_scv": arrival_scv, **extra}
     return Decision(
         replicas=replicas,
         threads=option.threads if option.threads != now.threads else None,
@@ -202,22 +245,31 @@ class CostAware(ParameterizedStrategy):
         self.max_batch_cap = batch_cap(ctx)
         self.memo = QueueingMemo()
 
-    def planned_rate(self, obs: Observation) -> tuple[float, float]:
-        """``(rate to plan for, forecast)`` in requests/s."""
+    def planned_rate(self, obs: Observation, arrival_scv: float = 1.0) -> tuple[float, float]:
+        """``(rate to plan for, forecast)`` in requests/s. When the arrivals are bursty
+        (``arrival_scv > 1``) the short reactive window's rate swings with every burst and lull,
+        so the rate over ``burst_window_s`` is a floor too: a lull is not taken for a lower rate
+        (the G/G/c model already accounts for the bursts around that rate)."""
         lead = self.lead_s if self.lead_s is not None else (
             obs.current_size.cold_start_s + self.sync_period_s)
         forecast = self.rate_forecast(obs, obs.time_s + lead)
-        rate = max(forecast, obs.rate_rps(self.reactive_window_s)) * self.rate_headroom
+        rate = max(forecast, obs.rate_rps(self.reactive_window_s))
+        if arrival_scv > 1.0:
+            rate = max(rate, obs.rate_rps(self.burst_window_s))
+        rate *= self.rate_headroom
         return rate + obs.queue_length / self.backlog_drain_s, forecast
 
-    def choose(self, obs: Observation, rate_rps: float) -> Config:
-        """The cheapest feasible configuration, keeping the current size unless another is
-        cheaper by more than ``size_switch_margin``."""
+    def choose(self, obs: Observation, rate_rps: float, arrival_scv: float = 1.0) -> Config:
+        """The cheapest feasible configuration at arrival SCV ``arrival_scv``, keeping the
+        current size unless another is cheaper by more than ``size_switch_margin``."""
         options = memo_candidates(self.memo, obs, self.tune_threads, self.same_device_only,
                                   self.max_batch_cap)
-        solve = {"percentile": self.slo_percentile, "min_replicas": obs.min_replicas,
-                 "max_replicas": obs.max_replicas, "tune_batch_size": self.tune_batch_size,
-                 "batch_size": obs.current_size.max_batch_size}
+        solve: dict[str, Any] = {
+            "percentile": self.slo_percentile, "min_replicas": obs.min_replicas,
+            "max_replicas": obs.max_replicas, "tune_batch_size": self.tune_batch_size,
+            "batch_size": obs.current_size.max_batch_size}
+        if arrival_scv != 1.0:  # Poisson: the same cache keys as before burstiness was modelled
+            solve["arrival_scv"] = arrival_scv
         best = self.memo(cheapest_config, rate_rps, obs.slo_ms, options, **solve)
         if not same_size(best.option, obs.current_size):
             mine = tuple(o for o in options if same_size(o, obs.current_size))
@@ -228,8 +280,10 @@ class CostAware(ParameterizedStrategy):
                     best = stay
         return keep_larger_batch(best, obs) if self.tune_batch_size else best
 
-    def scale_in(self, obs: Observation, config: Config, current: int) -> int:
-        """Replicas to keep when ``config`` asks for fewer than ``current`` (same size)."""
+    def scale_in(self, obs: Observation, config: Config, current: int,
+                 arrival_scv: float = 1.0) -> int:
+        """Replicas to keep when ``config`` asks for fewer than ``current`` (same size), the
+        risk judged at arrival SCV ``arrival_scv``."""
         option = config.option
         values, _ = self.rate_forecast.history.binned(self.bin_s)
         n_bins = max(1, int(round(self.peak_window_s / self.bin_s)))
@@ -243,7 +297,8 @@ class CostAware(ParameterizedStrategy):
         for n in range(config.replicas, current):
             dropped = current - n
             saving = dropped * price_per_s * (self.scale_in_horizon_s - cold_s)
-            missed = 1.0 - self.memo(slo_attainment, n, peak, service_s, option.scv, slo_s, b)
+            missed = 1.0 - self.memo(slo_attainment, n, peak, service_s, option.scv, slo_s, b,
+                                     arrival_scv=arrival_scv)
             risk = self.violation_cost_usd * peak * cold_s * missed
             gain = saving - risk
             if gain > best_gain:
@@ -251,12 +306,13 @@ class CostAware(ParameterizedStrategy):
         return best_n
 
     def decide(self, obs: Observation) -> Decision:
-        rate, forecast = self.planned_rate(obs)
-        config = self.choose(obs, rate)
+        scv = observed_arrival_scv(obs, self)
+        rate, forecast = self.planned_rate(obs, scv)
+        config = self.choose(obs, rate, scv)
         current = obs.replicas.desired_total
         replicas = config.replicas
         if replicas < current and same_size(config.option, obs.current_size):
-            replicas = self.scale_in(obs, config, current)
+            replicas = self.scale_in(obs, config, current, scv)
         replicas = clamp(replicas, obs.min_replicas, obs.max_replicas)
         return config_decision(config, obs, replicas, rate, self.slo_percentile,
-                               {"forecast_rps": forecast}, self.memo)
+                               {"forecast_rps": forecast}, self.memo, scv)

@@ -8,6 +8,13 @@ configuration whose predicted latency percentile meets the SLO at that rate — 
 as ``cost_aware`` (:func:`~simscale.strategies.queueing.cheapest_config`). It still sees only
 the rate, not the random arrivals, so Poisson bursts can make it miss the SLO now and then.
 
+Burstiness: the rate function says nothing about how the arrivals cluster around it (a gamma
+renewal stream has a constant rate at any CV), and the engine hands a strategy no realized
+arrival times, so the oracle measures the arrival SCV exactly as ``cost_aware`` does, from the
+observed per-second counts
+(:func:`~simscale.strategies.cost_aware.observed_arrival_scv`), and plans with the G/G/c
+model at that SCV; ``info["predicted_slo_attainment"]`` is that model's prediction.
+
 New replicas need a cold start, but a resize in place (threads, batching limit) takes effect at
 once: when the plan needs no replica beyond those running, the oracle sizes them for the peak of
 ``[now, now + sync_period_s]`` and leaves later peaks to later decisions.
@@ -26,20 +33,23 @@ from pydantic import Field
 from simscale.errors import UserError
 from simscale.strategies.base import Decision, Observation, ServiceContext
 from simscale.strategies.cost_aware import (
+    BurstParams,
     QueueingMemo,
     SolverParams,
     batch_cap,
     config_decision,
     keep_larger_batch,
     memo_candidates,
+    observed_arrival_scv,
 )
 from simscale.strategies.governors import clamp
 from simscale.strategies.params import ParameterizedStrategy, sync_period_field
 from simscale.strategies.queueing import Config, cheapest_config
 
 
-class OracleParams(SolverParams):
-    """Parameters of :class:`Oracle`: the solver's (the same as ``cost_aware``'s), then its own."""
+class OracleParams(BurstParams, SolverParams):
+    """Parameters of :class:`Oracle`: the solver's and the burstiness measurement's (the same
+    as ``cost_aware``'s), then its own."""
     sample_step_s: float = Field(default=1.0, gt=0,
                                  description="resolution of the search for the peak rate (s)")
     smoothing_s: float = Field(default=10.0, ge=0,
@@ -82,28 +92,32 @@ class Oracle(ParameterizedStrategy):
         smooth = np.convolve(rate, np.full(w, 1.0 / w), mode="valid")
         return float(np.max(smooth))
 
-    def _solve(self, rate: float, obs: Observation, options: tuple) -> Config:
+    def _solve(self, rate: float, obs: Observation, options: tuple,
+               arrival_scv: float = 1.0) -> Config:
+        extra = {} if arrival_scv == 1.0 else {"arrival_scv": arrival_scv}  # Poisson: old keys
         return self.memo(cheapest_config, rate, obs.slo_ms, tuple(options),
                          percentile=self.slo_percentile, min_replicas=obs.min_replicas,
                          max_replicas=obs.max_replicas, tune_batch_size=self.tune_batch_size,
-                         batch_size=obs.current_size.max_batch_size)
+                         batch_size=obs.current_size.max_batch_size, **extra)
 
     def decide(self, obs: Observation) -> Decision:
         cold_s = obs.current_size.cold_start_s
         rate = self.peak_rate(obs.time_s, cold_s)
+        scv = observed_arrival_scv(obs, self)
         options = memo_candidates(self.memo, obs, self.tune_threads, self.same_device_only,
                                   self.max_batch_cap)
-        config = self._solve(rate, obs, options)
+        config = self._solve(rate, obs, options, scv)
         current = obs.replicas.desired_total
         if config.replicas <= current:  # nothing to start: a resize needs no lead time
             rate = self.peak_rate(obs.time_s, 0.0)
-            config = self._solve(rate, obs, options)
+            config = self._solve(rate, obs, options, scv)
         if self.tune_batch_size:
             config = keep_larger_batch(config, obs)
         replicas = clamp(config.replicas, obs.min_replicas, obs.max_replicas)
         if replicas < current:  # scale in only what is not needed before it could return
             keep_rate = self.peak_rate(obs.time_s, 0.0, 2 * self.sync_period_s + cold_s)
-            keep = self._solve(keep_rate, obs, options).replicas
+            keep = self._solve(keep_rate, obs, options, scv).replicas
             replicas = clamp(max(replicas, min(current, keep)), obs.min_replicas,
                              obs.max_replicas)
-        return config_decision(config, obs, replicas, rate, self.slo_percentile, {}, self.memo)
+        return config_decision(config, obs, replicas, rate, self.slo_percentile, {}, self.memo,
+                               scv)
