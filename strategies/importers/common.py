@@ -15,6 +15,15 @@ from simscale.errors import UserError
 #: what an opaque (Pods, Object, External, Prometheus) metric measures, as the scenario says
 MetricHint = Literal["rps", "concurrency", "queue_length"]
 METRIC_HINTS: tuple[str, ...] = ("rps", "concurrency", "queue_length")
+#: why a memory metric or trigger is refused, whichever file names it
+MEMORY_REASON = "cannot be simulated: a replica's memory in simscale does not change with load"
+
+
+def object_name(obj: dict[str, Any]) -> str | None:
+    """A Kubernetes object's ``metadata.name``, or ``None`` when it has none."""
+    meta = obj.get("metadata")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return str(name) if name is not None else None
 
 
 @dataclass(frozen=True)

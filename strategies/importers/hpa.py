@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from simscale.strategies.importers.common import Fields, ImportedStrategy, hint_to_metric
+from simscale.strategies.importers.common import (
+    MEMORY_REASON,
+    Fields,
+    ImportedStrategy,
+    hint_to_metric,
+    object_name,
+)
 
 #: autoscaling/v2 ``GenerateHPAScaleUpRules`` / ``GenerateHPAScaleDownRules`` defaults
 SCALE_UP_DEFAULTS: dict[str, Any] = {
@@ -78,13 +84,7 @@ def import_hpa(obj: dict[str, Any], fields: Fields, hint: str | None) -> Importe
                  "default (a controller flag, not in the manifest)")
     fields.check_params("hpa", params, "spec")
     return ImportedStrategy("hpa", params, notes, kind=f"HorizontalPodAutoscaler {api}",
-                            name=_name(obj), source=fields.source)
-
-
-def _name(obj: dict[str, Any]) -> str | None:
-    meta = obj.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    return str(name) if name is not None else None
+                            name=object_name(obj), source=fields.source)
 
 
 def _utilization(pct: float, fields: Fields, where: str, notes: list[str]) -> dict[str, Any]:
@@ -147,8 +147,7 @@ def _resource_metric(body: dict[str, Any], target: dict[str, Any], fields: Field
                      notes: list[str]) -> dict[str, Any]:
     resource = body.get("name")
     if resource == "memory":
-        raise fields.fail(f"{where}.name", "a memory metric cannot be simulated: a replica's "
-                          "memory in simscale does not change with load")
+        raise fields.fail(f"{where}.name", f"a memory metric {MEMORY_REASON}")
     if resource != "cpu":
         raise fields.fail(f"{where}.name", f"resource {resource!r:.40} cannot be simulated "
                           "(only cpu)")

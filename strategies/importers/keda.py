@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from simscale.strategies.importers.common import Fields, ImportedStrategy, hint_to_metric
+from simscale.strategies.importers.common import (
+    MEMORY_REASON,
+    Fields,
+    ImportedStrategy,
+    hint_to_metric,
+    object_name,
+)
 from simscale.strategies.importers.hpa import (
     DEFAULT_SYNC_PERIOD_S,
     behavior_params,
@@ -67,13 +73,7 @@ def import_keda(obj: dict[str, Any], fields: Fields, hint: str | None) -> Import
     notes.append("sync_period_s: 15 s, the HPA controller's sync period, for 1..N replicas")
     fields.check_params("hpa", params, "spec")
     return ImportedStrategy("hpa", params, notes, kind=f"ScaledObject {obj.get('apiVersion')}",
-                            name=_name(obj), source=fields.source)
-
-
-def _name(obj: dict[str, Any]) -> str | None:
-    meta = obj.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
-    return str(name) if name is not None else None
+                            name=object_name(obj), source=fields.source)
 
 
 def _trigger(spec: dict[str, Any], fields: Fields, hint: str | None, notes: list[str],
@@ -94,8 +94,7 @@ def _trigger(spec: dict[str, Any], fields: Fields, hint: str | None, notes: list
     if kind == "prometheus":
         return _prometheus(trigger, meta, fields, hint, where, notes, low)
     if kind == "memory":
-        raise fields.fail(f"{where}.type", "a memory trigger cannot be simulated: a replica's "
-                          "memory in simscale does not change with load")
+        raise fields.fail(f"{where}.type", f"a memory trigger {MEMORY_REASON}")
     raise fields.fail(f"{where}.type", f"trigger type {kind!r:.40} cannot be simulated "
                       "(simscale simulates cpu and prometheus triggers)")
 

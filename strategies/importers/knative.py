@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from simscale.strategies.importers.common import Fields, ImportedStrategy, parse_duration_s
+from simscale.strategies.importers.common import (
+    MEMORY_REASON,
+    Fields,
+    ImportedStrategy,
+    object_name,
+    parse_duration_s,
+)
 from simscale.strategies.importers.hpa import (
     DEFAULT_SYNC_PERIOD_S,
     behavior_params,
@@ -86,11 +92,9 @@ def import_knative(obj: dict[str, Any], fields: Fields, hint: str | None) -> Imp
         notes.append(f"spec.template.spec.containerConcurrency: {cc} as a cap on the target only; "
                      "the hard per-replica limit (queue-proxy) is not simulated")
     fields.check_params(strategy, params, where)
-    name = (obj.get("metadata") or {}).get("name") if isinstance(obj.get("metadata"), dict) \
-        else None
     return ImportedStrategy(strategy, params, notes,
                             kind=f"Knative {obj.get('kind')} {obj.get('apiVersion')} ({klass})",
-                            name=str(name) if name is not None else None, source=fields.source)
+                            name=object_name(obj), source=fields.source)
 
 
 def _number(ann: dict[str, str], key: str, fields: Fields, where: str, default: float, *,
@@ -192,8 +196,7 @@ def _hpa_class(ann: dict[str, str], fields: Fields, where: str,
                notes: list[str]) -> dict[str, Any]:
     metric = ann.get("metric", "cpu")
     if metric == "memory":
-        raise fields.fail(f"{where}.{PREFIX}metric", "a memory metric cannot be simulated: a "
-                          "replica's memory in simscale does not change with load")
+        raise fields.fail(f"{where}.{PREFIX}metric", f"a memory metric {MEMORY_REASON}")
     if metric != "cpu":
         raise fields.fail(f"{where}.{PREFIX}metric", f"HPA-class metric {metric!r:.40} cannot "
                           "be simulated (cpu)")
