@@ -61,6 +61,7 @@ from simscale.strategies.base import (
     SizeOption,
     StrategyFailed,
     call_strategy,
+    latency_window_of,
     normalize_decision,
     sync_period_of,
 )
@@ -425,12 +426,11 @@ class _ServiceSim:
     def _streamer(self):  # noqa: ANN202 - generator
         """Advance the plane and fold its final requests every so often (a streaming run)."""
         step_s = RequestStream.step_s(self.plane.n, self.duration_s)
-        window_s = float(getattr(self.strategy, "latency_window_s", 60.0) or 60.0)
         while True:
             yield self.env.timeout(step_s)
             self.sync()
             self.stream.fold(self.plane, self.monitor.requests, self.env.now,
-                             self.monitor.lag_s, window_s)
+                             self.monitor.lag_s, latency_window_of(self.strategy))
 
     def _autoscaler(self):  # noqa: ANN202
         period = sync_period_of(self.strategy)

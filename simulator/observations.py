@@ -33,7 +33,7 @@ import numpy as np
 from simscale.simulator.requestplane import DROP_NONE
 from simscale.simulator.scenario import Scenario
 from simscale.simulator.serving import build_observation, utilization_per_s
-from simscale.strategies.base import Observation, ReplicaCounts
+from simscale.strategies.base import Observation, ReplicaCounts, latency_window_of
 
 __all__ = ["Monitor", "Requests", "busy_cumulative", "percentiles_linear"]
 
@@ -90,7 +90,7 @@ class Monitor:
             self._serve(a, t_obs)
             self.t_done = t_obs
             self.fin = min(int(t_obs), self.n_bins)
-        window_s = float(getattr(sim.strategy, "latency_window_s", 60.0) or 60.0)
+        window_s = latency_window_of(sim.strategy)
         # counts of the records by state; per-replica busy fraction over the last second
         counts = {"pending": 0, "starting": 0, "ready": 0, "draining": 0}
         ready = []

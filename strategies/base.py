@@ -204,6 +204,18 @@ class Strategy:
         raise NotImplementedError
 
 
+#: the window (s) of an observation's latency percentiles when a strategy names none
+DEFAULT_LATENCY_WINDOW_S = 60.0
+
+
+def latency_window_of(strategy: Any) -> float:
+    """The window, in seconds, of the latency percentiles ``strategy`` observes: its
+    ``latency_window_s``, or :data:`DEFAULT_LATENCY_WINDOW_S` when it has none (absent, ``None``
+    or 0). The one rule the engine's monitor, its streaming and the real cluster share; read at
+    every observation, since a strategy may change it."""
+    return float(getattr(strategy, "latency_window_s", None) or DEFAULT_LATENCY_WINDOW_S)
+
+
 def sync_period_of(strategy: Any) -> float:
     """How often, in seconds, the autoscaler calls ``strategy.decide``: the one rule the
     engine, the estimate and the real cluster share.

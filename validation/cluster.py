@@ -37,6 +37,7 @@ from simscale.errors import UserError
 from simscale.strategies.base import (
     StrategyFailed,
     call_strategy,
+    latency_window_of,
     normalize_decision,
     sync_period_of,
 )
@@ -255,7 +256,7 @@ class RealCluster:
         """The control tick at ``t`` (s) of ``svc``: observe, ask its strategy, record the
         decision and scale to it. A failing strategy raises :class:`UserError`."""
         strategy = svc.spec.strategy
-        window = float(getattr(strategy, "latency_window_s", 60.0))
+        window = latency_window_of(strategy)
         obs = svc.observation(t, self.metric_lag_s, self.history_s, window)
         try:
             decision = normalize_decision(call_strategy(strategy, "decide", obs),
