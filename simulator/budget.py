@@ -43,9 +43,8 @@ __all__ = ["Budget", "Cost", "MAX_WALL_S", "check_budget", "estimate"]
 #: bytes per request of one service while a replication is simulated, keeping every request
 BYTES_PER_REQUEST = 200
 #: the same for a streaming service (:mod:`simscale.simulator.streaming`): its inputs only
-#: (arrival and service draw, 16 bytes, plus the temporaries of making them; 25 measured on
-#: a 21-day trace); the requests'
-#: results are folded into figures as the run goes
+#: (arrival and service draw, 16 bytes, plus the temporaries of making them; 25 measured on a
+#: 21-day trace); the requests' results are folded into figures as the run goes
 BYTES_PER_REQUEST_STREAMING = 28
 #: bytes per latency kept for exact percentiles (latency and queue wait), up to
 #: :data:`~simscale.simulator.sketch.EXACT_LIMIT` of them per run

@@ -95,8 +95,9 @@ class StabilizationWindow(Governor):
 
     With ``seed_with_current`` the first call records the current count as a recommendation, as
     the controller's ``maybeInitScaleDownStabilizationWindow`` does: no scale-down during the first
-    ``down_window_s`` seconds. With ``up_window_s = 0`` and no seeding, this is Knative's
-    scale-down delay (the maximum recommendation over the window).
+    ``down_window_s`` seconds. When the recommendation is below the current count the result is
+    at most the current count; Knative's scale-down delay, which holds the window's maximum
+    whatever the current count, is :class:`MaxWindow`.
     """
 
     def __init__(self, up_window_s: float = 0.0, down_window_s: float = 300.0,
