@@ -24,14 +24,27 @@ COMPLETED, N_FIN, SLO_OK, N_LAT, N_PEND = 0, 1, 2, 3, 4
 
 
 @njit(cache=True)
-def _le(t: float) -> int:
-    """First bin whose end ``k + 1`` is at or after ``t`` (0 for ``t <= 1``)."""
+def _count_le(hist, t: float) -> None:  # noqa: ANN001
+    """Count ``t`` in the first bin whose end ``k + 1`` is at or after it (bin 0 for ``t <=
+    1``; not at all past the last bin): ``accumulate._le_index`` then ``_add_counts``."""
     k = int(math.ceil(t)) - 1
-    return k if k > 0 else 0
+    if k < 0:
+        k = 0
+    if k < hist.shape[0]:
+        hist[k] += 1
 
 
 @njit(cache=True)
-def fold_chunk(arr, st, end, drop, bs, D, warmup_s, slo_ms, nb, bin_w, n_out,  # noqa: ANN001
+def _count_in(hist, t: float) -> None:  # noqa: ANN001
+    """Count ``t`` (>= 0) in its bin ``[k, k + 1)``, the last bin taking everything after it:
+    ``accumulate._bin_of`` then ``_add_counts``."""
+    k = int(t)
+    last = hist.shape[0] - 1
+    hist[k if k < last else last] += 1
+
+
+@njit(cache=True)
+def fold_chunk(arr, st, end, drop, bs, D, warmup_s, slo_ms, bin_w, n_out,  # noqa: ANN001
                by_reason, counts, busy_total, arr_bins, thr_bins, drp_bins, busy_bins,
                arr_le, fin_le, q_le, lat_out, wait_out, pend_g, pend_l):
     """Fold ``arr[i], st[i], end[i], drop[i], bs[i]`` (one chunk, arrival order) in; see the
@@ -48,28 +61,19 @@ def fold_chunk(arr, st, end, drop, bs, D, warmup_s, slo_ms, nb, bin_w, n_out,  #
         s = st[i]
         e = end[i]
         d = drop[i]
-        b = int(a)
-        arr_bins[b if b < nb - 1 else nb - 1] += 1
-        k = _le(a)
-        if k < nb:
-            arr_le[k] += 1
+        _count_in(arr_bins, a)
+        _count_le(arr_le, a)
         post = a >= warmup_s
         if d != 0:
             by_reason[d] += 1
-            b = int(e)
-            drp_bins[b if b < nb - 1 else nb - 1] += 1
-            k = _le(e)
-            if k < nb:
-                fin_le[k] += 1
+            _count_in(drp_bins, e)
+            _count_le(fin_le, e)
             if post:
                 counts[N_FIN] += 1
         elif e <= D:  # completed (NaN compares False)
             counts[COMPLETED] += 1
-            b = int(e)
-            thr_bins[b if b < nb - 1 else nb - 1] += 1
-            k = _le(e)
-            if k < nb:
-                fin_le[k] += 1
+            _count_in(thr_bins, e)
+            _count_le(fin_le, e)
             lat = (e - a) * 1000.0
             g = int(e) if bin_w == 1 else int(e / bin_w)
             pend_g[npd] = g if g < n_out - 1 else n_out - 1
@@ -99,17 +103,11 @@ def fold_chunk(arr, st, end, drop, bs, D, warmup_s, slo_ms, nb, bin_w, n_out,  #
                         break
                     lo = cut
             if d != 1:
-                k = _le(s)
-                if k < nb:
-                    q_le[k] += 1
+                _count_le(q_le, s)
         elif d == 1:  # queue full: left the queue at its arrival
-            k = _le(a)
-            if k < nb:
-                q_le[k] += 1
+            _count_le(q_le, a)
         elif d != 0:  # dropped while waiting: left the queue at its drop time
-            k = _le(e)
-            if k < nb:
-                q_le[k] += 1
+            _count_le(q_le, e)
     counts[N_LAT] = nl
     counts[N_PEND] = npd
     busy_total[0] += total
@@ -126,7 +124,7 @@ def warm_up() -> tuple[float, bool]:
     drop = np.array([0, 0, 2], dtype=np.int8)
     bs = np.array([1, 2, 0], dtype=np.int32)
     nb = 2
-    fold_chunk(arr, st, end, drop, bs, 2.0, 0.0, 100.0, nb, 1, nb,
+    fold_chunk(arr, st, end, drop, bs, 2.0, 0.0, 100.0, 1, nb,
                np.zeros(4, dtype=np.int64), np.zeros(5, dtype=np.int64), np.zeros(1),
                np.zeros(nb, dtype=np.int64), np.zeros(nb, dtype=np.int64),
                np.zeros(nb, dtype=np.int64), np.zeros(nb + 1), np.zeros(nb, dtype=np.int64),

@@ -138,8 +138,8 @@ class RequestFigures:
         c = self._counts
         c[:] = 0
         self._busy_total[0] = 0.0
-        fold_chunk(arr, st, end, drop, bs, self.D, self.warmup_s, self.slo_ms, self.n_bins,
-                   self.bin_s, self.n_out, self.by_reason, c, self._busy_total, self.arr_bins,
+        fold_chunk(arr, st, end, drop, bs, self.D, self.warmup_s, self.slo_ms, self.bin_s,
+                   self.n_out, self.by_reason, c, self._busy_total, self.arr_bins,
                    self.thr_bins, self.drp_bins, self.busy_bins, self.arr_le, self.fin_le,
                    self.q_le, lat, wait, pend_g, pend_l)
         self.completed += int(c[0])
