@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
     from simscale.profiler.schema import Profile
 
-__all__ = ["run_scenario", "scenario_budget", "select_strategies", "service_inputs"]
+__all__ = ["replication_inputs", "run_scenario", "scenario_budget", "select_strategies",
+           "service_inputs"]
 
 
 def _source(scenario: Scenario) -> str:
@@ -328,11 +329,17 @@ def run_scenario(
     return SimulationResult(summary, timeseries, requests)
 
 
-def _inputs(scenario: Scenario, seed_r: int, prof: Profile | None) -> dict[str, ServiceInputs]:
-    """Every service's inputs of replication seed ``seed_r``."""
+def replication_inputs(scenario: Scenario, seed_r: int, prof: Profile | None,
+                       services: set[str] | None = None) -> dict[str, ServiceInputs]:
+    """Every service's inputs of replication seed ``seed_r`` (only those named in
+    ``services`` when given: each service's streams are its own, so the others' are not
+    needed); a workload that cannot be read is a :class:`UserError` naming
+    ``services.N.workload``."""
     children = service_seed_sequences(scenario, seed_r)
     inputs = {}
     for k, (svc, ss) in enumerate(zip(scenario.services, children, strict=True)):
+        if services is not None and svc.name not in services:
+            continue
         try:
             inputs[svc.name] = service_inputs(svc, scenario, ss, prof)
         except UserError as err:
@@ -349,7 +356,7 @@ def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int
     loops = None
     for rep in range(replications):
         seed_r = base_seed + rep
-        inputs = _inputs(scenario, seed_r, prof)
+        inputs = replication_inputs(scenario, seed_r, prof)
         if loops is None:  # compile (first run) or load the loops once, measured
             loops = prepare_kernels(max(len(i.arrival_s) for i in inputs.values()))
         for spec in specs:
@@ -393,7 +400,7 @@ def _execute_sim_job(job: _SimJob) -> dict[str, Any]:
         if _WORKER_INPUTS[0] != (job.run_token, job.seed):
             _WORKER_INPUTS[:] = [None, None]  # free the previous ones first
             _WORKER_INPUTS[:] = [(job.run_token, job.seed),
-                                 _inputs(job.scenario, job.seed, job.profile)]
+                                 replication_inputs(job.scenario, job.seed, job.profile)]
         inputs = _WORKER_INPUTS[1]
         wall = _run_spec(job.scenario, job.spec, job.rep, job.seed, inputs, job.profile, runs,
                          ts, req)

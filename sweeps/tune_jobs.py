@@ -72,23 +72,14 @@ def _simulated(scenario: Scenario, service: str) -> Scenario:
 
 def _inputs_for(job: TrialJob, run_scenario: Scenario) -> dict[str, Any]:
     """The inputs of ``job``'s replication for the services that run (cached per worker)."""
-    from simscale.simulator.runner import service_inputs, service_seed_sequences
+    from simscale.simulator.runner import replication_inputs
 
     key = (job.token, job.seed)
     if key not in _INPUTS:
         if any(k[0] != job.token for k in _INPUTS) or len(_INPUTS) >= _INPUTS_KEPT:
             _INPUTS.clear()
-        seqs = service_seed_sequences(job.scenario, job.seed)
-        wanted = {s.name for s in run_scenario.services}
-        inputs = {}
-        for k, (svc, seq) in enumerate(zip(job.scenario.services, seqs, strict=True)):
-            if svc.name in wanted:
-                try:
-                    inputs[svc.name] = service_inputs(svc, job.scenario, seq, job.profile)
-                except UserError as err:
-                    raise UserError(err.format(), source=job.scenario.source,
-                                    field=f"services.{k}.workload") from None
-        _INPUTS[key] = inputs
+        _INPUTS[key] = replication_inputs(job.scenario, job.seed, job.profile,
+                                          {s.name for s in run_scenario.services})
     return _INPUTS[key]
 
 
