@@ -442,8 +442,6 @@ def tune(scenario: str, strategy: str, service: str | None, target: str, trials:
 
     t0 = time.perf_counter()
     goal = parse_target(target)
-    if address and executor != "ray":
-        raise UserError("--address needs --executor ray", source="--address")
     sc = load_scenario(scenario)
     outdir = check_output_dir(outdir or Path("results") / "tune" / _safe_name(
         f"{sc.name}-{strategy}"))

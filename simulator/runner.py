@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
     from simscale.profiler.schema import Profile
 
-__all__ = ["replication_inputs", "run_scenario", "scenario_budget", "select_strategies",
-           "service_inputs"]
+__all__ = ["check_executor_options", "replication_inputs", "run_scenario", "scenario_budget",
+           "select_strategies", "service_inputs"]
 
 
 def _source(scenario: Scenario) -> str:
@@ -47,6 +47,24 @@ def _naming_scenario(err: UserError, scenario: Scenario, field: str) -> UserErro
     """``err`` (e.g. about a trace file) re-raised as one line that names the scenario file
     and the field first."""
     return UserError(err.format(), source=_source(scenario), field=field)
+
+
+def check_executor_options(executor: str, workers: int | None, address: str | None) -> None:
+    """Refuse, with a :class:`UserError` naming the flag, an unknown executor, fewer than one
+    worker, an address without Ray, or the Ray executor when Ray is not installed: the one
+    check of ``simulate``, ``sweep`` and ``tune``."""
+    if executor not in ("local", "ray"):
+        raise UserError(f"unknown executor '{executor}' (local or ray)", source="--executor")
+    if workers is not None and workers < 1:
+        raise UserError(f"needs at least 1 worker, got {workers}", source="--workers")
+    if address and executor != "ray":
+        raise UserError("--address needs --executor ray", source="--address")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError("the ray executor needs Ray: pip install 'simscale[ray]'",
+                            source="--executor") from None
 
 
 def _needs_profile(scenario: Scenario) -> bool:
@@ -278,10 +296,7 @@ def run_scenario(
     prof = load_scenario_profile(scenario, profile)
     src = _source(scenario)
     check_profile(scenario, prof)
-    if executor not in ("local", "ray"):
-        raise UserError(f"executor must be local or ray, got {executor!r}", field="executor")
-    if workers < 1:
-        raise UserError("workers must be at least 1", field="workers")
+    check_executor_options(executor, workers, address)
     parallel = executor == "ray" or (workers > 1 and len(specs) * replications > 1)
     check_budget(scenario_budget(scenario, specs, replications, keep_requests=keep_requests,
                                  workers=workers if parallel else 1),

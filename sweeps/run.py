@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from simscale import __version__
-from simscale.errors import UserError
 from simscale.io import write_json_atomic
+from simscale.simulator.runner import check_executor_options
 from simscale.sweeps.executors import cpu_count, ray_session, run_local, run_ray
 from simscale.sweeps.plan import Job, SweepPlan, plan_sweep
 from simscale.sweeps.store import Store, error_text
@@ -119,7 +119,7 @@ def run_sweep(
         Ctrl-C raises ``KeyboardInterrupt`` with every job finished so far already stored.
     """
     t0 = time.perf_counter()
-    _check_options(executor, workers, address)
+    check_executor_options(executor, workers, address)
     n_workers = workers or cpu_count()
     plan = plan_sweep(sweep_path, force=force)
     outdir = Path(outdir)
@@ -152,23 +152,6 @@ def run_sweep(
     return SweepResult(table=table, jobs=len(plan.jobs), computed=len(todo), reused=reused,
                        failed=len(errors), outdir=outdir, parquet=parquet, csv=csv,
                        report=report_path, wall_s=time.perf_counter() - t0, errors=errors)
-
-
-def _check_options(executor: str, workers: int | None, address: str | None) -> None:
-    """Refuse, with a :class:`UserError` naming the flag, an unknown executor, fewer than one
-    worker, an address without Ray, or the Ray executor when Ray is not installed."""
-    if executor not in ("local", "ray"):
-        raise UserError(f"unknown executor '{executor}' (local or ray)", source="--executor")
-    if workers is not None and workers < 1:
-        raise UserError(f"needs at least 1 worker, got {workers}", source="--workers")
-    if address and executor != "ray":
-        raise UserError("--address needs --executor ray", source="--address")
-    if executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UserError("the ray executor needs Ray: pip install 'simscale[ray]'",
-                            source="--executor") from None
 
 
 def _run_jobs(plan: SweepPlan, todo: list[Job], store: Store,

@@ -47,6 +47,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from simscale.errors import UserError
+from simscale.simulator.runner import check_executor_options
 from simscale.simulator.scenario import Scenario, StrategySpec
 from simscale.sweeps.executors import ray_session
 from simscale.sweeps.tune_jobs import Evaluation, Evaluator
@@ -115,12 +116,7 @@ def _check(trials: int, replications: int, workers: int, executor: str,
     if replications < 1:
         raise UserError(f"needs at least 1 replication, got {replications}",
                         source="--replications")
-    if workers < 1:
-        raise UserError(f"needs at least 1 worker, got {workers}", source="--workers")
-    if executor not in ("local", "ray"):
-        raise UserError(f"unknown executor '{executor}' (local or ray)", source="--executor")
-    if address and executor != "ray":
-        raise UserError("--address needs --executor ray", source="--address")
+    check_executor_options(executor, workers, address)
 
 
 def tune(scenario: Scenario, strategy: str, *, service: str | None = None,
