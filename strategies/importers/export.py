@@ -41,6 +41,7 @@ import yaml
 
 from simscale.errors import UserError
 from simscale.strategies.importers.common import Fields
+from simscale.strategies.importers.knative import HPA_CLASS, PREFIX
 
 __all__ = ["Bounds", "export_file", "export_hpa", "export_keda", "export_knative",
            "export_ray_serve", "writable_params"]
@@ -48,7 +49,6 @@ __all__ = ["Bounds", "export_file", "export_hpa", "export_keda", "export_knative
 #: extra ``(low, high)`` bounds a file's format puts on a parameter (``None``: no bound)
 Bounds = tuple[float | None, float | None]
 _FREE: Bounds = (None, None)
-_KN = "autoscaling.knative.dev/"
 #: the ``hpa`` parameters an HPA ``behavior`` mapping carries
 BEHAVIOR_PARAMS = ("scale_up_stabilization_s", "scale_down_stabilization_s",
                    "scale_up_tolerance", "scale_down_tolerance")
@@ -300,10 +300,10 @@ def _knative_parts(obj: dict[str, Any]) -> tuple[dict[str, Any], int]:
 def _knative_writable(obj: dict[str, Any]) -> dict[str, Bounds]:
     annotations, cc = _knative_parts(copy.deepcopy(obj))
     out: dict[str, Bounds] = {"min_replicas": _FREE, "max_replicas": _FREE}
-    if annotations.get(f"{_KN}class") == "hpa.autoscaling.knative.dev":
+    if annotations.get(f"{PREFIX}class") == HPA_CLASS:
         out["target_utilization"] = (0.01, 1.0)
         return out
-    capped = cc and annotations.get(f"{_KN}metric", "concurrency") == "concurrency"
+    capped = cc and annotations.get(f"{PREFIX}metric", "concurrency") == "concurrency"
     out.update({"target_concurrency": (0.01, float(cc) if capped else None),
                 "target_utilization": (0.01, 1.0), "stable_window_s": (6.0, 3600.0),
                 "panic_window_percentage": (1.0, 100.0),
@@ -323,10 +323,10 @@ def export_knative(obj: dict[str, Any], params: Mapping[str, Any]) -> list[str]:
     changes: list[str] = []
     annotations, _ = _knative_parts(obj)
     where = "spec.template.metadata.annotations"
-    hpa_class = annotations.get(f"{_KN}class") == "hpa.autoscaling.knative.dev"
+    hpa_class = annotations.get(f"{PREFIX}class") == HPA_CLASS
 
     def put(short: str, value: str) -> None:
-        _set(annotations, f"{_KN}{short}", value, f"{where}.{_KN}{short}", changes)
+        _set(annotations, f"{PREFIX}{short}", value, f"{where}.{PREFIX}{short}", changes)
 
     if params.get("min_replicas") is not None:
         put("min-scale", str(int(params["min_replicas"])))
