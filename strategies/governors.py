@@ -84,7 +84,22 @@ class Bounds(Governor):
         return clamp(step.desired, step.min_count, step.max_count)
 
 
-class StabilizationWindow(Governor):
+class _RecommendationWindow(Governor):
+    """What the recommendation windows share: the ``(time s, recommendation)`` records, and
+    on the first call the current count recorded as one when ``seed`` says so."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[float, int]] = []
+        self._seeded = False
+
+    def _seed_once(self, step: Step, seed: bool) -> None:
+        if not self._seeded:
+            self._seeded = True
+            if seed:
+                self.records.append((step.time_s, step.current))
+
+
+class StabilizationWindow(_RecommendationWindow):
     """Kubernetes HPA stabilization windows (``behavior.*.stabilizationWindowSeconds``).
 
     The result starts at the current count; it is raised to the *lowest* recommendation of the
@@ -102,18 +117,14 @@ class StabilizationWindow(Governor):
 
     def __init__(self, up_window_s: float = 0.0, down_window_s: float = 300.0,
                  seed_with_current: bool = True):
+        super().__init__()
         self.up_window_s = up_window_s
         self.down_window_s = down_window_s
         self.seed_with_current = seed_with_current
-        self.records: list[tuple[float, int]] = []
-        self._seeded = False
 
     def apply(self, step: Step) -> int:
         now = step.time_s
-        if not self._seeded:
-            self._seeded = True
-            if self.seed_with_current and self.down_window_s > 0:
-                self.records.append((now, step.current))
+        self._seed_once(step, self.seed_with_current and self.down_window_s > 0)
         up_cutoff = now - self.up_window_s
         down_cutoff = now - self.down_window_s
         up = step.desired
@@ -286,7 +297,7 @@ class ConsecutiveDelay(Governor):
             self._direction = 0
 
 
-class MaxWindow(Governor):
+class MaxWindow(_RecommendationWindow):
     """The highest recommendation of the last ``window_s`` seconds (now included), whatever the
     current count: a hold that delays scale-downs and never delays a scale-up.
 
@@ -306,18 +317,14 @@ class MaxWindow(Governor):
     """
 
     def __init__(self, window_s: float, *, strict: bool = True, seed_with_current: bool = False):
+        super().__init__()
         self.window_s = window_s
         self.strict = strict
         self.seed_with_current = seed_with_current
-        self.records: list[tuple[float, int]] = []
-        self._seeded = False
 
     def apply(self, step: Step) -> int:
         now = step.time_s
-        if not self._seeded:
-            self._seeded = True
-            if self.seed_with_current:
-                self.records.append((now, step.current))
+        self._seed_once(step, self.seed_with_current)
         cutoff = now - self.window_s
         if self.strict:
             self.records = [(t, r) for t, r in self.records if t > cutoff]
