@@ -26,6 +26,7 @@ from simscale.profiler.schema import (
     ModelProfile,
     Preprocessing,
     Profile,
+    SpeedScore,
 )
 from simscale.profiler.steps import SERVING_GAP_S, SERVING_GAPS_S, serving_overhead
 from simscale.profiler.zoo import MODELS, TrainedModel
@@ -170,16 +171,19 @@ def run_settings(
 
 
 def build_profile(
-    quick: bool, settings: dict[str, Any], models: Mapping[str, ModelProfile]
+    quick: bool, settings: dict[str, Any], models: Mapping[str, ModelProfile],
+    speed: SpeedScore | None = None,
 ) -> Profile:
-    """The validated :class:`Profile` of a run on this machine, stamped now (UTC)."""
+    """The validated :class:`Profile` of a run on this machine, stamped now (UTC); ``speed``:
+    the machine's speed score during the run (:func:`simscale.profiler.speed.profile_speed`)."""
+    machine = machine_fingerprint(include_libraries=True).model_copy(update={"speed": speed})
     return Profile.model_validate(
         {
             "schema": SCHEMA,
             "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "quick": quick,
             "settings": settings,
-            "machine": machine_fingerprint(include_libraries=True),
+            "machine": machine,
             "models": dict(models),
         }
     )

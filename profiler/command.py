@@ -43,6 +43,11 @@ def profile_command(
     out.print(summary_table(profile))
     for note in profile_notes(profile):
         err.print(f"[yellow]{note}[/]")
+    speed = profile.machine.speed
+    if speed is not None:
+        ends = ", ".join(f"{k} {v:.4g}" for k, v in (("start", speed.at_start_score),
+                                                     ("end", speed.at_end_score)) if v)
+        out.print(f"speed score {speed.score:.4g} work units/s ({ends})", soft_wrap=True)
     wall = profile.settings.get("wall_time_s")
     out.print(f"wrote {output}" + (f" ({wall:.0f} s)" if isinstance(wall, int | float) else ""))
     return profile

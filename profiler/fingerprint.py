@@ -1,4 +1,6 @@
-"""Where a profile was measured: CPU, cores, memory, GPU, platform, Python, library versions.
+"""Where a profile was measured: CPU (model name; family, model number, stepping and flags in
+``cpu``), cores, memory, GPU, platform, Python, library versions. (How fast the machine was,
+``speed``, is measured by :mod:`simscale.profiler.speed`.)
 
 The fingerprint is cheap to take (it reads ``/proc`` and package metadata and never imports
 torch), because :func:`simscale.profiler.schema.load_profile` compares the profile's machine with
@@ -10,12 +12,14 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import glob
+import hashlib
 import os
 import platform
+import re
 import sys
 from importlib import metadata
 
-from simscale.profiler.schema import MachineFingerprint
+from simscale.profiler.schema import CpuInfo, MachineFingerprint
 
 #: Libraries whose versions change measured latencies; ``name in the fingerprint -> distribution``.
 LIBRARIES: dict[str, str] = {
@@ -47,6 +51,7 @@ def machine_fingerprint(include_libraries: bool = True) -> MachineFingerprint:
         python=static["python"],
         libraries=library_versions() if include_libraries else {},
         date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        cpu=static["cpu"],
     )
 
 
@@ -70,7 +75,47 @@ def _static_fingerprint() -> dict:
         "gpu": gpu_name(),
         "platform": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "cpu": cpu_info(),
     }
+
+
+#: the vector-instruction flags :func:`cpu_info` lists by name (x86 and Arm); BLAS kernels and
+#: torch pick their code paths by these, so two CPUs that differ here differ in speed
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
+              "amx_tile", "asimd", "sve", "sve2")
+
+
+def cpu_info(cpuinfo_path: str = "/proc/cpuinfo") -> CpuInfo:
+    """The CPU's family, model number, stepping and flags from the first processor of
+    ``cpuinfo_path`` (Linux: ``flags``; Arm: ``Features`` and ``CPU part`` / ``CPU variant``
+    as model number and stepping). Without that file, family, model and stepping are parsed
+    from ``platform.processor()`` (``Intel64 Family 6 Model 158 Stepping 10`` on Windows) and
+    the flags stay unknown."""
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo_path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    if fields:
+                        break  # the first processor is enough
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip().lower(), value.strip())
+    except OSError:
+        proc = platform.processor()
+        found = {k.lower(): v for k, v in re.findall(r"(Family|Model|Stepping)\s+(\w+)", proc)}
+        return CpuInfo(family=found.get("family") or platform.machine() or None,
+                       model_number=found.get("model"), stepping=found.get("stepping"))
+    flags = sorted(set((fields.get("flags") or fields.get("features") or "").split()))
+    return CpuInfo(
+        family=fields.get("cpu family") or fields.get("cpu architecture"),
+        model_number=fields.get("model") or fields.get("cpu part"),
+        stepping=fields.get("stepping") or fields.get("cpu variant"),
+        flags_sha256=hashlib.sha256(" ".join(flags).encode()).hexdigest()[:16] if flags
+        else None,
+        flags_count=len(flags) if flags else None,
+        simd=[f for f in SIMD_FLAGS if f in flags],
+    )
 
 
 def cpu_model() -> str:

@@ -15,7 +15,9 @@ The order of work:
 6. serving overhead per (model, device, threads): a fresh serving replica (``replica --serve``)
    sent isolated batches of one item, timed as a router sees them (:func:`measure_serving`);
 7. fit the service-time model of every (model, device, threads) and write the profile atomically
-   (:mod:`simscale.profiler.assemble`).
+   (:mod:`simscale.profiler.assemble`), with the machine's speed score measured before step 2
+   and after step 7 (:mod:`simscale.profiler.speed`; ``machine.speed``: the median round of
+   both runs and each run's score; the score is also cached for later commands' checks).
 
 The measurement steps themselves are in :mod:`simscale.profiler.steps`; the names other modules
 and tests import from here (``run_profile``, ``save_profile``, ``measure_serving``, ...) stay
@@ -63,6 +65,7 @@ from simscale.profiler.progress import (
     total_weight,
 )
 from simscale.profiler.schema import ColdStart, Preprocessing, Profile
+from simscale.profiler.speed import measure_speed, profile_speed, remember_speed
 from simscale.profiler.steps import (
     PROBE_TIMEOUT_S,
     SERVING_GAP_S,
@@ -291,6 +294,7 @@ def run_profile(
     total = total_weight(plan, model_list, configs, mem_jobs, list(cold_threads))
 
     clock = _PhaseClock()
+    speed_start = measure_speed()  # the machine's speed score at the start and at the end
     with _artifact_dir() as art_dir, ProgressBar(progress, total, console) as bar:
         trained, pre = _build(model_list, configs, plan, art_dir, weights, bar)
         clock.phase("build_and_preprocessing")
@@ -314,7 +318,9 @@ def run_profile(
         measured=measured, cold_threads=cold_threads, weights=weights, load_before=load_before,
         load_after=_loadavg(), phases_s=clock.phases_s, wall_t0=wall_t0,
     )
-    profile = build_profile(quick, settings, profiles)
+    speed = profile_speed(speed_start, measure_speed())
+    remember_speed(speed.score)  # this machine's score now, for the checks of later commands
+    profile = build_profile(quick, settings, profiles, speed)
     if out_path is not None:
         save_profile(profile, out_path)
     return profile

@@ -49,7 +49,6 @@ batch.
 from __future__ import annotations
 
 import functools
-import platform
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -220,8 +219,40 @@ class ModelProfile(_Strict):
     configs: Annotated[list[ConfigProfile], Field(min_length=1)]
 
 
+class CpuInfo(_Strict):
+    """The CPU beyond its model name (``/proc/cpuinfo`` on Linux; parsed from
+    ``platform.processor()`` elsewhere; ``None`` where the platform does not say)."""
+
+    family: str | None = None
+    model_number: str | None = None  # 'model' of /proc/cpuinfo
+    stepping: str | None = None
+    flags_sha256: str | None = None  # first 16 hex digits of the SHA-256 of the sorted flags
+    flags_count: int | None = Field(default=None, ge=0)
+    simd: list[str] = Field(default_factory=list)  # vector flags present (avx2, asimd, ...)
+
+
+class SpeedScore(_Strict):
+    """The machine's speed when the profile was measured: the fixed micro-benchmark of
+    :mod:`simscale.profiler.speed`, in its work units per second (higher is faster)."""
+
+    score: Positive  # work units per second: the median round of the measurements, pooled
+    benchmark: str  # the benchmark's version: scores of different versions are not compared
+    at_start_score: Positive | None = None  # measured at the start of profiling
+    at_end_score: Positive | None = None  # and at its end
+    measured_at: str | None = None
+
+
+class SpeedRescale(_Strict):
+    """How :meth:`Profile.rescaled` changed the profile's CPU times (see there)."""
+
+    factor: Positive  # CPU times were multiplied by this: the profile's score / the machine's
+    machine_score: Positive | None = None  # the speed score of the machine rescaled to
+    cold_starts: bool  # whether the cold starts were scaled too
+
+
 class MachineFingerprint(_Strict):
-    """Where and when the profile was measured."""
+    """Where and when the profile was measured (``speed``: how fast the machine was then;
+    ``speed_rescale``: set on a copy rescaled to another machine's speed)."""
 
     cpu_model: str
     cores: int = Field(ge=1)
@@ -231,6 +262,9 @@ class MachineFingerprint(_Strict):
     python: str
     libraries: dict[str, str] = Field(default_factory=dict)
     date: str
+    cpu: CpuInfo | None = None
+    speed: SpeedScore | None = None
+    speed_rescale: SpeedRescale | None = None
 
 
 class Profile(_Strict):
@@ -307,6 +341,38 @@ class Profile(_Strict):
                 return float(mem)  # type: ignore[arg-type]
         return float(measured[-1][1])  # type: ignore[arg-type]
 
+    def rescaled(self, factor: float, *, machine_score: float | None = None,
+                 cold_starts: bool = True) -> Profile:
+        """A copy whose CPU times are multiplied by ``factor`` (> 0; the profile's speed score /
+        this machine's, so > 1 on a slower machine): of every ``cpu`` configuration the fit's
+        ``alpha_ms``, ``beta_ms`` and knots, the measured batch latencies (``items_per_s``
+        divided), the serving overheads and round trips (idle gaps kept), ResNet50's
+        preprocessing and, with ``cold_starts``, the CPU cold starts. The noise, ``fit_scale``,
+        memory and every CUDA figure are kept. ``machine.speed_rescale`` records the factor (the
+        product of all factors, for a copy of a copy)."""
+        f = float(factor)
+        if not (np.isfinite(f) and f > 0):
+            raise UserError(f"a rescale factor must be finite and positive, not {factor!r}",
+                            source=self.source)
+        models = {}
+        for name, mp in self.models.items():
+            configs = [cfg if cfg.device != "cpu" else cfg.model_copy(update={
+                "batches": [_scaled(b, f, _BATCH_MS, items_per_s=b.items_per_s / f)
+                            for b in cfg.batches],
+                "fit": _scaled(cfg.fit, f, ("alpha_ms", "beta_ms", "knots")),
+                "serving": None if cfg.serving is None else _scaled(cfg.serving, f, _SERVING_MS),
+            }) for cfg in mp.configs]
+            cold = [_scaled(c, f, ("samples_s", "mean_s", "p50_s", "p95_s"))
+                    if cold_starts and c.device == "cpu" else c for c in mp.cold_start]
+            pre = mp.preprocessing and _scaled(mp.preprocessing, f, _BATCH_MS)
+            models[name] = mp.model_copy(update={"configs": configs, "cold_start": cold,
+                                                 "preprocessing": pre})
+        before = self.machine.speed_rescale  # rescaling a rescaled copy: the factors multiply
+        rescale = SpeedRescale(factor=f * (before.factor if before else 1.0),
+                               machine_score=machine_score, cold_starts=cold_starts)
+        return self.model_copy(update={"models": models, "machine": self.machine.model_copy(
+            update={"speed_rescale": rescale})})
+
     # -- loading ---------------------------------------------------------------------------
     def fingerprint_differences(self) -> list[str]:
         """What differs between the profile's machine and this one (CPU model, cores, libs)."""
@@ -318,11 +384,37 @@ class Profile(_Strict):
             diffs.append(f"CPU '{self.machine.cpu_model}' (here '{here.cpu_model}')")
         if here.cores != self.machine.cores:
             diffs.append(f"{self.machine.cores} cores (here {here.cores})")
+        there_cpu, here_cpu = self.machine.cpu, here.cpu
+        if there_cpu is not None and here_cpu is not None:
+            for key in ("family", "model_number", "stepping", "flags_sha256"):
+                a, b = getattr(there_cpu, key), getattr(here_cpu, key)
+                if a is not None and b is not None and a != b:
+                    diffs.append(f"CPU {key} {a} (here {b})")
         for lib, ver in self.machine.libraries.items():
             now = here.libraries.get(lib)
             if now is not None and now != ver:
                 diffs.append(f"{lib} {ver} (here {now})")
         return diffs
+
+
+#: what :meth:`Profile.rescaled` multiplies in a batch's statistics and a serving measurement
+_BATCH_MS = ("samples_ms", "mean_ms", "std_ms", "p50_ms", "p95_ms", "p99_ms")
+_SERVING_MS = ("roundtrip_ms_p50", "roundtrip_ms_p95", "predict_ms_p50", "overhead_ms",
+               "backtoback_predict_ms_p50", "idle_overhead_ms", "idle_roundtrip_ms_p50")
+
+
+def _scaled(obj: BaseModel, factor: float, names: tuple[str, ...], **update: Any) -> Any:
+    """A copy of ``obj`` with those of its fields ``names`` that it has multiplied by ``factor``:
+    a number, each number of a list, or the second of each pair of a list of pairs (``(x,
+    ms)``); ``None`` stays ``None``; ``update`` sets further fields."""
+    def times(v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return [(p[0], p[1] * factor) if isinstance(p, list | tuple) else p * factor
+                    for p in v]
+        return None if v is None else v * factor
+
+    scaled = {n: times(getattr(obj, n)) for n in names if n in type(obj).model_fields}
+    return obj.model_copy(update={**scaled, **update})
 
 
 class ServiceTimeModel:
@@ -500,6 +592,3 @@ def _is_default(path: Path) -> bool:
     except OSError:
         return False
 
-
-def python_version() -> str:
-    return platform.python_version()

@@ -117,8 +117,60 @@ def profile_show(path: str) -> None:
     """Print a profile (default: the one shipped with simscale) as tables."""
     from simscale.profiler.schema import load_profile
     from simscale.profiler.show import show_profile
+    from simscale.profiler.speed import machine_speed, show_note, speed_summary
 
-    show_profile(load_profile(path), _console())
+    prof = load_profile(path)
+    console = _console()
+    show_profile(prof, console)
+    here = machine_speed() if prof.machine.speed is not None else None
+    summary = speed_summary(prof, here)
+    if summary:
+        console.print(summary, soft_wrap=True, markup=False)
+    _warn_line(show_note(prof, here))
+
+
+@profile.command("speed")
+@click.option("--refresh", is_flag=True, help="Measure again even when a recent score is cached.")
+def profile_speed(refresh: bool) -> None:
+    """Print this machine's speed score (the fixed micro-benchmark profiles store; cached for a
+    day; SIMSCALE_SPEED_SCORE overrides it)."""
+    import time
+
+    from simscale.profiler.speed import CACHE_FILE, cache_dir, machine_speed
+
+    t0 = time.perf_counter()
+    here = machine_speed(refresh=refresh)
+    _console().print(f"speed score {here.describe()} in "
+                     f"{time.perf_counter() - t0:.2f} s; cache: {cache_dir() / CACHE_FILE}",
+                     soft_wrap=True, markup=False)
+
+
+def _warn_line(line: str | None) -> None:
+    """Print ``line`` (when there is one) as one line on stderr, never wrapped."""
+    if line:
+        _console(stderr=True).print(line, soft_wrap=True, markup=False, style="yellow")
+
+
+def _simulate_profile(sc: Any, profile_path: str | None, rescale: bool) -> Any:
+    """The profile ``simulate`` runs ``sc`` with, loaded once here (``None`` when no service
+    uses one): with ``rescale``, rescaled to this machine's speed score (a line says by how
+    much); without, a line warns when the scores differ by more than 15 %."""
+    from simscale.simulator.runner import load_scenario_profile
+
+    prof = load_scenario_profile(sc, profile_path)
+    if prof is None:
+        if rescale:
+            raise UserError("no service of the scenario takes its times from a profile: "
+                            "nothing to rescale", source="--rescale")
+        return None
+    from simscale.profiler.speed import rescaled_to_machine, speed_warning
+
+    if rescale:
+        prof, line = rescaled_to_machine(prof)
+        _console(stderr=True).print(line, soft_wrap=True, markup=False, style="dim")
+    else:
+        _warn_line(speed_warning(prof))
+    return prof
 
 
 # --------------------------------------------------------------------------- simulate
@@ -146,10 +198,12 @@ def profile_show(path: str) -> None:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
               show_default=True, help="Where parallel runs go.")
 @click.option("--address", help="Ray cluster address (with --executor ray).")
+@click.option("--rescale", is_flag=True, help="Multiply the profile's CPU times (cold starts "
+              "included) by its speed score / this machine's (see: simscale profile speed).")
 def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, replications: int,
              profile_path: str | None, overrides: tuple[str, ...], outdir: Path | None,
              save_requests: bool, as_json: bool, no_report: bool, force: bool, workers: int,
-             executor: str, address: str | None) -> None:
+             executor: str, address: str | None, rescale: bool) -> None:
     """Simulate every strategy of SCENARIO (a YAML file or a shipped scenario's name)."""
     from simscale.api import simulate as run
     from simscale.io import check_output_dir
@@ -157,8 +211,9 @@ def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, repli
 
     sc = load_scenario(scenario, list(overrides))
     outdir = check_output_dir(outdir or Path("results") / _safe_name(sc.name))
+    prof = _simulate_profile(sc, profile_path, rescale)
     result = run(sc, strategies=list(strategies) or None, seed=seed,
-                 replications=replications, profile=profile_path, keep_requests=save_requests,
+                 replications=replications, profile=prof, keep_requests=save_requests,
                  progress=not as_json, force=force, workers=workers, executor=executor,
                  address=address)
     result.save(outdir, save_requests=save_requests)
@@ -481,6 +536,11 @@ def validate(scenario: str, strategy: str | None, duration_s: float | None,
 
     outdir = check_output_dir(outdir or Path("results") / "validate"
                               / _safe_name(Path(scenario).stem))
+    if profile_path is not None:  # (without one, validate measures a profile here and now)
+        from simscale.profiler.schema import load_profile
+        from simscale.profiler.speed import speed_warning
+
+        _warn_line(speed_warning(load_profile(profile_path, warn=False)))
     validate_command(scenario, strategy=strategy, duration_s=duration_s, outdir=outdir,
                      profile=profile_path)
 
