@@ -110,7 +110,7 @@ def simscale_engine(n: int, seed: int) -> tuple[float, int, object]:
     """The engine alone, keeping every request (``stream=False``) so that its waits can be
     checked against Erlang-C; the end-to-end run streams (2 million requests or more)."""
     from simscale.simulator.engine import run_strategy
-    from simscale.simulator.runner import service_inputs
+    from simscale.simulator.inputs import service_inputs
     from simscale.strategies import make_strategy
 
     sc = scenario(n, seed)

@@ -44,12 +44,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
 
 from simscale.simulator.accumulate import RequestFigures, timeseries_bin_s
+from simscale.simulator.inputs import ServiceInputs
 from simscale.simulator.observations import Monitor
 from simscale.simulator.requestplane import RequestPlane
 from simscale.simulator.scenario import Distribution, Scenario, Service
@@ -68,6 +70,7 @@ from simscale.strategies.base import (
 
 if TYPE_CHECKING:
     from simscale.profiler.schema import Profile
+    from simscale.simulator.requesttable import RequestWriter
 
 __all__ = ["ReplicaRecord", "ServiceInputs", "ServiceRun", "run_strategy", "size_options"]
 
@@ -99,20 +102,6 @@ class ReplicaRecord:
 
 
 @dataclass
-class ServiceInputs:
-    """What one service's runs share across strategies (common random numbers)."""
-
-    arrival_s: np.ndarray
-    unit_service: np.ndarray
-    route_u: np.ndarray | None
-    cold_start_seq: np.random.SeedSequence  #: cold-start draws (same stream per strategy)
-    fault_seq: np.random.SeedSequence  #: crash and straggler draws (same stream per strategy)
-    #: the true arrival rate (requests/s) of this realization, for the oracle; MMPP paths are
-    #: the ones drawn for ``arrival_s``
-    true_rate_rps: Callable[[np.ndarray], np.ndarray] | None = None
-
-
-@dataclass
 class ServiceRun:
     """Raw outcome of one strategy on one service, turned into figures by ``metrics``."""
 
@@ -128,6 +117,8 @@ class ServiceRun:
     #: the requests' figures, folded in during a streaming run (``None``: the plane kept every
     #: request and ``metrics`` reads them from its arrays)
     figures: RequestFigures | None = None
+    #: a streaming run's request table, written as it ran (with ``requests_dir``)
+    requests_file: Path | None = None
 
 
 # ============================================================================ sizes
@@ -209,7 +200,8 @@ class _Cluster:
 class _ServiceSim:
     def __init__(self, env: simpy.Environment, scenario: Scenario, svc: Service,
                  strategy: Any, inputs: ServiceInputs, profile: Profile | None,
-                 cluster: _Cluster | None, stream: bool | None = None) -> None:
+                 cluster: _Cluster | None, stream: bool | None = None,
+                 requests_file: Path | None = None) -> None:
         self.env = env
         self.svc = svc
         self.scenario = scenario
@@ -222,18 +214,30 @@ class _ServiceSim:
         self.faults = scenario.faults
         self.maxb = svc.batching.max_batch_size
         self.max_wait_s = svc.batching.max_wait_ms / 1000.0
+        spooled = inputs.spool is not None and stream is not False
+        if spooled:
+            arrival_s = unit_service = np.empty(0)
+            route_u = None
+        else:  # (a run told not to stream reads a spool whole)
+            arrival_s, unit_service, route_u = inputs.arrays()
         self.plane = RequestPlane(
-            inputs.arrival_s, inputs.unit_service, routing=svc.routing,
+            arrival_s, unit_service, routing=svc.routing,
             max_batch_size=self.maxb, max_wait_s=self.max_wait_s,
             capacity=svc.queue.capacity,
             timeout_s=None if svc.queue.timeout_ms is None else svc.queue.timeout_ms / 1000.0,
-            route_u=inputs.route_u,
-            window=STREAM_CHUNK if streams(stream, len(inputs.arrival_s)) else None)
+            route_u=route_u,
+            window=STREAM_CHUNK if spooled or streams(stream, inputs.n_requests) else None,
+            feed=inputs.spool.reader() if spooled else None)
+        writer: RequestWriter | None = None
+        if requests_file is not None and self.plane.windowed:
+            from simscale.simulator.requesttable import RequestWriter
+
+            writer = RequestWriter(requests_file, self.duration_s)
         #: a streaming run's requests, folded into figures as the run goes
         self.stream = (RequestStream(RequestFigures(
             scenario.duration_s, scenario.warmup_s, svc.slo_ms, bin_s=timeseries_bin_s(
                 scenario.duration_s, scenario.metrics.timeseries_bin_s),
-            compiled=self.plane.kernels == "compiled"))
+            compiled=self.plane.kernels == "compiled"), writer)
             if self.plane.windowed else None)
         self.options = size_options(svc, profile, self.maxb)
         self.size = self._option(svc.device, svc.threads) or self.options[0]
@@ -527,9 +531,11 @@ class _ServiceSim:
     def result(self) -> ServiceRun:
         info = {k: self.info_sum[k] / self.info_n[k] for k in self.info_sum}
         figures = self.stream.finish(self.plane) if self.stream is not None else None
+        writer = self.stream.writer if self.stream is not None else None
         return ServiceRun(self.svc, self.plane, self.records, self.events, info,
                           self.size_timeline, self.duration_s,
-                          self.svc.cost_per_replica_hour / self.svc.threads, figures)
+                          self.svc.cost_per_replica_hour / self.svc.threads, figures,
+                          None if writer is None else writer.path)
 
 
 # ============================================================================ one run
@@ -540,13 +546,16 @@ def run_strategy(
     profile: Profile | None,
     on_progress: Callable[[float], None] | None = None,
     stream: bool | None = None,
+    requests_dir: Path | None = None,
 ) -> list[ServiceRun]:
     """Simulate one strategy (one object per service, keyed by service name) over the whole
     scenario; returns one :class:`ServiceRun` per service, in the scenario's order.
 
     ``stream``: whether services stream (:mod:`simscale.simulator.streaming`; ``None``: those
     with :data:`~simscale.simulator.streaming.STREAM_MIN_REQUESTS` requests or more); a
-    streaming run's plane holds only a window of requests.
+    streaming run's plane holds only a window of requests. ``requests_dir``: a folder where
+    each streaming service writes its request table as it goes (``<k>-<service>.parquet``,
+    ``ServiceRun.requests_file``); the others keep every request in their plane.
 
     ``on_progress(dt_s)``: called with each further stretch of simulated seconds done (the run
     pauses :data:`PROGRESS_STEPS` times; pausing SimPy changes no event's order)."""
@@ -557,7 +566,8 @@ def run_strategy(
     for svc in scenario.services:
         strat = strategies[svc.name]
         sim = _ServiceSim(env, scenario, svc, strat, inputs[svc.name], profile, cluster,
-                          stream)
+                          stream, None if requests_dir is None
+                          else Path(requests_dir) / f"{len(sims)}-{svc.name}.parquet")
         ctx = service_context(scenario, svc, sim.size, sim.options,
                               inputs[svc.name].true_rate_rps)
         if callable(getattr(strat, "setup", None)):

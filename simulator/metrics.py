@@ -32,11 +32,10 @@ from simscale.simulator.engine import ReplicaRecord, ServiceRun
 from simscale.simulator.observations import busy_cumulative
 from simscale.simulator.requestplane import (
     DROP_CRASH,
-    DROP_NONE,
     DROP_QUEUE_FULL,
-    DROP_REASONS,
     DROP_TIMEOUT,
 )
+from simscale.simulator.requesttable import request_frame
 from simscale.simulator.schema import TIMESERIES_COLUMN_NAMES
 
 __all__ = ["CHUNK_REQUESTS", "busy_cumulative", "grouped_quantile", "request_figures",
@@ -129,22 +128,10 @@ def _max_existing(ex_a: np.ndarray, ex_b: np.ndarray, D: float) -> int:
 
 
 def _requests_table(run: ServiceRun) -> pd.DataFrame:
-    """One row per request: arrival, start and end (s; end NaN unless completed), batch size,
-    replica and drop reason."""
+    """One row per request (:func:`~simscale.simulator.requesttable.request_frame`)."""
     if run.figures is not None:
-        raise ValueError("a streaming run keeps no requests table (run it with stream=False)")
-    pl = run.plane
-    completed = (pl.end_s <= float(run.duration_s)) & (pl.drop == DROP_NONE)
-    end_out = np.where(completed, pl.end_s, np.nan)
-    return pd.DataFrame({
-        "arrival_s": pl.arrival_s,
-        "start_s": pl.start_s,
-        "end_s": end_out,
-        "batch_size": pl.batch_size,
-        "replica": pl.replica,
-        "drop_reason": pd.Categorical.from_codes(pl.drop.astype(np.int8),
-                                                 categories=list(DROP_REASONS)),
-    })
+        raise ValueError("a streaming run keeps no requests table (its RequestWriter wrote it)")
+    return request_frame(run.plane, 0, len(run.plane.arrival_s), run.duration_s)
 
 
 def request_figures(run: ServiceRun, warmup_s: float, chunk: int = CHUNK_REQUESTS,

@@ -56,9 +56,7 @@ class Monitor:
         self.lag_s = scenario.metrics.lag_s
         self.history_s = int(scenario.metrics.history_s)
         self.n_bins = int(math.ceil(scenario.duration_s))
-        arr = sim.plane.arrival_s  # sorted, >= 0: arrivals per bin [k, k + 1) by bisection
-        cuts = np.searchsorted(arr, np.arange(self.n_bins + 1, dtype=np.float64), side="left")
-        self.arr_bins = np.diff(cuts).astype(np.float64)
+        self.arr_bins = sim.plane.arrivals_per_s(self.n_bins)
         # bins up to floor(t_obs) <= n_bins are written (the last one partly)
         self.comp_bins = np.zeros(self.n_bins + 2)
         self.busy_bins = np.zeros(self.n_bins + 2)

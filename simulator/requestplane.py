@@ -55,10 +55,14 @@ import os
 from array import array
 from bisect import bisect_right
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simscale.simulator.serving import make_routing
+
+if TYPE_CHECKING:
+    from simscale.simulator.spool import SpoolReader
 
 __all__ = [
     "DROP_CRASH",
@@ -172,16 +176,25 @@ class RequestPlane:
         route_u: np.ndarray | None = None,
         kernels: str = "auto",
         window: int | None = None,
+        feed: SpoolReader | None = None,
     ) -> None:
         self.policy = make_routing(routing)
-        self.kernels = resolve_kernels(kernels, len(arrival_s))
-        #: the whole run's inputs; ``arrival_s`` etc. are their views from ``base`` on
+        if feed is not None and window is None:
+            raise ValueError("a plane fed from a spool needs a window")
+        #: where the inputs come from a chunk at a time (``None``: the arrays given are all)
+        self._feed = feed
+        self.kernels = resolve_kernels(kernels, len(arrival_s) if feed is None else feed.n)
+        #: the inputs held, from request ``_in_base`` of the run on: the whole run's (or, fed
+        #: from a spool, those read and not yet forgotten); ``arrival_s`` etc. are their views
+        #: from ``base`` on
         self._inputs = (np.ascontiguousarray(arrival_s, dtype=np.float64),
                         np.ascontiguousarray(unit_service, dtype=np.float64), route_u)
+        self._in_base = 0
         self.arrival_s, self.unit_service = self._inputs[0], self._inputs[1]
-        n = len(self.arrival_s)
-        if len(self.unit_service) != n:
+        if len(self.unit_service) != len(self.arrival_s):
             raise ValueError("unit_service must have one value per arrival")
+        #: requests in the whole run
+        n = len(self.arrival_s) if feed is None else feed.n
         self.n = n
         self.base = 0  #: index in the run of the arrays' first request
         self.windowed = window is not None
@@ -190,7 +203,7 @@ class RequestPlane:
         self.max_wait_s = float(max_wait_s)
         self.capacity = capacity
         self.timeout_s = timeout_s
-        if self.policy.draws and route_u is None:
+        if self.policy.draws and route_u is None and (feed is None or not feed.spool.draws):
             raise ValueError(f"routing {routing} needs route_u")
         self.route_u = route_u
         # per-request results
@@ -385,10 +398,7 @@ class RequestPlane:
             a[:m - k] = a[k:m]
             a[m - k:m] = fill
         self.base += k
-        arr, unit, ru = self._inputs
-        self.arrival_s = arr[self.base:]
-        self.unit_service = unit[self.base:]
-        self.route_u = None if ru is None else ru[self.base:]
+        self._view_inputs()
         self.next_i = m - k
         self._crash_lo = max(self._crash_lo - k, 0)
         for q in (self.queue, *self.rq.values()):
@@ -403,6 +413,39 @@ class RequestPlane:
                 raise ValueError("cannot forget a request still queued")
             self._qbuf -= k  # (entries outside the ring are never read)
 
+    def arrivals_per_s(self, n_bins: int) -> np.ndarray:
+        """The whole run's arrivals in each second ``[k, k + 1)``, ``k < n_bins`` (float64),
+        whether the plane holds them all or reads them from a spool (which counted them)."""
+        if self._feed is not None:
+            return self._feed.spool.arrivals_per_s(n_bins)
+        # sorted, >= 0: arrivals per bin by bisection (before any compact: the whole run)
+        cuts = np.searchsorted(self._inputs[0], np.arange(n_bins + 1, dtype=np.float64),
+                               side="left")
+        return np.diff(cuts).astype(np.float64)
+
+    def _view_inputs(self) -> None:
+        """Point ``arrival_s``, ``unit_service`` and ``route_u`` at the inputs from
+        :attr:`base` on."""
+        arr, unit, ru = self._inputs
+        off = self.base - self._in_base
+        self.arrival_s = arr[off:]
+        self.unit_service = unit[off:]
+        self.route_u = None if ru is None else ru[off:]
+
+    def _read_inputs(self, t_s: float) -> None:
+        """Fed from a spool: read chunks until the inputs held include every arrival before
+        ``t_s`` (and the one after it, when there is one), forgetting those before
+        :attr:`base`."""
+        feed = self._feed
+        while not feed.done and (len(self.arrival_s) == 0 or self.arrival_s[-1] < t_s):
+            a, u, r = feed.read()
+            arr, unit, ru = self._inputs
+            off = self.base - self._in_base
+            self._inputs = (np.concatenate((arr[off:], a)), np.concatenate((unit[off:], u)),
+                            r if ru is None else np.concatenate((ru[off:], r)))
+            self._in_base = self.base
+            self._view_inputs()
+
     # ------------------------------------------------------------------ advancing
     def advance(self, t_end_s: float) -> None:
         """Process every arrival before ``t_end_s`` and start every batch that starts before it.
@@ -411,6 +454,8 @@ class RequestPlane:
         :attr:`stopped`."""
         if t_end_s <= self.now:
             return
+        if self._feed is not None:
+            self._read_inputs(t_end_s)
         if self.windowed:
             self._make_room(int(np.searchsorted(self.arrival_s, t_end_s, side="left")))
         # the loops allocate many short-lived tuples and no reference cycles: the cyclic
@@ -585,20 +630,22 @@ class RequestPlane:
                         tgt = idx_arr[p] if idx_arr is not None else p + base
                         self._write(tgt, S, E, R)
                         started.update(R)
-            # the rest cannot start before T: queue them (capacity still applies)
+            # the rest cannot start before T: a new arrival meets the capacity first (a
+            # request that may not wait is refused at once, as in the batching loop), then
+            # waits, timing out before T when no replica could take it
             for j in range(k, n):
                 a = al[j]
-                if tmo is not None and a + tmo < T:  # only when no replica could take it
+                if cap is not None and part == 1:
+                    while lv and lv[0] <= a:
+                        lv.popleft()
+                    if len(lv) + nstuck >= cap:
+                        drops.append((base + j, DROP_QUEUE_FULL, a))
+                        continue
+                if tmo is not None and a + tmo < T:
                     drops.append((int(idx_arr[j]) if idx_arr is not None else base + j,
                                   DROP_TIMEOUT, a + tmo))
                     lv.append(a + tmo)
                     continue
-                if cap is not None:
-                    while lv and lv[0] <= a:
-                        lv.popleft()
-                    if len(lv) + nstuck >= cap and part == 1:
-                        drops.append((base + j, DROP_QUEUE_FULL, a))
-                        continue
                 stuck.append(int(idx_arr[j]) if idx_arr is not None else base + j)
                 nstuck += 1
         self.queue.extend(stuck)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from simscale.simulator.schema import (
     Figure,
     flatten,
 )
+
+if TYPE_CHECKING:
+    from simscale.simulator.requesttable import RequestStore
 
 __all__ = ["FIGURES", "ID_COLUMNS", "RUN_FIGURES", "Figure", "SimulationResult",
            "aggregate_runs", "flatten"]
@@ -81,10 +84,18 @@ class SimulationResult:
     """
 
     def __init__(self, summary: dict[str, Any], timeseries: pd.DataFrame,
-                 requests: pd.DataFrame | None = None) -> None:
+                 requests: pd.DataFrame | RequestStore | None = None) -> None:
+        """``requests``: the kept requests, as one frame or as the runner's
+        :class:`~simscale.simulator.requesttable.RequestStore` (whose streamed runs' tables
+        are files, read only when :attr:`requests` is asked for)."""
         self.summary = summary
         self.timeseries = timeseries
-        self.requests = requests
+        self._store = None
+        if requests is not None and not isinstance(requests, pd.DataFrame):
+            if requests.files:
+                self._store = requests
+            requests = requests.frame()
+        self._requests = requests
         rows = [flatten({k: v for k, v in r.items() if k not in ("events",)})
                 for r in summary.get("runs", [])]
         self.runs = pd.DataFrame(rows)
@@ -96,6 +107,20 @@ class SimulationResult:
                 "reason"]
         self.events = pd.DataFrame(ev_rows, columns=cols)
 
+    @property
+    def requests(self) -> pd.DataFrame | None:
+        """Every kept request, one row each (``None`` unless requests were kept). Streamed
+        runs' requests are read from their files into memory here (about 60 bytes a request);
+        :meth:`save` writes them without holding them whole."""
+        if self._store is not None:
+            return self._store.read()
+        return self._requests
+
+    @requests.setter
+    def requests(self, value: pd.DataFrame | None) -> None:
+        self._store = None
+        self._requests = value
+
     def save(self, outdir: str | Path, save_requests: bool = False) -> Path:
         """Write ``summary.json``, ``timeseries.parquet`` and, with ``save_requests`` (and kept
         requests), ``requests.parquet`` into ``outdir``, each atomically. Returns ``outdir``."""
@@ -105,8 +130,11 @@ class SimulationResult:
         ts = self.timeseries
         write_with_atomic(outdir / "timeseries.parquet",
                           lambda p: ts.to_parquet(p, index=False))
-        if save_requests and self.requests is not None:
-            req = self.requests
+        if save_requests and self._store is not None:
+            store = self._store
+            write_with_atomic(outdir / "requests.parquet", store.write)
+        elif save_requests and self._requests is not None:
+            req = self._requests
             write_with_atomic(outdir / "requests.parquet",
                               lambda p: req.to_parquet(p, index=False))
         return outdir

@@ -1,41 +1,44 @@
 """Run a scenario's strategies on common random numbers and gather a :class:`SimulationResult`.
 
-Random streams: replication ``r`` uses seed ``seed + r``; its ``SeedSequence`` spawns one child
-per service (in scenario order), and each service's child spawns five streams: arrivals,
-service-time noise (one uniform per request), cold starts, faults and routing. Arrivals and
-service draws are generated once per (replication, service) and shared by every strategy; the
-cold-start, fault and routing streams restart from the same state for every strategy.
+Replication ``r`` uses seed ``seed + r``; its inputs (:mod:`simscale.simulator.inputs`: arrivals
+and service draws, generated once per (replication, service), spooled to disk for long services)
+are shared by every strategy, and the cold-start, fault and routing streams restart from the same
+state for every strategy.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from simscale.errors import UserError
 from simscale.simulator.accumulate import timeseries_bin_s
 from simscale.simulator.budget import Budget, check_budget, estimate
-from simscale.simulator.engine import ServiceInputs, run_strategy
+from simscale.simulator.engine import run_strategy
+from simscale.simulator.inputs import (
+    ServiceInputs,
+    service_inputs,
+    service_seed_sequences,
+)
 from simscale.simulator.metrics import run_figures
 from simscale.simulator.requestplane import prepare_kernels
 from simscale.simulator.results import SimulationResult, aggregate_runs
-from simscale.simulator.scenario import Distribution, Scenario, Service, StrategySpec
-from simscale.simulator.serving import ROUTING_POLICIES, select_strategies
+from simscale.simulator.scenario import Scenario, StrategySpec
+from simscale.simulator.serving import select_strategies
 from simscale.strategies.base import StrategyFailed
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from simscale.profiler.schema import Profile
+    from simscale.simulator.requesttable import RequestStore
 
 __all__ = ["check_executor_options", "replication_inputs", "run_scenario", "scenario_budget",
-           "select_strategies", "service_inputs"]
+           "select_strategies"]
 
 
 def _source(scenario: Scenario) -> str:
@@ -174,61 +177,12 @@ def services_summary(scenario: Scenario) -> list[dict[str, Any]]:
              "cost_per_replica_hour": s.cost_per_replica_hour} for s in scenario.services]
 
 
-def service_seed_sequences(scenario: Scenario, seed: int) -> list[np.random.SeedSequence]:
-    """One independent random stream per service for ``seed`` (same order as the services):
-    what :func:`service_inputs` draws a service's arrivals and service times from."""
-    return np.random.SeedSequence(seed).spawn(len(scenario.services))
-
-
-def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence,
-                   profile: Profile | None) -> ServiceInputs:
-    """Arrivals, per-request service draws and the other streams of one service."""
-    from simscale.simulator.workloads import generate_arrivals, rate_function
-
-    arr_ss, noise_ss, cold_ss, fault_ss, route_ss = seq.spawn(5)
-    paths: list[Any] = []
-    arrivals = generate_arrivals(svc.workload, scenario.duration_s, np.random.default_rng(arr_ss),
-                                 base_dir=scenario.base_dir, paths=paths)
-    true_rate = rate_function(svc.workload, base_dir=scenario.base_dir, paths=paths)
-    n = len(arrivals)
-    if isinstance(svc.service_time, Distribution):
-        from simscale.simulator.distributions import duration_sampler
-
-        transform = duration_sampler(svc.service_time)
-    else:
-        transform = profile.service_model(svc.model, svc.device, svc.threads).unit_noise
-    unit = _chunked_draws(np.random.default_rng(noise_ss), n, transform)
-    route_u = None
-    draws = ROUTING_POLICIES[svc.routing].draws
-    if draws:
-        rr = np.random.default_rng(route_ss)
-        route_u = rr.random(n) if draws == 1 else rr.random((n, draws))
-    return ServiceInputs(np.asarray(arrivals, dtype=np.float64), unit, route_u, cold_ss,
-                         fault_ss, true_rate)
-
-
-#: uniforms drawn and transformed at a time for the service draws (bounds the temporaries)
-DRAW_CHUNK = 1 << 20
-
-
-def _chunked_draws(rng: np.random.Generator, n: int,
-                   transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``transform(rng.random(n))``, elementwise, :data:`DRAW_CHUNK` uniforms at a time: the
-    same numbers (a generator's uniforms do not depend on how many are asked at once) with
-    temporaries that do not grow with ``n``."""
-    out = np.empty(n)
-    for i in range(0, n, DRAW_CHUNK):
-        j = min(i + DRAW_CHUNK, n)
-        out[i:j] = transform(rng.random(j - i))
-    return out
-
-
 def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
               inputs: dict[str, ServiceInputs], prof: Profile | None, runs: list[dict[str, Any]],
-              ts_parts: list[pd.DataFrame], req_parts: list[pd.DataFrame] | None,
+              ts_parts: list[pd.DataFrame], requests: RequestStore | None,
               on_progress: Any = None) -> float:
     """Simulate one strategy entry on one replication's inputs and append its runs, time series
-    and (when ``req_parts`` is a list) requests; returns the wall time in seconds. A strategy
+    and (into ``requests`` when given) requests; returns the wall time in seconds. A strategy
     that fails is a :class:`UserError` naming its entry and the scenario file."""
     from simscale.strategies import make_strategy
 
@@ -237,15 +191,17 @@ def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
     strats = {svc.name: make_strategy(spec.name, spec.params, source=src)
               for svc in scenario.services}
     try:
-        # --save-requests needs every request at the end: no streaming then
+        # with requests kept, streaming services write theirs to files as they go
         out = run_strategy(scenario, strats, inputs, prof, on_progress=on_progress,
-                           stream=False if req_parts is not None else None)
+                           requests_dir=None if requests is None
+                           else requests.run_folder(f"{rep}-{uuid.uuid4().hex}"))
     except StrategyFailed as exc:
         raise UserError(f"strategy '{spec.display_label}' failed: {exc.message}",
                         source=src, field=f"strategies.{spec.display_label}") from None
     wall = time.perf_counter() - t0
     for srun in out:
-        summ, ts, req = run_figures(srun, scenario.warmup_s, keep_requests=req_parts is not None,
+        keep = requests is not None and srun.requests_file is None
+        summ, ts, req = run_figures(srun, scenario.warmup_s, keep_requests=keep,
                                     bin_s=timeseries_bin_s(scenario.duration_s,
                                                            scenario.metrics.timeseries_bin_s))
         ident = {"strategy": spec.name, "label": spec.display_label,
@@ -254,10 +210,8 @@ def _run_spec(scenario: Scenario, spec: StrategySpec, rep: int, seed_r: int,
         for col, val in reversed(list(ident.items())):
             ts.insert(0, col, val)
         ts_parts.append(ts)
-        if req is not None and req_parts is not None:
-            for col, val in reversed(list(ident.items())):
-                req.insert(0, col, val)
-            req_parts.append(req)
+        if requests is not None:
+            requests.add(ident, req, srun.requests_file)
     return wall
 
 
@@ -303,15 +257,19 @@ def run_scenario(
                  source=src, force=force)
     runs: list[dict[str, Any]] = []
     ts_parts: list[pd.DataFrame] = []
-    req_parts: list[pd.DataFrame] = []
+    store = None
+    if keep_requests:
+        from simscale.simulator.requesttable import RequestStore
+
+        store = RequestStore()
     bar = _ProgressBar(len(specs) * replications, scenario.duration_s, enabled=progress)
     try:
         if parallel:
-            loops = _run_parallel(scenario, specs, replications, base_seed, prof, keep_requests,
-                                  workers, executor, address, bar, runs, ts_parts, req_parts)
+            loops = _run_parallel(scenario, specs, replications, base_seed, prof, workers,
+                                  executor, address, bar, runs, ts_parts, store)
         else:
-            loops = _run_serial(scenario, specs, replications, base_seed, prof, keep_requests,
-                                bar, runs, ts_parts, req_parts)
+            loops = _run_serial(scenario, specs, replications, base_seed, prof, bar, runs,
+                                ts_parts, store)
     finally:
         bar.close()
     summary: dict[str, Any] = {
@@ -336,47 +294,51 @@ def run_scenario(
     for col in ("strategy", "label", "service"):
         if col in timeseries:
             timeseries[col] = timeseries[col].astype("category")
-    requests = pd.concat(req_parts, ignore_index=True) if req_parts else None
-    if requests is not None:
-        for col in ("strategy", "label", "service"):
-            requests[col] = requests[col].astype("category")
     summary["wall_s"] = time.perf_counter() - t_all
-    return SimulationResult(summary, timeseries, requests)
+    return SimulationResult(summary, timeseries, store)
 
 
 def replication_inputs(scenario: Scenario, seed_r: int, prof: Profile | None,
-                       services: set[str] | None = None) -> dict[str, ServiceInputs]:
+                       services: set[str] | None = None, *, spool: bool = False
+                       ) -> dict[str, ServiceInputs]:
     """Every service's inputs of replication seed ``seed_r`` (only those named in
     ``services`` when given: each service's streams are its own, so the others' are not
     needed); a workload that cannot be read is a :class:`UserError` naming
-    ``services.N.workload``."""
+    ``services.N.workload``. ``spool``: services that will stream (about
+    :data:`~simscale.simulator.streaming.STREAM_MIN_REQUESTS` requests or more expected) get
+    their inputs on disk (:mod:`simscale.simulator.spool`), read a chunk at a time by each run."""
+    from simscale.simulator.streaming import streams
+    from simscale.simulator.workloads import expected_arrivals
+
     children = service_seed_sequences(scenario, seed_r)
     inputs = {}
     for k, (svc, ss) in enumerate(zip(scenario.services, children, strict=True)):
         if services is not None and svc.name not in services:
             continue
         try:
-            inputs[svc.name] = service_inputs(svc, scenario, ss, prof)
+            on_disk = spool and streams(None, int(expected_arrivals(
+                svc.workload, scenario.duration_s, base_dir=scenario.base_dir)))
+            inputs[svc.name] = service_inputs(svc, scenario, ss, prof, spool=on_disk)
         except UserError as err:
             raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
     return inputs
 
 
 def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int,
-                base_seed: int, prof: Profile | None, keep_requests: bool, bar: _ProgressBar,
+                base_seed: int, prof: Profile | None, bar: _ProgressBar,
                 runs: list[dict[str, Any]], ts_parts: list[pd.DataFrame],
-                req_parts: list[pd.DataFrame]) -> dict[str, Any] | None:
+                requests: RequestStore | None) -> dict[str, Any] | None:
     """Every (replication, strategy) run in this process, in order; returns what
     :func:`prepare_kernels` said."""
     loops = None
     for rep in range(replications):
         seed_r = base_seed + rep
-        inputs = replication_inputs(scenario, seed_r, prof)
+        inputs = replication_inputs(scenario, seed_r, prof, spool=True)
         if loops is None:  # compile (first run) or load the loops once, measured
-            loops = prepare_kernels(max(len(i.arrival_s) for i in inputs.values()))
+            loops = prepare_kernels(max(i.n_requests for i in inputs.values()))
         for spec in specs:
             wall = _run_spec(scenario, spec, rep, seed_r, inputs, prof, runs, ts_parts,
-                             req_parts if keep_requests else None, on_progress=bar.callback)
+                             requests, on_progress=bar.callback)
             bar.advance(f"{spec.display_label} (replication {rep}) {wall:.2f} s")
     return loops
 
@@ -394,7 +356,8 @@ class _SimJob:
     spec: StrategySpec
     scenario: Scenario
     profile: Profile | None
-    keep_requests: bool
+    #: the parent's :class:`RequestStore` folder when requests are kept (``None``: not kept)
+    requests_dir: str | None
     #: one token per ``run_scenario`` call: a worker reuses the inputs of (token, seed)
     run_token: str = ""
 
@@ -405,29 +368,36 @@ _WORKER_INPUTS: list[Any] = [None, None]
 
 
 def _execute_sim_job(job: _SimJob) -> dict[str, Any]:
-    """Run one :class:`_SimJob` in a worker: ``{"runs", "ts", "req", "wall_s"}``, or
+    """Run one :class:`_SimJob` in a worker: ``{"runs", "ts", "req", "wall_s"}`` (``req``:
+    the kept frames and streamed files of the run's requests, or ``None``), or
     ``{"error", "user_error": (message, source, field)}`` for a user's error (re-raised by the
     parent as the serial run would raise it)."""
     runs: list[dict[str, Any]] = []
     ts: list[pd.DataFrame] = []
-    req: list[pd.DataFrame] | None = [] if job.keep_requests else None
+    req = None
+    if job.requests_dir is not None:
+        from simscale.simulator.requesttable import RequestStore
+
+        req = RequestStore(job.requests_dir)
     try:
         if _WORKER_INPUTS[0] != (job.run_token, job.seed):
             _WORKER_INPUTS[:] = [None, None]  # free the previous ones first
             _WORKER_INPUTS[:] = [(job.run_token, job.seed),
-                                 replication_inputs(job.scenario, job.seed, job.profile)]
+                                 replication_inputs(job.scenario, job.seed, job.profile,
+                                                    spool=True)]
         inputs = _WORKER_INPUTS[1]
         wall = _run_spec(job.scenario, job.spec, job.rep, job.seed, inputs, job.profile, runs,
                          ts, req)
     except UserError as err:
         return {"error": err.format(), "user_error": (err.message, err.source, err.field)}
-    return {"runs": runs, "ts": ts, "req": req, "wall_s": wall}
+    return {"runs": runs, "ts": ts, "wall_s": wall,
+            "req": None if req is None else (req.frames, req.files)}
 
 
 def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: int,
-                  base_seed: int, prof: Profile | None, keep_requests: bool, workers: int,
-                  executor: str, address: str | None, bar: _ProgressBar, runs: list[dict[str, Any]],
-                  ts_parts: list[pd.DataFrame], req_parts: list[pd.DataFrame]
+                  base_seed: int, prof: Profile | None, workers: int, executor: str,
+                  address: str | None, bar: _ProgressBar, runs: list[dict[str, Any]],
+                  ts_parts: list[pd.DataFrame], requests: RequestStore | None
                   ) -> dict[str, Any] | None:
     """The runs on the sweep executors (local processes or Ray), gathered in serial order."""
     from simscale.simulator.workloads import expected_arrivals
@@ -438,7 +408,8 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
     loops = prepare_kernels(n_max)  # compiled once here: the workers load numba's cache
     token = uuid.uuid4().hex
     jobs = [_SimJob(f"{spec.display_label}#{rep}", spec.display_label, base_seed + rep,
-                    rep * len(specs) + k, rep, spec, scenario, prof, keep_requests, token)
+                    rep * len(specs) + k, rep, spec, scenario, prof,
+                    None if requests is None else str(requests.folder), token)
             for rep in range(replications) for k, spec in enumerate(specs)]
     done: dict[int, dict[str, Any]] = {}
 
@@ -463,8 +434,11 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
                             field=f"strategies.{job.label}")
         runs.extend(record["runs"])
         ts_parts.extend(record["ts"])
-        if record["req"]:
-            req_parts.extend(record["req"])
+        if requests is not None and record["req"] is not None:
+            frames, files = record["req"]
+            requests.frames.extend(frames)
+            for ident, file in files:
+                requests.add(ident, None, file)
     return loops
 
 

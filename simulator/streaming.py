@@ -8,16 +8,21 @@ changes no result: its loops are exact between any two times) and :class:`Reques
 the requests whose outcome is final, that the observations have read and that ended before the
 keep horizon into a :class:`~simscale.simulator.accumulate.RequestFigures`, then lets the plane
 forget them. A streaming run gives the same figures as one that keeps every request
-(``tests/test_properties_sim.py`` checks it); it keeps no per-request table.
+(``tests/test_properties_sim.py`` checks it); it keeps no per-request table, but with a
+:class:`~simscale.simulator.requesttable.RequestWriter` it writes the requests it forgets to
+a Parquet file (``--save-requests``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simscale.simulator.accumulate import RequestFigures, fold
 from simscale.simulator.observations import _pointer
 from simscale.simulator.requestplane import RequestPlane
+
+if TYPE_CHECKING:
+    from simscale.simulator.requesttable import RequestWriter
 
 __all__ = ["STREAM_CHUNK", "STREAM_KEEP_S", "STREAM_KEEP_WINDOWS", "STREAM_MIN_REQUESTS",
            "RequestStream", "streams"]
@@ -44,8 +49,10 @@ class RequestStream:
 
     ``figures``: what has been folded in (complete after :meth:`finish`)."""
 
-    def __init__(self, figures: RequestFigures) -> None:
+    def __init__(self, figures: RequestFigures, writer: RequestWriter | None = None) -> None:
         self.figures = figures
+        #: where the requests go before they are forgotten (``--save-requests``), or ``None``
+        self.writer = writer
         self._p = 0  # first request of the plane that did not end before the horizon
 
     @staticmethod
@@ -63,6 +70,8 @@ class RequestStream:
         if k < STREAM_CHUNK // 2:
             return
         fold(self.figures, plane, k)
+        if self.writer is not None:
+            self.writer.write(plane, k)
         plane.compact(k)
         requests.shift(k)
         self._p -= k
@@ -71,6 +80,9 @@ class RequestStream:
         """Fold the rest of the requests, as they are at the end of the run."""
         fold(self.figures, plane, len(plane.arrival_s))
         self.figures.close()
+        if self.writer is not None:
+            self.writer.write(plane, len(plane.arrival_s))
+            self.writer.close()
         return self.figures
 
 

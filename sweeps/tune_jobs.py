@@ -5,7 +5,7 @@ in this process or on the sweep executors (:func:`simscale.sweeps.executors.run_
 
 Common random numbers: replication ``r`` of every parameter set uses seed ``seed + r`` and the
 service's own random stream of the whole scenario (child ``k`` of the seed's ``SeedSequence``,
-as :func:`simscale.simulator.runner.service_inputs` draws it for ``simulate``), so every trial
+as :func:`simscale.simulator.inputs.service_inputs` draws it for ``simulate``), so every trial
 sees the same arrivals and service-time draws, and a trial's figures equal those ``simulate``
 prints for the same parameters. Only the tuned service is simulated, unless the scenario has a
 shared ``cluster`` (then its services compete for cores and all of them run, each with the

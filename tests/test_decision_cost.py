@@ -23,8 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simscale.simulator.engine import run_strategy
+from simscale.simulator.inputs import service_inputs
 from simscale.simulator.observations import percentiles_linear
-from simscale.simulator.runner import service_inputs
 from simscale.simulator.scenario import load_scenario
 from simscale.strategies import cost_aware, make_strategy
 from simscale.strategies.base import Decision, Observation, _window_mean

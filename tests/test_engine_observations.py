@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simscale.simulator.engine import run_strategy
-from simscale.simulator.runner import service_inputs
+from simscale.simulator.inputs import service_inputs
 from simscale.simulator.scenario import load_scenario
 from simscale.strategies.base import Decision, Observation
 

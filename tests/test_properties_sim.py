@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from simscale.errors import UserError
 from simscale.simulator.engine import run_strategy
-from simscale.simulator.runner import run_scenario, service_inputs
+from simscale.simulator.inputs import service_inputs
+from simscale.simulator.runner import run_scenario
 from simscale.simulator.scenario import load_scenario
 from simscale.strategies import make_strategy
 from simscale.strategies.base import Decision, Observation
@@ -317,16 +318,16 @@ def test_streamed_figures_match_definitions_and_any_chunking(sc, chunk):
 _COMPACTED: list[int] = []  # the streamed planes' final bases, over the examples
 
 
-def _figures(sc, stream: bool):
+def _figures(sc, stream: bool, spool: bool = False):
     from simscale.simulator.metrics import run_figures
 
     seq = np.random.SeedSequence(sc.seed).spawn(len(sc.services))
-    inputs = {s.name: service_inputs(s, sc, q, None) for s, q in zip(sc.services, seq,
-                                                                     strict=True)}
+    inputs = {s.name: service_inputs(s, sc, q, None, spool=spool)
+              for s, q in zip(sc.services, seq, strict=True)}
     out = []
     for spec in sc.strategies:
         strats = {s.name: make_strategy(spec.name, spec.params) for s in sc.services}
-        for run in run_strategy(sc, strats, inputs, None, stream=stream):
+        for run in run_strategy(sc, strats, inputs, None, stream=None if spool else stream):
             assert (run.figures is not None) == stream
             out.append((run.plane.base, *run_figures(run, sc.warmup_s)[:2]))
     return out
@@ -338,26 +339,31 @@ def test_a_streaming_run_gives_the_figures_of_one_that_keeps_every_request(sc, k
     """A streaming run (its plane forgets requests as it folds them into the figures, and is
     advanced at extra times to do so) gives the same figures as a run that keeps every request:
     counts and percentiles exactly, sums to rounding. Small windows force many compactions,
-    across queues of every routing policy, batching, timeouts, crashes and resizes."""
+    across queues of every routing policy, batching, timeouts, crashes and resizes. The same
+    with the inputs spooled to disk and read back a few at a time."""
     import os
 
+    from simscale.simulator import spool as spooling
     from simscale.simulator import streaming as engine
 
     saved = (engine.STREAM_CHUNK, engine.STREAM_KEEP_S, engine.STREAM_KEEP_WINDOWS,
-             os.environ.get("SIMSCALE_KERNELS"))
+             os.environ.get("SIMSCALE_KERNELS"), spooling.READ_CHUNK)
     engine.STREAM_CHUNK, engine.STREAM_KEEP_S, engine.STREAM_KEEP_WINDOWS = 16, 0.0, 0.0
+    spooling.READ_CHUNK = 11
     os.environ["SIMSCALE_KERNELS"] = kernels
     try:
         kept = _figures(sc, False)
         streamed = _figures(sc, True)
+        spooled = _figures(sc, True, spool=True)
     finally:
         engine.STREAM_CHUNK, engine.STREAM_KEEP_S, engine.STREAM_KEEP_WINDOWS = saved[:3]
+        spooling.READ_CHUNK = saved[4]
         if saved[3] is None:
             os.environ.pop("SIMSCALE_KERNELS", None)
         else:
             os.environ["SIMSCALE_KERNELS"] = saved[3]
-    _COMPACTED.extend(base for base, _, _ in streamed)
-    for (base_k, sk, tk), (_, ss, ts_) in zip(kept, streamed, strict=True):
+    _COMPACTED.extend(base for base, _, _ in streamed + spooled)
+    for (base_k, sk, tk), (_, ss, ts_) in zip(kept * 2, streamed + spooled, strict=True):
         assert base_k == 0
         for key, value in sk.items():
             if key == "utilization" or (isinstance(value, float) and not math.isnan(value)

@@ -81,7 +81,7 @@ from simscale.validation.report import print_fidelity, write_report
 
 if TYPE_CHECKING:
     from simscale.profiler.schema import Profile
-    from simscale.simulator.engine import ServiceInputs
+    from simscale.simulator.inputs import ServiceInputs
     from simscale.strategies.base import SizeOption
 
 __all__ = [
@@ -373,10 +373,10 @@ def service_inputs_of(scenario: Scenario, index: int, seed: int, profile: Profil
     """The inputs of service ``index`` for ``seed`` (replication 0): exactly those the
     simulation uses, arrivals and the true rate of their realization (the oracle's) included.
     The runner spawns one ``SeedSequence`` child per service from the seed and
-    :func:`~simscale.simulator.runner.service_inputs` draws that service's inputs from it; the
+    :func:`~simscale.simulator.inputs.service_inputs` draws that service's inputs from it; the
     same functions are called here (the arrivals are checked against the simulation's requests
     after the run: ``arrivals_match`` in ``fidelity.json``)."""
-    from simscale.simulator.runner import service_inputs, service_seed_sequences
+    from simscale.simulator.inputs import service_inputs, service_seed_sequences
 
     children = service_seed_sequences(scenario, seed)
     return service_inputs(scenario.services[index], scenario, children[index], profile)

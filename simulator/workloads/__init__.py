@@ -40,6 +40,7 @@ list of kinds and test it (``tests/test_workload_kinds.py``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,7 @@ __all__ = [
     "WorkloadKind",
     "clear_trace_cache",
     "expected_arrivals",
+    "generate_arrival_chunks",
     "generate_arrivals",
     "input_files",
     "rate_function",
@@ -133,6 +135,26 @@ def generate_arrivals(
         return EMPTY.copy()
     ctx = WorkloadContext(base_dir=base_dir, drawn_paths=paths)
     return _kind(workload).arrivals(duration, rng, ctx)
+
+
+def generate_arrival_chunks(
+    workload: Workload,
+    duration_s: float,
+    rng: np.random.Generator,
+    *,
+    chunk: int,
+    base_dir: str | None = None,
+    paths: list[Any] | None = None,
+) -> Iterator[np.ndarray]:
+    """:func:`generate_arrivals`'s times (same ``rng`` state, same numbers), at most ``chunk``
+    at a time, in order: for Poisson kinds and count traces drawn a chunk at a time (memory
+    that does not grow with the number of arrivals); other kinds draw the whole array first.
+    Errors as :func:`generate_arrivals` (raised when the first chunk is asked for)."""
+    duration = check_duration(duration_s)
+    if duration == 0.0:
+        return
+    ctx = WorkloadContext(base_dir=base_dir, drawn_paths=paths)
+    yield from _kind(workload).arrival_chunks(duration, rng, ctx, int(chunk))
 
 
 def rate_function(workload: Workload, *, base_dir: str | None = None,

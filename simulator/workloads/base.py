@@ -81,6 +81,16 @@ class WorkloadKind(FrozenModel):
         """Draw one realization: a sorted float64 array of arrival times in ``[0, duration_s)``
         seconds. ``rng`` is the only source of randomness (same state, same array)."""
 
+    def arrival_chunks(self, duration_s: float, rng: np.random.Generator,
+                       ctx: WorkloadContext, chunk: int) -> Iterator[np.ndarray]:
+        """The arrivals of :meth:`arrivals` (same ``rng`` state, same times), at most ``chunk``
+        at a time, in order. By default the whole array is drawn and handed out in slices;
+        kinds that can draw a piece at a time (Poisson by inversion) override it so that
+        memory does not grow with the number of arrivals."""
+        whole = self.arrivals(duration_s, rng, ctx)
+        for i in range(0, len(whole), chunk):
+            yield whole[i:i + chunk]
+
     @abstractmethod
     def rate(self, ctx: WorkloadContext) -> RateFunction:
         """The arrival rate ``lambda(t)`` in requests per second for times ``t`` in seconds (0 for

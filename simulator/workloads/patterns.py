@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 import numpy as np
@@ -32,7 +33,12 @@ from simscale.simulator.workloads.base import (
     WorkloadKind,
     register,
 )
-from simscale.simulator.workloads.pwl import Pwl, invert_counted, pwl_arrivals
+from simscale.simulator.workloads.pwl import (
+    Pwl,
+    invert_counted,
+    pwl_arrival_chunks,
+    pwl_arrivals,
+)
 
 __all__ = [
     "ConstantWorkload",
@@ -60,6 +66,11 @@ class _PiecewiseLinear(WorkloadKind):
                  ) -> np.ndarray:
         """Poisson arrivals by inversion of the cumulative rate (exact)."""
         return pwl_arrivals(self.pwl(), duration_s, rng)
+
+    def arrival_chunks(self, duration_s: float, rng: np.random.Generator,
+                       ctx: WorkloadContext, chunk: int) -> Iterator[np.ndarray]:
+        """The same arrivals, drawn a chunk at a time (:func:`pwl_arrival_chunks`)."""
+        return pwl_arrival_chunks(self.pwl(), duration_s, rng, chunk)
 
     def rate(self, ctx: WorkloadContext) -> RateFunction:
         """The exact rate (right-continuous at steps, 0 before time 0)."""

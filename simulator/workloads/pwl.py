@@ -12,13 +12,15 @@ processes, exact in distribution. Times in seconds, rates in requests per second
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from simscale.simulator.workloads.base import EMPTY
 
-__all__ = ["Pwl", "invert_counted", "pwl_arrivals", "sorted_uniforms_scaled"]
+__all__ = ["Pwl", "invert_counted", "pwl_arrival_chunks", "pwl_arrivals",
+           "sorted_uniforms_scaled"]
 
 
 @dataclass(frozen=True)
@@ -101,60 +103,117 @@ def _invert(t0: np.ndarray, t1: np.ndarray, r0: np.ndarray, r1: np.ndarray, dura
 
 
 def invert_counted(t0: np.ndarray, t1: np.ndarray, r0: np.ndarray, r1: np.ndarray,
-                    duration: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                   duration: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """As :func:`_invert`, also returning how many arrivals each piece got."""
     none = np.zeros(len(t0), dtype=np.int64)
-    lam = 0.5 * (r0 + r1) * (t1 - t0)
-    cum = np.concatenate(([0.0], np.cumsum(lam)))
-    total = float(cum[-1])
-    if not total > 0:
+    inv = _Inversion(t0, t1, r0, r1, duration)
+    if not inv.total > 0:
         return EMPTY.copy(), none
-    n = int(rng.poisson(total))
+    n = int(rng.poisson(inv.total))
     if n == 0:
         return EMPTY.copy(), none
-    s = sorted_uniforms_scaled(n, total, rng)
-    last = np.nextafter(duration, 0.0)
-    bounds = cum.copy()
-    bounds[-1] = np.inf  # rounding: anything at or past the total belongs to the last piece
-    edge = np.searchsorted(s, bounds, side="left")
+    s = sorted_uniforms_scaled(n, inv.total, rng)
+    edge = np.searchsorted(s, inv.bounds, side="left")
     counts = np.diff(edge)
-    length = t1 - t0
-    with np.errstate(over="ignore"):  # a subnormal piece: slope inf, tau 0, harmless
-        slope = np.divide(r1 - r0, length, out=np.zeros_like(length), where=length > 0)
-    n_pieces = len(lam)
-    if n_pieces <= max(64, n // 2000):
-        # few pieces: work in place on each piece's contiguous slice (no gathers)
-        for k in np.flatnonzero(edge[1:] > edge[:-1]):
-            _invert_piece(s[edge[k]:edge[k + 1]], cum[k], t0[k], t1[k], r0[k], slope[k])
-    else:
-        # many pieces: vectorised over blocks of pieces holding about _BLOCK points each,
-        # in place (the temporaries do not grow with n)
-        k0 = 0
-        while k0 < n_pieces:
-            k1 = int(np.searchsorted(edge, edge[k0] + _BLOCK, side="right")) - 1
-            k1 = min(max(k1, k0 + 1), n_pieces)
-            _invert_block(s, edge, counts, cum, t0, t1, r0, slope, k0, k1)
-            k0 = k1
-    out = s
-    np.minimum(out, last, out=out)
+    out = inv.times(s, n, edge)
     if out.size > 1 and np.any(out[1:] < out[:-1]):  # only ever from rounding
         out.sort()
     return out, counts
+
+
+def pwl_arrival_chunks(pwl: Pwl, duration: float, rng: np.random.Generator,
+                       chunk: int = 1 << 20) -> Iterator[np.ndarray]:
+    """:func:`pwl_arrivals`'s arrivals, at most ``chunk`` at a time, in order, with memory that
+    does not grow with their number; ``rng`` ends in the same state.
+
+    The same numbers: the count is drawn first, then the exponential spacings are drawn twice
+    from the same generator state, once for their total (the normaliser) and once chunk by
+    chunk, their cumulative sums carried from chunk to chunk (a cumulative sum is sequential,
+    so the sums are the same bits), and each point is mapped through ``Lambda^{-1}`` by the same
+    elementwise formulas. One exception, from rounding alone: where the whole array would need
+    re-sorting because two neighbouring times rounded out of order across a chunk boundary, the
+    chunk's first time is raised to the previous one (an ulp-sized difference)."""
+    inv = _Inversion(*pwl.segments(duration), duration)
+    if not inv.total > 0:
+        return
+    n = int(rng.poisson(inv.total))
+    if n == 0:
+        return
+    state = rng.bit_generator.state
+    carry = 0.0
+    for i in range(0, n + 1, chunk):  # pass 1: the total of the n + 1 spacings
+        e = rng.standard_exponential(min(chunk, n + 1 - i))
+        carry = float(np.cumsum(np.concatenate(([carry], e)))[-1])
+    scale = inv.total / carry
+    rng.bit_generator.state = state
+    carry = 0.0
+    prev = -np.inf
+    for i in range(0, n, chunk):  # pass 2: the points, chunk by chunk
+        k = min(chunk, n - i)
+        e = np.empty(k + 1)
+        e[0] = carry
+        e[1:] = rng.standard_exponential(k)
+        np.cumsum(e, out=e)
+        carry = float(e[-1])
+        s = e[1:]
+        s *= scale
+        out = inv.times(s, n, np.searchsorted(s, inv.bounds, side="left"))
+        if out.size > 1 and np.any(out[1:] < out[:-1]):
+            out.sort()
+        if out[0] < prev:
+            np.maximum(out, prev, out=out)
+        prev = float(out[-1])
+        yield out
+    rng.standard_exponential(1)  # the last spacing (the normaliser's), as the whole draw
 
 
 #: points inverted at a time on the many-pieces path
 _BLOCK = 1 << 20
 
 
-def _invert_block(s: np.ndarray, edge: np.ndarray, counts: np.ndarray, cum: np.ndarray,
-                  t0: np.ndarray, t1: np.ndarray, r0: np.ndarray, slope: np.ndarray, k0: int,
-                  k1: int) -> None:
-    """Map the points of pieces ``k0..k1-1`` (``s[edge[k0]:edge[k1]]``) to times, in place."""
-    lo, hi = int(edge[k0]), int(edge[k1])
-    if hi <= lo:
-        return
-    seg = np.repeat(np.arange(k0, k1), counts[k0:k1])
-    blk = s[lo:hi]
+class _Inversion:
+    """``Lambda^{-1}`` of the NHPP whose rate is linear on each piece ``[t0[k], t1[k])``
+    (tiling ``[0, duration]``), from ``r0[k]`` to ``r1[k]``: :meth:`times` maps sorted points
+    of the ``Lambda`` axis to arrival times, elementwise (so any run of points maps the same
+    whether alone or inside a longer array)."""
+
+    def __init__(self, t0: np.ndarray, t1: np.ndarray, r0: np.ndarray, r1: np.ndarray,
+                 duration: float) -> None:
+        self.t0, self.t1, self.r0 = t0, t1, r0
+        lam = 0.5 * (r0 + r1) * (t1 - t0)
+        self.cum = np.concatenate(([0.0], np.cumsum(lam)))
+        self.total = float(self.cum[-1])
+        self.last = np.nextafter(duration, 0.0)
+        self.bounds = self.cum.copy()
+        self.bounds[-1] = np.inf  # rounding: anything at or past the total is the last piece
+        length = t1 - t0
+        with np.errstate(over="ignore"):  # a subnormal piece: slope inf, tau 0, harmless
+            self.slope = np.divide(r1 - r0, length, out=np.zeros_like(length),
+                                   where=length > 0)
+        self.n_pieces = len(lam)
+
+    def times(self, s: np.ndarray, n: int, edge: np.ndarray) -> np.ndarray:
+        """Map the sorted points ``s`` (a chunk of the ``n`` points of the run;
+        ``edge = searchsorted(s, bounds, "left")``) to times, in place; returns ``s``."""
+        if self.n_pieces <= max(64, n // 2000):
+            # few pieces: work in place on each piece's contiguous slice (no gathers)
+            for k in np.flatnonzero(edge[1:] > edge[:-1]):
+                _invert_piece(s[edge[k]:edge[k + 1]], self.cum[k], self.t0[k], self.t1[k],
+                              self.r0[k], self.slope[k])
+        else:
+            # many pieces: vectorised over blocks of about _BLOCK points, in place (the
+            # temporaries do not grow with n)
+            for lo in range(0, len(s), _BLOCK):
+                blk = s[lo:lo + _BLOCK]
+                seg = np.searchsorted(self.bounds, blk, side="right") - 1
+                _invert_block(blk, seg, self.cum, self.t0, self.t1, self.r0, self.slope)
+        np.minimum(s, self.last, out=s)
+        return s
+
+
+def _invert_block(blk: np.ndarray, seg: np.ndarray, cum: np.ndarray, t0: np.ndarray,
+                  t1: np.ndarray, r0: np.ndarray, slope: np.ndarray) -> None:
+    """Map the points ``blk`` of the Lambda axis, in pieces ``seg``, to times, in place."""
     ds = blk - cum[seg]
     a = r0[seg]
     sl = slope[seg]

@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -48,7 +49,7 @@ from simscale.simulator.workloads.base import (
     WorkloadKind,
     register,
 )
-from simscale.simulator.workloads.pwl import Pwl, pwl_arrivals
+from simscale.simulator.workloads.pwl import Pwl, pwl_arrival_chunks, pwl_arrivals
 
 __all__ = ["TraceWorkload", "clear_cache"]
 
@@ -92,6 +93,14 @@ class TraceWorkload(WorkloadKind):
                  ) -> np.ndarray:
         """The replayed (thinned or superposed) requests, or Poisson arrivals for counts."""
         return _trace_arrivals(self, duration_s, rng, ctx.base_dir)
+
+    def arrival_chunks(self, duration_s: float, rng: np.random.Generator,
+                       ctx: WorkloadContext, chunk: int) -> Iterator[np.ndarray]:
+        """The same arrivals a chunk at a time; a count trace draws them a chunk at a time
+        (:func:`pwl_arrival_chunks`), a timestamp trace hands out slices."""
+        if self.count_column is not None:
+            return pwl_arrival_chunks(_count_pwl(self, ctx.base_dir), duration_s, rng, chunk)
+        return super().arrival_chunks(duration_s, rng, ctx, chunk)
 
     def rate(self, ctx: WorkloadContext) -> RateFunction:
         """The empirical rate (1-s bins) of a timestamp trace; the step rate of a count trace."""
