@@ -15,23 +15,33 @@ Usage: ``python benchmarks/decision_cost.py [--strategies threshold hpa kpa cost
 Measured on the 2-core shared development machine (medians over all decisions of 3 runs, us
 per decision, observe + decide; ``before``: this script on the code before issue #13 item 3,
 which rebuilt the latency window, queue and per-replica figures from the request arrays at each
-decision and solved the queueing model afresh each time):
+decision and solved the queueing model afresh each time; ``first pass``: the incremental
+monitor and the memoized queueing answers; ``now``: latency percentiles computed only when a
+strategy reads them, from a snapshot of the window, so the compiled monitor maintains its bands
+only for strategies that read them; the compiled monitor also for small services once loaded;
+leaner observation building and governors). The machine was loaded (load average about 2.5 on
+2 cores) for ``now``: the code of ``first pass`` measured 178.8 / 179.5 / 90.7 (threshold /
+hpa / kpa) in that session, against 107.9 / 109.8 / 48.4 in its own.
 
-============  =========  =======  =================================================
-strategy      before     after    after, per service (linear_regression / xgboost /
-                                  resnet50)
-============  =========  =======  =================================================
-threshold        311.9     107.9  134.4 / 77.5 / 113.2
-hpa              320.9     109.8  130.4 / 79.0 / 115.6
-kpa              227.4      48.4  47.7 / 40.6 / 89.3
-cost_aware      1258.9     583.9  652.0 / 585.0 / 478.7
-oracle          1734.7     223.5  912.2 / 174.5 / 218.5
-============  =========  =======  =================================================
+============  =========  ==========  =====  ============================================
+strategy      before     first pass  now    now, per service (linear_regression /
+                                            xgboost / resnet50)
+============  =========  ==========  =====  ============================================
+threshold        311.9       107.9    48.0  60.2 / 46.4 / 35.9
+hpa              320.9       109.8    51.6  63.6 / 50.1 / 42.0
+kpa              227.4        48.4    32.2  34.3 / 31.6 / 30.7
+cost_aware      1258.9       583.9     --   (not measured again)
+oracle          1734.7       223.5     --   (not measured again)
+============  =========  ==========  =====  ============================================
 
 linear_regression and xgboost (720 000 and 360 000 requests) run the compiled request plane
 and with it the compiled monitor (:mod:`simscale.simulator._kernels_monitor`); resnet50 (11 000
-requests) runs both in Python/numpy. With ``SIMSCALE_KERNELS=python`` (numpy everywhere):
-threshold 187.4, hpa 195.4, kpa 111.8.
+requests) runs its request plane in Python and, since the other services loaded it, the
+compiled monitor. With ``SIMSCALE_KERNELS=python`` (numpy everywhere), in the same session as
+``now``: threshold 201.3, hpa 242.2, kpa 97.1 (first pass, in its session: 187.4, 195.4,
+111.8). What remains of ``now`` is mostly the compiled monitor's pass over the slab's
+requests (busy time and completions per second; about 20 us for linear_regression's 3 500
+requests per 15 s) and fixed Python costs of about 15 us in ``Monitor.observe``.
 """
 
 from __future__ import annotations

@@ -21,16 +21,19 @@ observations when the latencies are steady.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 from numba import njit
 
-from simscale.simulator.observations import _interpolate, _percentile_ranks
+from simscale.simulator.observations import _interpolate, _percentile_ranks, percentiles_linear
 
 #: the latency window's state (int64 array): how many latencies it holds, how many bands there
-#: are, the queue's first and next entry, the first and next slab
-N, BANDS, F_HEAD, F_TAIL, S_HEAD, S_TAIL = range(6)
+#: are (0: none, to be built when the percentiles are read), the queue's first and next entry,
+#: the first and next slab, and the queue's first entry not yet counted into the bands
+N, BANDS, F_HEAD, F_TAIL, S_HEAD, S_TAIL, SYNCED = range(7)
 _QS = (50.0, 95.0, 99.0)
 
 
@@ -194,27 +197,36 @@ def _bands_update(xs, i0, i1, sign, ws, b_lo, b_hi, b_n, b_below, b_vals):  # no
 
 
 @njit(cache=True, nogil=True)
-def _expire(ws, f_end, f_ms, s_start, s_a, s_b, lo, b_lo, b_hi, b_n, b_below, b_vals):  # noqa: ANN001, ANN202
-    """Take the completions that ended before ``lo`` out of the queue and the bands: whole slabs
-    that ended by ``lo``; in the slab ``lo`` falls in, the entries before it (marked with an end
-    of +inf). Returns False when the bands must be rebuilt."""
+def _expire(ws, f_end, f_ms, s_start, s_a, s_b, lo, lo_prev, b_lo, b_hi, b_n, b_below, b_vals):  # noqa: ANN001, ANN202
+    """Take the completions that ended in ``[lo_prev, lo)`` (held until now: every one before
+    ``lo_prev`` left before) out of the window: whole slabs that ended by ``lo``, and the
+    entries before ``lo`` of the slab it falls in, which stay in the queue, dead (an end
+    before the window's start). The entries are never written, so a snapshot of the queue
+    stays valid. Those counted into the bands (before ``SYNCED``) leave them too, when there
+    are bands. Returns False when the bands must be rebuilt."""
     ok = True
     s = ws[S_HEAD]
     removed = 0
+    nb = ws[BANDS]
+    synced = ws[SYNCED]
     while s < ws[S_TAIL] and s_a[s] < lo:
         whole = s_b[s] <= lo
         first = s_start[s]
         stop = s_start[s + 1] if s + 1 < ws[S_TAIL] else ws[F_TAIL]
-        gone = np.empty(stop - first)
-        k = 0
-        for j in range(first, stop):
-            if f_end[j] < lo:
-                f_end[j] = np.inf
-                gone[k] = f_ms[j]
-                k += 1
-        removed += k
-        if ok:
-            ok = _bands_update(gone, 0, k, -1, ws, b_lo, b_hi, b_n, b_below, b_vals)
+        if whole and s_a[s] >= lo_prev and (nb == 0 or first >= synced):
+            removed += stop - first  # all held, all leave, none in the bands
+        else:
+            gone = np.empty(stop - first if nb else 0)
+            k = 0
+            for j in range(first, stop):
+                e = f_end[j]
+                if lo_prev <= e < lo:
+                    removed += 1
+                    if nb and j < synced:
+                        gone[k] = f_ms[j]
+                        k += 1
+            if ok and k:
+                ok = _bands_update(gone, 0, k, -1, ws, b_lo, b_hi, b_n, b_below, b_vals)
         if not whole:
             break
         s += 1
@@ -256,14 +268,18 @@ def _order_stats(ws, b_n, b_below, b_vals, stats):  # noqa: ANN001, ANN202
 
 @njit(cache=True, nogil=True)
 def step(arr, st, en, drop, bs, rep, hi, a, b, comp, busy, serve, util, fin0, fin1, cur,  # noqa: ANN001, ANN201
-         lo, ws, f_end, f_ms, s_start, s_a, s_b, b_lo, b_hi, b_n, b_below, b_vals, rep_out,
-         stats):
-    """Port of ``Requests.observe`` (see there): returns ``(queued, in flight, latencies held,
-    stats read)`` and fills ``rep_out`` (busy time per replica id, when not empty) and, when
-    ``stats read``, ``stats`` (the order statistics of the percentiles; otherwise the bands
-    must be rebuilt). ``cur``: the cursors ``(p_done, p_1s)``; the queue must have room for
-    ``hi - p_done`` more latencies and the slab list for one more slab."""
-    ok = True
+         lo, lo_prev, ws, f_end, f_ms, s_start, s_a, s_b, b_lo, b_hi, b_n, b_below, b_vals,
+         rep_out):
+    """Port of ``Requests.observe`` (see there), but for the latency percentiles, which
+    :func:`latency_stats` reads when asked: returns ``(queued, in flight, first, next entry of
+    the latency queue)`` and fills ``rep_out`` (busy time per replica id, when not empty). The
+    slab's latencies join the queue (not the bands); those that ended in ``[lo_prev, lo)`` leave
+    the window. ``cur``: the cursors ``(p_done, p_1s)``. When the queue has no room for
+    ``hi - p_done`` more latencies or the slab list for one more slab, nothing is done and
+    ``queued`` is -1 (make room, then call again)."""
+    if b > a and (ws[F_TAIL] + max(0, hi - cur[0]) > len(f_end)
+                  or ws[S_TAIL] + 1 > len(s_start)):
+        return -1, 0, 0, 0
     covered = False
     if b > a:
         at = ws[F_TAIL]
@@ -281,7 +297,6 @@ def step(arr, st, en, drop, bs, rep, hi, a, b, comp, busy, serve, util, fin0, fi
             ws[S_TAIL] = s + 1
             ws[F_TAIL] = at + nc
             ws[N] += nc
-            ok = _bands_update(f_ms, at, at + nc, 1, ws, b_lo, b_hi, b_n, b_below, b_vals)
     # the utilization of the bins now final (port of serving.utilization_per_s)
     for k in range(fin0, fin1):
         u = busy[k] / serve[k] if serve[k] > 0 else 0.0
@@ -310,21 +325,47 @@ def step(arr, st, en, drop, bs, rep, hi, a, b, comp, busy, serve, util, fin0, fi
                 v = (e if e < b else b) - (s0 if s0 > a1 else a1)
                 if v > 0.0:
                     rep_out[rep[i]] += v * (1.0 / bs[i])
-    # the latency window: the completions before lo out, the order statistics from the bands
-    if not _expire(ws, f_end, f_ms, s_start, s_a, s_b, lo, b_lo, b_hi, b_n, b_below, b_vals):
-        ok = False
-    n = ws[N]
-    if ok and n:
-        ok = _order_stats(ws, b_n, b_below, b_vals, stats)
-    return queued, flight, n, ok
+    # the latency window: the completions before lo out
+    if not _expire(ws, f_end, f_ms, s_start, s_a, s_b, lo, lo_prev, b_lo, b_hi, b_n, b_below,
+                   b_vals):
+        ws[BANDS] = 0
+    return queued, flight, ws[F_HEAD], ws[F_TAIL]
+
+
+@njit(cache=True, nogil=True)
+def latency_stats(ws, f_end, f_ms, lo, b_lo, b_hi, b_n, b_below, b_vals, stats):  # noqa: ANN001, ANN201
+    """The order statistics of the percentiles into ``stats`` (see :func:`_order_stats`) from
+    the bands, once the latencies that joined the queue since the last call (those still held:
+    an end at or after ``lo``) are counted in (nothing when the window is empty); False when
+    there are no bands or they must be rebuilt."""
+    if ws[BANDS] == 0:
+        return False
+    t = ws[F_TAIL]
+    p = max(ws[SYNCED], ws[F_HEAD])
+    vals = np.empty(t - p)
+    k = 0
+    for j in range(p, t):
+        if f_end[j] >= lo:
+            vals[k] = f_ms[j]
+            k += 1
+    ws[SYNCED] = t
+    if not _bands_update(vals, 0, k, 1, ws, b_lo, b_hi, b_n, b_below, b_vals):
+        ws[BANDS] = 0
+        return False
+    return ws[N] == 0 or _order_stats(ws, b_n, b_below, b_vals, stats)
 
 
 class CompiledRequests:
-    """:class:`~simscale.simulator.observations.Requests` on compiled loops (same results)."""
+    """:class:`~simscale.simulator.observations.Requests` on compiled loops (same results).
+
+    The latency percentiles are read when a strategy first asks (see :meth:`observe`): from
+    the bands when it asks before the next observation (then kept up to date for the next one
+    too), else from a snapshot of the queue. A strategy that does not read them at one
+    observation lets the bands go; they are rebuilt (one sort) when it reads them again."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.cur = np.zeros(2, dtype=np.int64)  # p_done, p_1s
-        self.ws = np.zeros(6, dtype=np.int64)
+        self.ws = np.zeros(7, dtype=np.int64)
         self.f_end = np.empty(capacity)
         self.f_ms = np.empty(capacity)
         self.s_start = np.zeros(256, dtype=np.int64)
@@ -339,6 +380,8 @@ class CompiledRequests:
         #: every completion with an end at or after this is held
         self.kept_from = -np.inf
         self._no_rep = np.zeros(0)
+        self._gen = 0  # observations made
+        self._read = False  # the latest observation's percentiles were read
 
     @property
     def p_done(self) -> int:
@@ -354,7 +397,8 @@ class CompiledRequests:
 
     def _room(self, k: int) -> None:
         """Room for ``k`` more latencies and one more slab in the queue: its dead head dropped,
-        and arrays twice as large when that is not enough."""
+        and arrays twice as large when that is not enough (new arrays: a snapshot handed out
+        keeps the old ones)."""
         ws = self.ws
         if ws[F_TAIL] + k <= len(self.f_end) and ws[S_TAIL] + 1 <= len(self.s_start):
             return
@@ -374,52 +418,90 @@ class CompiledRequests:
         s_b[:stl - sh] = self.s_b[sh:stl]
         self.s_start, self.s_a, self.s_b = s_start, s_a, s_b
         ws[F_HEAD], ws[F_TAIL], ws[S_HEAD], ws[S_TAIL] = 0, t - h, 0, stl - sh
+        ws[SYNCED] = max(0, int(ws[SYNCED]) - h)
 
     def observe(self, pl, a: float, b: float, hi: int, comp_bins: np.ndarray,  # noqa: ANN001
                 busy_bins: np.ndarray, serve_bins: np.ndarray, util_bins: np.ndarray,
                 fin0: int, fin1: int, lo: float, n_rid: int
-                ) -> tuple[int, int, tuple[float, float, float], np.ndarray | None]:
-        if b > a:
-            self._room(max(0, hi - int(self.cur[0])))
+                ) -> tuple[int, int, Callable[[], tuple[float, float, float]], np.ndarray | None]:
+        """See :meth:`~simscale.simulator.observations.Requests.observe`."""
+        if not self._read:
+            self.ws[BANDS] = 0  # nobody reads them: not kept up to date
         rep_out = np.zeros(n_rid) if n_rid else self._no_rep
-        queued, flight, n, ok = step(
-            pl.arrival_s, pl.start_s, pl.end_s, pl.drop, pl.batch_size, pl.replica, hi, a, b,
-            comp_bins, busy_bins, serve_bins, util_bins, fin0, fin1, self.cur,
-            max(lo, self.kept_from), self.ws, self.f_end, self.f_ms, self.s_start, self.s_a,
-            self.s_b, self.b_lo, self.b_hi, self.b_n, self.b_below, self.b_vals, rep_out,
-            self.stats)
-        if lo < self.kept_from:  # a widened window: read [lo, b) again, from the start
+        kept = self.kept_from
+        while True:
+            queued, flight, head, tail = step(
+                pl.arrival_s, pl.start_s, pl.end_s, pl.drop, pl.batch_size, pl.replica, hi, a,
+                b, comp_bins, busy_bins, serve_bins, util_bins, fin0, fin1, self.cur,
+                lo if lo > kept else kept, kept, self.ws, self.f_end, self.f_ms, self.s_start,
+                self.s_a, self.s_b, self.b_lo, self.b_hi, self.b_n, self.b_below, self.b_vals,
+                rep_out)
+            if queued >= 0:
+                break
+            self._room(max(0, hi - int(self.cur[0])))
+        if lo < kept:  # a widened window: read [lo, b) again, from the start
             self._refill(pl, lo, b, hi)
+            head, tail = 0, int(self.ws[F_TAIL])
+        elif lo > kept:
+            self.kept_from = lo
+        self._gen += 1
+        self._read = False
+        return queued, flight, self._latency(head, tail), rep_out if n_rid else None
+
+    def _latency(self, head: int, tail: int) -> Callable[[], tuple[float, float, float]]:
+        """The percentiles of the window as it is now (the queue's entries ``head..tail-1``
+        with an end at or after :attr:`kept_from`), whenever they are read."""
+        gen = self._gen
+        snap = (self.f_end, self.f_ms, head, tail, self.kept_from)
+
+        def latency() -> tuple[float, float, float]:
+            if gen == self._gen:
+                return self._percentiles_now()
+            return _snapshot_percentiles(*snap)
+
+        return latency
+
+    def _percentiles_now(self) -> tuple[float, float, float]:
+        """p50, p95, p99 (ms) of the window held now, from the bands (rebuilt when needed)."""
+        self._read = True
+        ws = self.ws
+        if latency_stats(ws, self.f_end, self.f_ms, self.kept_from, self.b_lo, self.b_hi,
+                         self.b_n, self.b_below, self.b_vals, self.stats):
+            n = int(ws[N])
+        else:
             n = self._rebuild()
-        elif n and not ok:
-            n = self._rebuild()
-        self.kept_from = max(self.kept_from, lo)
-        p50, p95, p99 = self.stats[6:].tolist() if n else (np.nan, np.nan, np.nan)
-        return queued, flight, (p50, p95, p99), rep_out if n_rid else None
+        if not n:
+            return math.nan, math.nan, math.nan
+        p50, p95, p99 = self.stats[6:].tolist()
+        return p50, p95, p99
 
     def _refill(self, pl, lo: float, t: float, hi: int) -> None:  # noqa: ANN001
-        """Hold the completions in ``[lo, t)`` (read from the request arrays) as one slab."""
+        """Hold the completions in ``[lo, t)`` (read from the request arrays) as one slab, in
+        new arrays (a snapshot handed out keeps the old ones)."""
         end = pl.end_s[:hi]
         ok = (end >= lo) & (end < t) & (pl.drop[:hi] == 0)
         ec = end[ok]
         k = len(ec)
         self.ws[:] = 0
-        self._room(k)
+        self.f_end = np.empty(max(4096, 2 * k))
+        self.f_ms = np.empty(len(self.f_end))
         self.f_end[:k] = ec
         self.f_ms[:k] = (ec - pl.arrival_s[:hi][ok]) * 1000.0
         self.s_start[0], self.s_a[0], self.s_b[0] = 0, lo, t
         self.ws[F_TAIL], self.ws[S_TAIL], self.ws[N] = k, 1, k
+        self.kept_from = lo
 
     def _rebuild(self) -> int:
         """New bands around the ranks the percentiles need, from the queue (one sort), and the
         order statistics; returns the number of latencies held."""
         ws = self.ws
         h, t = int(ws[F_HEAD]), int(ws[F_TAIL])
-        vals = self.f_ms[h:t][self.f_end[h:t] != np.inf]
+        vals = self.f_ms[h:t][self.f_end[h:t] >= self.kept_from]
         vals.sort()
         n = len(vals)
         ws[N] = n
         ws[BANDS] = 0
+        ws[SYNCED] = t
         if not n:
             return 0
         prev, nxt, gamma = _percentile_ranks(n, (50, 95, 99))
@@ -448,6 +530,17 @@ class CompiledRequests:
         return n
 
 
+def _snapshot_percentiles(f_end: np.ndarray, f_ms: np.ndarray, h: int, t: int,
+                          lo: float) -> tuple[float, float, float]:
+    """p50, p95, p99 (ms) of the latencies a snapshot of the queue held (entries ``h..t-1``
+    with an end at or after ``lo``), NaN when none: the order statistics the bands give."""
+    vals = f_ms[h:t][f_end[h:t] >= lo]
+    if not len(vals):
+        return math.nan, math.nan, math.nan
+    p50, p95, p99 = percentiles_linear(vals, (50, 95, 99))
+    return p50, p95, p99
+
+
 def warm_up() -> tuple[float, bool]:
     """Compile (or load from the cache) every kernel on a tiny input; returns ``(seconds,
     compiled)`` (``compiled``: numba had to compile rather than load its cache)."""
@@ -463,10 +556,10 @@ def warm_up() -> tuple[float, bool]:
         replica = np.array([0, 0, -1], dtype=np.int32)
 
     bins = [np.zeros(4) for _ in range(4)]
-    req.observe(_Plane, 0.0, 1.5, 3, *bins, 0, 1, -1.0, 1)
-    req.observe(_Plane, 1.5, 2.0, 3, *bins, 1, 2, -2.0, 0)
-    kernels = (step,)
+    req.observe(_Plane, 0.0, 1.5, 3, *bins, 0, 1, -1.0, 1)[2]()
+    req.observe(_Plane, 1.5, 2.0, 3, *bins, 1, 2, -2.0, 0)[2]()
+    kernels = (step, latency_stats)
     return time.perf_counter() - t0, any(k.stats.cache_misses for k in kernels)
 
 
-__all__ = ["CompiledRequests", "step", "warm_up"]
+__all__ = ["CompiledRequests", "latency_stats", "step", "warm_up"]

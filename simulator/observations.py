@@ -7,7 +7,9 @@ since then are read (a cursor into the request plane's arrays), each slab once; 
 figures of the history are never recomputed. The latency percentiles are selected from the
 latencies held for the window (numpy), or read from sorted bands around their ranks by the
 compiled twin (:mod:`simscale.simulator._kernels_monitor`, used when the request plane runs
-compiled), whose cost does not grow with the window. The figures go through
+compiled or the process has loaded it), whose cost does not grow with the window; either way
+only when a strategy reads them (the observation computes them on first read, from a snapshot
+of the window that later observations do not change). The figures go through
 :func:`simscale.simulator.serving.build_observation`, the one definition shared with the real
 cluster. Also the two array kernels the figures of a run reuse: :func:`busy_cumulative` and
 :func:`percentiles_linear`.
@@ -25,12 +27,14 @@ after ``b``), so the values do not depend on when the slab is read.
 from __future__ import annotations
 
 import math
+import sys
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from simscale.simulator.requestplane import DROP_NONE
+from simscale.simulator.requestplane import DROP_NONE, resolve_kernels
 from simscale.simulator.scenario import Scenario
 from simscale.simulator.serving import build_observation, utilization_per_s
 from simscale.strategies.base import Observation, ReplicaCounts, latency_window_of
@@ -48,7 +52,8 @@ class Monitor:
     in the bins) and the replica records that may still serve. What is read request by request
     (completions, busy time, latencies, queue, in flight, per-replica busy time) is kept by
     :attr:`requests`: :class:`Requests` (numpy), or its compiled twin when the request plane
-    runs compiled loops (``kernels``: ``"compiled"`` or ``"python"``; default: the plane's)."""
+    runs compiled loops (``kernels``: ``"compiled"`` or ``"python"``; default: the plane's, see
+    :func:`_monitor_kernels`)."""
 
     def __init__(self, sim: Any, scenario: Scenario, kernels: str | None = None) -> None:
         """``sim``: the engine's per-service simulation (its plane, records, service, size)."""
@@ -66,7 +71,9 @@ class Monitor:
         self.t_done = 0.0
         self._recs: list[Any] = []  # replica records that may serve at or after t_done
         self._n_recs = 0  # records of sim.records seen
-        if (kernels or getattr(sim.plane, "kernels", "python")) == "compiled":
+        self._counts_key: tuple[int, int, int, int] | None = None
+        self._counts = ReplicaCounts()
+        if (kernels or _monitor_kernels(sim.plane)) == "compiled":
             from simscale.simulator._kernels_monitor import CompiledRequests
 
             self.requests: Requests = CompiledRequests()
@@ -90,26 +97,41 @@ class Monitor:
             self.fin = min(int(t_obs), self.n_bins)
         window_s = latency_window_of(sim.strategy)
         # counts of the records by state; per-replica busy fraction over the last second
-        counts = {"pending": 0, "starting": 0, "ready": 0, "draining": 0}
+        pending = starting = draining = 0
         ready = []
         for rec in self._recs:
-            if rec.state in counts:
-                counts[rec.state] += 1
-                if rec.state == "ready":
-                    ready.append(rec)
+            state = rec.state
+            if state == "ready":
+                ready.append(rec)
+            elif state == "starting":
+                starting += 1
+            elif state == "pending":
+                pending += 1
+            elif state == "draining":
+                draining += 1
+        key = (pending, starting, len(ready), draining)
+        if key != self._counts_key:  # (the same counts: the same immutable value)
+            self._counts_key = key
+            self._counts = ReplicaCounts(*key)
         qlen, infl, latency, busy_by = self.requests.observe(
             pl, a, t_obs, hi, self.comp_bins, self.busy_bins, self.serve_bins, self.util_bins,
             fin0, self.fin, t_obs - window_s, sim._next_rid if ready else 0)
         per_rep = []
-        for rec in ready:
-            bt = float(busy_by[rec.rid]) if rec.rid < len(busy_by) else 0.0
-            per_rep.append((bt, t_obs - max(t_obs - 1.0, rec.ready_s)))
+        if ready:
+            n_busy = len(busy_by)
+            a1 = t_obs - 1.0
+            for rec in ready:
+                rid = rec.rid
+                bt = float(busy_by[rid]) if rid < n_busy else 0.0
+                r = rec.ready_s
+                per_rep.append((bt, t_obs - (r if r > a1 else a1)))
         kb1 = self.fin
-        kb0 = max(0, kb1 - self.history_s)
+        kb0 = kb1 - self.history_s if kb1 > self.history_s else 0
+        svc = sim.svc
         return build_observation(
-            t_s=t_s, lag_s=self.lag_s, service=sim.svc.name, slo_ms=sim.svc.slo_ms,
-            min_replicas=sim.svc.replicas.min, max_replicas=sim.svc.replicas.max, size=sim.size,
-            size_options=sim.options, counts=ReplicaCounts(**counts),
+            t_s=t_s, lag_s=self.lag_s, service=svc.name, slo_ms=svc.slo_ms,
+            min_replicas=svc.replicas.min, max_replicas=svc.replicas.max, size=sim.size,
+            size_options=sim.options, counts=self._counts,
             arrivals_per_s=self.arr_bins[kb0:kb1].copy(),
             completions_per_s=self.comp_bins[kb0:kb1].copy(),
             utilization=self.util_bins[kb0:kb1].copy(),
@@ -139,6 +161,17 @@ class Monitor:
             _add_span(self.serve_bins, a, b, whole)
 
 
+def _monitor_kernels(plane: Any) -> str:
+    """The loops a monitor uses by default: its plane's, or the compiled ones when the plane
+    runs Python loops only because it is small (``kernels`` auto) while another plane of the
+    process already loaded them (nothing to import or compile then; the same observations)."""
+    kernels = getattr(plane, "kernels", "python")
+    if (kernels == "python" and "simscale.simulator._kernels_monitor" in sys.modules
+            and resolve_kernels("auto") == "compiled"):
+        return "compiled"
+    return kernels
+
+
 class Requests:
     """What the monitor reads request by request, on numpy arrays: the specification of
     :class:`~simscale.simulator._kernels_monitor.CompiledRequests`, which gives the same
@@ -164,19 +197,21 @@ class Requests:
     def observe(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray,
                 busy_bins: np.ndarray, serve_bins: np.ndarray, util_bins: np.ndarray,
                 fin0: int, fin1: int, lo: float, n_rid: int
-                ) -> tuple[int, int, tuple[float, float, float], np.ndarray | None]:
+                ) -> tuple[int, int, Callable[[], tuple[float, float, float]], np.ndarray | None]:
         """One observation at ``b`` (the monitor has added the slab's serving time): add the
         slab ``[a, b)`` when ``b > a``, the utilization of the bins ``[fin0, fin1)`` that are
-        now final; return ``(queued, in flight, (p50, p95, p99) of the latencies of the
-        completions in [lo, b), busy time per replica id in [b - 1, b) or None when n_rid is
-        0)``."""
+        now final; return ``(queued, in flight, latency, busy time per replica id in
+        [b - 1, b) or None when n_rid is 0)``. ``latency()`` gives (p50, p95, p99) of the
+        latencies (ms) of the completions in ``[lo, b)``, the same whenever it is called (it
+        reads a snapshot of the window): selecting them costs only when a strategy reads
+        them."""
         if b > a:
             self.advance(pl, a, b, hi, comp_bins, busy_bins)
         if fin1 > fin0:
             util_bins[fin0:fin1] = utilization_per_s(busy_bins[fin0:fin1],
                                                      serve_bins[fin0:fin1])
         qlen, infl = self.at_time(pl, b, hi)
-        latency = self.percentiles(pl, lo, b, hi)
+        latency = self.window(pl, lo, b, hi)
         return qlen, infl, latency, self.replica_busy(pl, b, hi, n_rid) if n_rid else None
 
     def advance(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray,
@@ -230,15 +265,18 @@ class Requests:
         ended |= pl.start_s[p:hi] <= t
         return hi - p - int(np.count_nonzero(ended)), infl
 
-    def percentiles(self, pl: Any, lo: float, t: float, hi: int) -> tuple[float, float, float]:
-        """p50, p95, p99 (ms) of the latencies of the requests completed in ``[lo, t)``."""
+    def window(self, pl: Any, lo: float, t: float, hi: int
+               ) -> Callable[[], tuple[float, float, float]]:
+        """The window moved to ``[lo, t)`` (completions before ``lo`` dropped), and a function
+        giving p50, p95, p99 (ms) of its latencies (NaN when none) from a snapshot of it."""
         if lo < self.latency.kept_from:
             self._refill(pl, lo, t, hi)
-        lat = self.latency.since(lo)
-        if not len(lat):
-            return math.nan, math.nan, math.nan
-        p50, p95, p99 = percentiles_linear(lat, _QS)
-        return p50, p95, p99
+        snap = self.latency.snapshot(lo)
+        return lambda: _percentiles_or_nan(*snap)
+
+    def percentiles(self, pl: Any, lo: float, t: float, hi: int) -> tuple[float, float, float]:
+        """p50, p95, p99 (ms) of the latencies of the requests completed in ``[lo, t)``."""
+        return self.window(pl, lo, t, hi)()
 
     def _refill(self, pl: Any, lo: float, t: float, hi: int) -> None:
         """The window reaches before what is kept (a strategy widened its
@@ -363,23 +401,46 @@ class _LatencyWindow:
         self.head, self.tail = 0, n
         self.slabs = deque((i - shift, a, b) for i, a, b in self.slabs)
 
-    def since(self, lo: float) -> np.ndarray:
-        """A new array of the latencies of the completions that ended at or after ``lo`` (the
-        ones before it are dropped: ``lo`` must not decrease below :attr:`kept_from`)."""
+    def snapshot(self, lo: float) -> tuple[np.ndarray, np.ndarray, int, int, float, bool]:
+        """Drop the completions that ended before ``lo`` (``lo`` must not decrease below
+        :attr:`kept_from`) and return what selects the ones held: ``(end, ms, first, tail, lo,
+        whole)``, the latencies ``ms[first:tail]`` whose ``end`` is at or after ``lo`` (all of
+        them when ``whole``). The entries ``first..tail-1`` of these arrays are never written
+        again (new entries go after them, a compaction makes new arrays), so the snapshot stays
+        valid as the window moves on."""
         slabs = self.slabs
         while slabs and slabs[0][2] <= lo:
             slabs.popleft()
         self.kept_from = max(self.kept_from, lo)
         if not slabs:
             self.head = self.tail
-            return self.ms[:0].copy()
+            return self.end, self.ms, self.tail, self.tail, lo, True
         first, a, _ = slabs[0]
         self.head = first
-        if a >= lo:
-            return self.ms[first:self.tail].copy()
-        nxt = slabs[1][0] if len(slabs) > 1 else self.tail
-        keep = self.end[first:nxt] >= lo
-        return np.concatenate((self.ms[first:nxt][keep], self.ms[nxt:self.tail]))
+        return self.end, self.ms, first, self.tail, lo, a >= lo
+
+    def since(self, lo: float) -> np.ndarray:
+        """A new array of the latencies of the completions that ended at or after ``lo`` (the
+        ones before it are dropped: ``lo`` must not decrease below :attr:`kept_from`)."""
+        return _held(*self.snapshot(lo))
+
+
+def _held(end: np.ndarray, ms: np.ndarray, first: int, tail: int, lo: float,
+          whole: bool) -> np.ndarray:
+    """A new array of the latencies a :meth:`_LatencyWindow.snapshot` holds (in their order)."""
+    if whole:
+        return ms[first:tail].copy()
+    return ms[first:tail][end[first:tail] >= lo]
+
+
+def _percentiles_or_nan(*snap: Any) -> tuple[float, float, float]:
+    """p50, p95, p99 (ms) of the latencies a :meth:`_LatencyWindow.snapshot` holds; NaN when
+    it holds none."""
+    lat = _held(*snap)
+    if not len(lat):
+        return math.nan, math.nan, math.nan
+    p50, p95, p99 = percentiles_linear(lat, _QS)
+    return p50, p95, p99
 
 
 def busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None,

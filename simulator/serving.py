@@ -213,8 +213,8 @@ def build_observation(
     busy_per_s: np.ndarray | None = None, serving_per_s: np.ndarray | None = None,
     replica_busy_last_s: Sequence[tuple[float, float]],
     queue_length: int, in_flight: int, latency_window_s: float,
-    latency_percentiles_ms: tuple[float, float, float], max_wait_ms: float,
-    utilization: np.ndarray | None = None,
+    latency_percentiles_ms: tuple[float, float, float] | Callable[[], tuple[float, float, float]],
+    max_wait_ms: float, utilization: np.ndarray | None = None,
 ) -> Observation:
     """The :class:`Observation` a strategy sees, from the same measurements on either side.
 
@@ -225,22 +225,25 @@ def build_observation(
     ``utilization`` instead). ``replica_busy_last_s`` is ``(busy seconds, seconds ready)`` of
     each ready replica over the last second before the (lagged) observation time; each becomes a
     busy fraction at most 1. ``latency_percentiles_ms`` are p50, p95 and p99 of the requests
-    completed in the last ``latency_window_s`` (NaN when none).
+    completed in the last ``latency_window_s`` (NaN when none), or a function that gives them
+    when a strategy first reads one (:meth:`Observation.with_lazy_latency`).
     """
     if utilization is None:
         utilization = utilization_per_s(busy_per_s, serving_per_s)
     per_rep = tuple(min(busy / span, 1.0) if span > 0 else 0.0
                     for busy, span in replica_busy_last_s)
-    p50, p95, p99 = latency_percentiles_ms
-    return Observation(
+    values = dict(
         time_s=float(t_s), service=service, slo_ms=slo_ms, metric_lag_s=lag_s,
         arrivals_per_s=arrivals_per_s, completions_per_s=completions_per_s,
         utilization_per_s=utilization, utilization_per_replica=per_rep,
         queue_length=int(queue_length), in_flight=int(in_flight),
-        latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
         latency_window_s=latency_window_s, replicas=counts,
         min_replicas=min_replicas, max_replicas=max_replicas, current_size=size,
         size_options=size_options, max_wait_ms=max_wait_ms)
+    if callable(latency_percentiles_ms):
+        return Observation.with_lazy_latency(latency_percentiles_ms, values)
+    p50, p95, p99 = latency_percentiles_ms
+    return Observation(latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99, **values)
 
 
 # ============================================================================ strategies

@@ -128,6 +128,45 @@ class Observation:
         """Profile-derived throughput of one replica of the current size at batch size 1."""
         return self.current_size.capacity_rps(1)
 
+    @classmethod
+    def with_lazy_latency(cls, latency: Callable[[], tuple[float, float, float]],
+                          values: dict[str, Any]) -> Observation:
+        """An observation whose latency percentiles (``latency_p50_ms``, ``latency_p95_ms``,
+        ``latency_p99_ms``) are computed by ``latency()`` when one of them is first read, then
+        kept: the same value as one built with them, for a strategy that never reads them at
+        no cost. ``values``: every other field, by name (all of them; the dictionary is
+        copied). ``latency`` must give the same ``(p50, p95, p99)`` (ms) whenever it is called
+        (the simulator's monitor hands out one that reads a snapshot of its window)."""
+        missing = _FIELDS.difference(values)
+        if missing:
+            raise TypeError(f"with_lazy_latency() misses fields: {', '.join(sorted(missing))}")
+        obs = object.__new__(cls)
+        obs.__dict__.update(values)
+        obs.__dict__[_LAZY] = latency
+        return obs
+
+    def __getattr__(self, name: str) -> Any:
+        # called only when an attribute is not found: a latency field not computed yet
+        d = self.__dict__
+        if name in _LATENCY_FIELDS and _LAZY in d:
+            d["latency_p50_ms"], d["latency_p95_ms"], d["latency_p99_ms"] = d[_LAZY]()
+            del d[_LAZY]
+            return d[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (and copied) with its latency percentiles computed, never the closure."""
+        if _LAZY in self.__dict__:
+            self.__getattr__("latency_p50_ms")
+        return dict(self.__dict__)
+
+
+#: the instance entry holding the closure of an observation's lazy latency percentiles
+_LAZY = "_lazy_latency"
+_LATENCY_FIELDS = frozenset(("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"))
+#: the fields :meth:`Observation.with_lazy_latency` is given
+_FIELDS = frozenset(Observation.__dataclass_fields__) - _LATENCY_FIELDS
+
 
 def _window_mean(values: np.ndarray, window_s: float) -> float:
     n = max(1, int(round(window_s)))

@@ -129,15 +129,19 @@ class StabilizationWindow(_RecommendationWindow):
         down_cutoff = now - self.down_window_s
         up = step.desired
         down = step.desired
-        for t, rec in self.records:
-            if t > up_cutoff:
-                up = min(up, rec)
-            if t > down_cutoff:
-                down = max(down, rec)
+        keep_after = min(up_cutoff, down_cutoff)
+        stale = False
+        for t, rec in self.records:  # (min and max as the builtins pick: the first of equals)
+            if t > up_cutoff and rec < up:
+                up = rec
+            if t > down_cutoff and rec > down:
+                down = rec
+            if not t > keep_after:
+                stale = True
         recommendation = max(step.current, up)
         recommendation = min(recommendation, down)
-        keep_after = min(up_cutoff, down_cutoff)
-        self.records = [(t, r) for t, r in self.records if t > keep_after]
+        if stale:
+            self.records = [(t, r) for t, r in self.records if t > keep_after]
         self.records.append((now, step.desired))
         return recommendation
 
@@ -175,6 +179,8 @@ class RateLimit(Governor):
 
     @staticmethod
     def _changed_in(events: list[tuple[float, int]], now: float, period_s: float) -> int:
+        if not events:
+            return 0
         cutoff = now - period_s
         return sum(n for t, n in events if t > cutoff)
 
@@ -216,10 +222,12 @@ class RateLimit(Governor):
         return step.desired
 
     def commit(self, step: Step, final: int) -> None:
-        longest = max([p.period_s for p in self.up_policies + self.down_policies], default=0.0)
-        cutoff = step.time_s - longest
-        self.up_events = [(t, n) for t, n in self.up_events if t > cutoff]
-        self.down_events = [(t, n) for t, n in self.down_events if t > cutoff]
+        if self.up_events or self.down_events:  # forget the events older than every period
+            longest = max([p.period_s for p in self.up_policies + self.down_policies],
+                          default=0.0)
+            cutoff = step.time_s - longest
+            self.up_events = [(t, n) for t, n in self.up_events if t > cutoff]
+            self.down_events = [(t, n) for t, n in self.down_events if t > cutoff]
         if final > step.current:
             self.up_events.append((step.time_s, final - step.current))
         elif final < step.current:

@@ -483,3 +483,115 @@ def test_compiled_monitor_long_busy_run_is_identical(period_s: float, window_s: 
     assert max(int(len(inputs["s"].arrival_s)), 0) > 40_000
     for new, ref in KernelTwin.pairs:
         assert_identical(new, ref)
+
+
+# ---------------------------------------------------------------------------- lazy percentiles
+class Reader(Scaler):
+    """A :class:`Scaler` that reads the latency percentiles in ``decide`` at two decisions of
+    three: the compiled monitor keeps its bands up to date while they are read, lets them go at
+    a decision that does not read them and rebuilds them at the next that does; the observations
+    not read in ``decide`` are read later, from their snapshots."""
+
+    def decide(self, obs: Observation) -> Decision:
+        if self.n % 3 != 2:
+            self.read = obs.latency_p95_ms  # now, from the bands
+        return super().decide(obs)
+
+
+def test_lazy_latency_is_read_the_same_now_or_later() -> None:
+    """Percentiles read in ``decide`` (from the compiled bands) and read after the run (from
+    the snapshots) are the numpy monitor's, bit for bit."""
+    pytest.importorskip("numba")
+    sc = load_scenario({
+        "name": "twin_read", "duration_s": 120, "seed": 4,
+        "services": [{"name": "s", "model": "m", "slo_ms": 100, "routing": "shared_queue",
+                      "service_time": {"dist": "lognormal", "mean_ms": 12, "cv": 0.6},
+                      "batching": {"max_batch_size": 4, "max_wait_ms": 3},
+                      "queue": {"capacity": 400, "timeout_ms": 2000},
+                      "cold_start_s": 2.0, "replicas": {"initial": 2, "min": 1, "max": 8},
+                      "workload": {"kind": "ramp", "from_rps": 50, "to_rps": 500,
+                                   "start_s": 0, "end_s": 120}}],
+        "faults": {"crash_mtbf_s": 60},
+        "metrics": {"lag_s": 0.7, "history_s": 30},
+    })
+    svc = sc.services[0]
+    inputs = {svc.name: service_inputs(svc, sc, np.random.SeedSequence(sc.seed).spawn(1)[0],
+                                       None)}
+    for period_s, window_s, widen in ((2.0, 60.0, False), (3.7, 11.0, True), (15.0, 60.0, False)):
+        KernelTwin.pairs = []
+        saved = engine.Monitor
+        engine.Monitor = KernelTwin
+        try:
+            run_strategy(sc, {svc.name: Reader(period_s, window_s, widen, 3)}, inputs, None)
+        finally:
+            engine.Monitor = saved
+        assert len(KernelTwin.pairs) > 5
+        for new, ref in KernelTwin.pairs:
+            assert_identical(new, ref)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(small_scenarios())
+def test_lazy_latency_small_scenarios(case: tuple[Scenario, Scaler]) -> None:
+    """As above on randomized small scenarios (empty windows, widened windows, drops)."""
+    pytest.importorskip("numba")
+    sc, scaler = case
+    svc = sc.services[0]
+    inputs = {svc.name: service_inputs(svc, sc, np.random.SeedSequence(sc.seed).spawn(1)[0],
+                                       None)}
+    reader = Reader(scaler.sync_period_s, scaler.latency_window_s, scaler.widen, 7)
+    KernelTwin.pairs = []
+    saved = engine.Monitor
+    engine.Monitor = KernelTwin
+    try:
+        run_strategy(sc, {svc.name: reader}, inputs, None)
+    finally:
+        engine.Monitor = saved
+    for new, ref in KernelTwin.pairs:
+        assert_identical(new, ref)
+
+
+def test_lazy_observation_is_the_same_value() -> None:
+    """An observation with lazy percentiles computes them once, on first read, and is then the
+    eager observation in every way a strategy or a pickle sees."""
+    import copy
+    import dataclasses
+    import pickle
+
+    from simscale.strategies.base import ReplicaCounts, SizeOption
+
+    size = SizeOption("cpu", 1, 2.0, 0.5, 1.1, 0.3, 4, 0.1, 3.0)
+    values: dict[str, Any] = dict(
+        time_s=30.0, service="s", slo_ms=100.0, metric_lag_s=1.0,
+        arrivals_per_s=np.arange(3.0), completions_per_s=np.arange(3.0),
+        utilization_per_s=np.full(3, 0.5), utilization_per_replica=(0.5,), queue_length=2,
+        in_flight=3, latency_window_s=60.0, replicas=ReplicaCounts(ready=1), min_replicas=1,
+        max_replicas=4, current_size=size, size_options=(size,), max_wait_ms=0.0)
+    eager = Observation(latency_p50_ms=1.0, latency_p95_ms=2.0, latency_p99_ms=math.nan,
+                        **values)
+    calls: list[int] = []
+
+    def latency() -> tuple[float, float, float]:
+        calls.append(1)
+        return 1.0, 2.0, math.nan
+
+    lazy = Observation.with_lazy_latency(latency, values)
+    assert not calls
+    assert lazy.rate_rps(2) == eager.rate_rps(2) and lazy.queue_length == 2
+    assert not calls
+    assert lazy.latency_p95_ms == 2.0 and len(calls) == 1
+    assert (lazy.latency_p50_ms, lazy.latency_p95_ms) == (1.0, 2.0) and len(calls) == 1
+    assert math.isnan(lazy.latency_p99_ms)
+    assert repr(lazy) == repr(eager)
+    twin = pickle.loads(pickle.dumps(Observation.with_lazy_latency(latency, values)))
+    assert "_lazy_latency" not in vars(twin) and repr(twin) == repr(eager)
+    assert repr(copy.copy(Observation.with_lazy_latency(latency, values))) == repr(eager)
+    other = Observation.with_lazy_latency(latency, values)
+    assert repr(dataclasses.replace(other, queue_length=2)) == repr(eager)
+    with pytest.raises(AttributeError):
+        _ = lazy.no_such_field
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lazy.latency_p50_ms = 3.0  # type: ignore[misc]
+    with pytest.raises(TypeError, match="in_flight"):
+        Observation.with_lazy_latency(latency, {k: v for k, v in values.items()
+                                                if k != "in_flight"})
