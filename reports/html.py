@@ -29,6 +29,7 @@ from simscale.io import write_text_atomic
 from simscale.reports import figures as F
 from simscale.reports.data import ResultSet, load_results
 from simscale.reports.tables import (
+    bounds_table_html,
     comparison_table_html,
     frame_table_html,
     service_order,
@@ -380,8 +381,9 @@ def service_section(
         "as a reference, not ranked.</p>"
     )
     labels = [lab for lab in res.labels if lab in set(runs["label"])]
+    bounds = bounds_table_html(res.summary, service) or ""  # absent in older result folders
     return [
-        comparison_table_html(stats, colors=colors) + note,
+        comparison_table_html(stats, colors=colors) + note + bounds,
         Wide(F.replicas_figure(ts, colors=colors)),
         F.latency_figure(ts, slo_ms=slo, requests=reqs, colors=colors),
         F.cdf_figure(F.latency_cdf(reqs, runs, warmup_s=warmup), slo_ms=slo, colors=colors),

@@ -408,3 +408,77 @@ def frame_table_html(
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (f'<div class="table-wrap"><table class="compare"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def bounds_frame(summary: Mapping[str, Any], service: str) -> pd.DataFrame | None:
+    """Each strategy label's cost against the bounds on the optimum of ``service``
+    (summary.json ``bounds``; ``None`` when it has none): means over replications of cost
+    (USD), SLO attainment, the share of replications that reach ``slo_target``, cost /
+    hindsight and cost / lower bound. The lower bound of a run with resize events is
+    ``lower_bound_usd`` (any schedule), else ``lower_bound_fixed_size_usd`` (docs/BOUNDS.md).
+    """
+    bounds = {int(b.get("replication", 0)): b for b in summary.get("bounds") or []
+              if isinstance(b, Mapping) and b.get("service") == service}
+    if not bounds:
+        return None
+
+    def num(v: Any) -> float:
+        return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
+
+    rows = []
+    for run in summary.get("runs", []):
+        b = bounds.get(int(run.get("replication", 0)))
+        if run.get("service") != service or b is None:
+            continue
+        resized = any(e.get("action") == "resize" for e in run.get("events") or [])
+        lower = num(b.get("lower_bound_usd" if resized else "lower_bound_fixed_size_usd",
+                          b.get("lower_bound_usd")))
+        cost, att = num(run.get("cost_usd")), num(run.get("slo_attainment"))
+        hind = num(b.get("hindsight_usd"))
+        rows.append({"strategy": str(run.get("label")), "cost $": cost, "SLO met": att,
+                     "meets target": float(att >= num(b.get("slo_target"))),
+                     "cost/hindsight": cost / hind if hind > 0 else math.nan,
+                     "cost/lower bound": cost / lower if lower > 0 else math.nan})
+    if not rows:
+        return None
+    return pd.DataFrame(rows).groupby("strategy", sort=False).mean().reset_index()
+
+
+def bounds_summary_text(summary: Mapping[str, Any], service: str) -> str | None:
+    """One line: the service's lower bound and hindsight cost (means over replications)."""
+    bs = [b for b in summary.get("bounds") or [] if isinstance(b, Mapping)
+          and b.get("service") == service]
+    if not bs:
+        return None
+
+    def mean(key: str) -> float:
+        vals = [float(b[key]) for b in bs if isinstance(b.get(key), (int, float))]
+        return float(np.mean(vals)) if vals else math.nan
+
+    lb, fixed, hind = mean("lower_bound_usd"), mean("lower_bound_fixed_size_usd"), \
+        mean("hindsight_usd")
+    att = mean("hindsight_slo_attainment")
+    text = (f"slo_target {bs[0].get('slo_target')}: lower bound {_usd(lb)}"
+            + (f" ({_usd(fixed)} without resizing)" if fixed > lb * (1 + 1e-9) else "")
+            + f", hindsight schedule {_usd(hind)} at {_pct(2)(att)} SLO met")
+    if math.isfinite(hind) and lb > 0:
+        text += f" (gap {hind / lb:.2f}x)"
+    return text
+
+
+def bounds_table_html(summary: Mapping[str, Any], service: str) -> str | None:
+    """The bounds table of ``service`` for the report (``None`` without bounds)."""
+    frame = bounds_frame(summary, service)
+    if frame is None:
+        return None
+    def ratio(v: Any) -> str:
+        return f"{float(v):,.2f}x" if np.isfinite(float(v)) else "–"
+
+    formats = {"cost $": lambda v: _usd(float(v)), "SLO met": lambda v: _pct(2)(float(v)),
+               "meets target": lambda v: _pct(0)(float(v)),
+               "cost/hindsight": ratio, "cost/lower bound": ratio}
+    note = html.escape(bounds_summary_text(summary, service) or "")
+    return (frame_table_html(frame, formats=formats)
+            + f'<p class="note">Bounds on the optimal cost at the SLO target: {note}. '
+            "No schedule that reaches the target costs less than the lower bound "
+            "(docs/BOUNDS.md); the hindsight schedule is achievable.</p>")

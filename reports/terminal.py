@@ -252,3 +252,32 @@ def print_summary_table(summary: Mapping[str, Any], console: Console) -> None:
         title = f"{service} (SLO {float(slo):g} ms)" if slo else service
         table, _ = fit_table(stats, console, title=title, with_ci=n > 1)
         console.print(table)
+        print_bounds(summary, service, console)
+
+
+def print_bounds(summary: Mapping[str, Any], service: str, console: Console) -> None:
+    """Each strategy's cost against the bounds on the optimum of ``service`` (nothing when
+    the summary has no ``bounds``): :func:`~simscale.reports.tables.bounds_frame`."""
+    from simscale.reports.tables import bounds_frame, bounds_summary_text
+
+    frame = bounds_frame(summary, service)
+    if frame is None:
+        return
+    table = Table(title=Text(f"{service}: {bounds_summary_text(summary, service)}",
+                             style="dim"), title_justify="left")
+    for col in ("strategy", "cost $", "SLO met", "cost/hindsight", "cost/lower bound"):
+        table.add_column(col, justify="left" if col == "strategy" else "right",
+                         overflow="fold")
+
+    def ratio(v: float) -> str:
+        return f"{v:.2f}x" if math.isfinite(v) else "—"
+
+    for rec in frame.to_dict("records"):
+        cost = float(rec["cost $"])
+        att = float(rec["SLO met"])
+        table.add_row(str(rec["strategy"]),
+                      f"{cost:.{_sig3_decimals(cost)}f}",
+                      f"{att * 100:.1f}%" if math.isfinite(att) else "—",
+                      ratio(float(rec["cost/hindsight"])),
+                      ratio(float(rec["cost/lower bound"])))
+    console.print(table)

@@ -200,13 +200,15 @@ def _simulate_profile(sc: Any, profile_path: str | None, rescale: bool) -> Any:
 @click.option("--address", help="Ray cluster address (with --executor ray).")
 @click.option("--rescale", is_flag=True, help="Multiply the profile's CPU times (cold starts "
               "included) by its speed score / this machine's (see: simscale profile speed).")
+@click.option("--no-bounds", is_flag=True, help="Skip the bounds on the optimal cost (a "
+              "lower bound and a hindsight schedule per service; docs/BOUNDS.md).")
 def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, replications: int,
              profile_path: str | None, overrides: tuple[str, ...], outdir: Path | None,
              save_requests: bool, as_json: bool, no_report: bool, force: bool, workers: int,
-             executor: str, address: str | None, rescale: bool) -> None:
+             executor: str, address: str | None, rescale: bool, no_bounds: bool) -> None:
     """Simulate every strategy of SCENARIO (a YAML file or a shipped scenario's name)."""
-    from simscale.api import simulate as run
     from simscale.io import check_output_dir
+    from simscale.simulator.runner import run_scenario as run
     from simscale.simulator.scenario import load_scenario
 
     sc = load_scenario(scenario, list(overrides))
@@ -215,7 +217,7 @@ def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, repli
     result = run(sc, strategies=list(strategies) or None, seed=seed,
                  replications=replications, profile=prof, keep_requests=save_requests,
                  progress=not as_json, force=force, workers=workers, executor=executor,
-                 address=address)
+                 address=address, bounds=not no_bounds)
     result.save(outdir, save_requests=save_requests)
     report = None
     if not no_report:

@@ -12,7 +12,7 @@ either as whole arrays or, for a service that will stream, in an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,20 @@ class ServiceInputs:
     def n_requests(self) -> int:
         """How many requests (arrivals) the service gets."""
         return self.spool.n if self.spool is not None else len(self.arrival_s)
+
+    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(arrival_s, unit_service)`` a chunk at a time, in order (from the spool when
+        spooled: memory that does not grow with the number of requests)."""
+        if self.spool is None:
+            yield self.arrival_s, self.unit_service
+            return
+        r = self.spool.reader()
+        try:
+            while not r.done:
+                a, u, _ = r.read()
+                yield a, u
+        finally:
+            r.close()
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``(arrival_s, unit_service, route_u)`` whole (read from the spool when spooled:

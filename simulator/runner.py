@@ -228,6 +228,7 @@ def run_scenario(
     workers: int = 1,
     executor: str = "local",
     address: str | None = None,
+    bounds: bool = False,
 ) -> SimulationResult:
     """Simulate the scenario's strategies (or those named/labelled in ``strategies``) for
     ``replications`` seeds (``seed + r``; default seed: the scenario's) on common random
@@ -240,7 +241,9 @@ def run_scenario(
     ``cold_start_s: profile``. Raises :class:`UserError` for unknown strategies, for a strategy
     that fails (raises, exits or returns something that is not a decision), and, unless
     ``force``, when the run would need more than half of the available memory or more than
-    half an hour (see :mod:`simscale.simulator.budget`)."""
+    half an hour (see :mod:`simscale.simulator.budget`). ``bounds``: also compute each
+    service's bounds on the optimal cost (:mod:`simscale.simulator.bounds`; summary
+    ``bounds``)."""
 
     if replications < 1:
         raise UserError("replications must be at least 1", field="replications")
@@ -290,6 +293,10 @@ def run_scenario(
     }
     if replications > 1:
         summary["aggregate"] = aggregate_runs(runs)
+    if bounds:  # lower bound and hindsight schedule on the same inputs
+        from simscale.simulator.bounds import scenario_bounds
+
+        summary["bounds"] = scenario_bounds(scenario, base_seed, replications, prof)
     timeseries = pd.concat(ts_parts, ignore_index=True) if ts_parts else pd.DataFrame()
     for col in ("strategy", "label", "service"):
         if col in timeseries:

@@ -121,6 +121,10 @@ class Service(_Model):
     #: the profile: service times are divided by it (0.5 = half as fast, times double)
     cpu_speed: Annotated[float, Field(ge=1e-4, le=1e4, allow_inf_nan=False)] = 1.0
     slo_ms: PositiveFloat
+    #: the fraction of requests (0 < x <= 1) that must finish within ``slo_ms`` for a schedule
+    #: to count as meeting the SLO: what the bounds on the optimum (``simulator/bounds.py``,
+    #: docs/BOUNDS.md) are computed for
+    slo_target: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.99
     batching: Batching = Batching()
     queue: Queue = Queue()
     routing: Routing = "shared_queue"
