@@ -16,32 +16,38 @@ Measured on the 2-core shared development machine (medians over all decisions of
 per decision, observe + decide; ``before``: this script on the code before issue #13 item 3,
 which rebuilt the latency window, queue and per-replica figures from the request arrays at each
 decision and solved the queueing model afresh each time; ``first pass``: the incremental
-monitor and the memoized queueing answers; ``now``: latency percentiles computed only when a
-strategy reads them, from a snapshot of the window, so the compiled monitor maintains its bands
-only for strategies that read them; the compiled monitor also for small services once loaded;
-leaner observation building and governors). The machine was loaded (load average about 2.5 on
-2 cores) for ``now``: the code of ``first pass`` measured 178.8 / 179.5 / 90.7 (threshold /
-hpa / kpa) in that session, against 107.9 / 109.8 / 48.4 in its own.
+monitor and the memoized queueing answers; ``second``: latency percentiles computed only when a
+strategy reads them, the compiled monitor also for small services once loaded, leaner
+observation building and governors (load average about 2.5 on 2 cores); ``now``: completions,
+utilization and arrivals also lazy (each observation queues its slab; the slabs are read,
+oldest first and each as at its observation, when a strategy first reads one of them, a
+latency percentile, or a streaming run its cursors), so ``hpa`` and ``kpa`` no longer pay for
+the pass over the slab's requests; the queue, in-flight and per-replica figures come from one
+compiled call with its own cursors; a leaner slab loop (running bin sums in registers);
+``Decision`` and ``Step`` built without ``object.__setattr__``. ``second`` measured 49.6 /
+52.8 / 32.0 (threshold / hpa / kpa) at the start of the session of ``now`` (load average
+about 2.2), ``now`` at its end (load average about 0.9).
 
-============  =========  ==========  =====  ============================================
-strategy      before     first pass  now    now, per service (linear_regression /
-                                            xgboost / resnet50)
-============  =========  ==========  =====  ============================================
-threshold        311.9       107.9    48.0  60.2 / 46.4 / 35.9
-hpa              320.9       109.8    51.6  63.6 / 50.1 / 42.0
-kpa              227.4        48.4    32.2  34.3 / 31.6 / 30.7
-cost_aware      1258.9       583.9     --   (not measured again)
-oracle          1734.7       223.5     --   (not measured again)
-============  =========  ==========  =====  ============================================
+============  =========  ==========  ======  =====  ======================================
+strategy      before     first pass  second  now    now, per service (linear_regression /
+                                                    xgboost / resnet50)
+============  =========  ==========  ======  =====  ======================================
+threshold        311.9       107.9     48.0   48.4  62.2 / 45.5 / 34.6
+hpa              320.9       109.8     51.6   33.3  35.7 / 31.6 / 31.7
+kpa              227.4        48.4     32.2   21.4  22.0 / 20.5 / 21.4
+cost_aware      1258.9       583.9      --     --   (not measured again)
+oracle          1734.7       223.5      --     --   (not measured again)
+============  =========  ==========  ======  =====  ======================================
 
 linear_regression and xgboost (720 000 and 360 000 requests) run the compiled request plane
 and with it the compiled monitor (:mod:`simscale.simulator._kernels_monitor`); resnet50 (11 000
 requests) runs its request plane in Python and, since the other services loaded it, the
-compiled monitor. With ``SIMSCALE_KERNELS=python`` (numpy everywhere), in the same session as
-``now``: threshold 201.3, hpa 242.2, kpa 97.1 (first pass, in its session: 187.4, 195.4,
-111.8). What remains of ``now`` is mostly the compiled monitor's pass over the slab's
-requests (busy time and completions per second; about 20 us for linear_regression's 3 500
-requests per 15 s) and fixed Python costs of about 15 us in ``Monitor.observe``.
+compiled monitor. What remains: for ``threshold`` (it reads utilization, so every slab is
+read), the compiled pass over the slab's requests (about 8 ns per request in the run: 12 us for
+xgboost's 1 500 requests per 15 s, 25 us for linear_regression's 3 000) and the call into it
+(about 4 us: 25 arguments); for all three, about 12 us of fixed Python cost in
+``Monitor.observe`` (serving-time bins, record counts, the observation) and 8 to 15 us in
+``decide`` (governor chains, ``Decision``).
 """
 
 from __future__ import annotations

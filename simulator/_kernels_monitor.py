@@ -2,9 +2,10 @@
 
 :class:`CompiledRequests` does what :class:`~simscale.simulator.observations.Requests` does, with
 the same results (``tests/test_observations_incremental.py`` checks it on randomized
-scenarios), in one compiled call per observation: :func:`step` is a port of each numpy step that
-performs the same floating-point operations in the same order (completions and per-replica busy
-time summed request by request, busy pieces bin by bin in the order of
+scenarios), in one compiled call per observation (:func:`now_step`: queue, in flight, busy time
+per replica) and one per slab when it is read (:func:`slab_step`), each a port of the numpy
+step that performs the same floating-point operations in the same order (completions and
+per-replica busy time summed request by request, busy pieces bin by bin in the order of
 ``observations._add_busy``, the utilization rule of ``serving.utilization_per_s``). The monitor
 uses it when the request plane runs its compiled loops (numba is imported then anyway).
 
@@ -13,10 +14,10 @@ of the same latencies): the completions of each slab in a queue with their end t
 number held, and, around the ranks the percentiles need, sorted *bands* of the held latencies
 (every held latency within a band's value bounds) with the number held below each band. A new
 or expired latency is compared with the bands' bounds and, when it falls inside one, inserted
-into or removed from that band's sorted values (a few dozen moves); an order statistic is read
-from the band that holds its rank. When a rank is in no band (the distribution moved) or a band
-is full, the bands are rebuilt from the queue (one sort, in numpy): about once in tens of
-observations when the latencies are steady.
+into or removed from that band's sorted values; an order statistic is read from the band that
+holds its rank. When a rank is in no band (the distribution moved) or a band is full, the bands
+are rebuilt from the queue (one sort, in numpy): about once in tens of observations when the
+latencies are steady.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -38,37 +40,41 @@ _QS = (50.0, 95.0, 99.0)
 
 
 @njit(cache=True, nogil=True)
-def _slab(arr, st, en, drop, bs, rep, p, hi, a, b, comp, busy, out_end, out_ms, at, rep_out):  # noqa: ANN001, ANN202
+def _slab(arr, st, en, drop, bs, p, hi, a, b, comp, busy, out_end, out_ms, at):  # noqa: ANN001, ANN202
     """Port of ``Requests.advance``: the slab ``[a, b)`` of requests ``p..hi-1`` into the
     completion and busy bins; the completions' (end, latency ms), in request order, into
-    ``out_end``/``out_ms`` from ``at``; when ``rep_out`` is not empty (the slab covers
-    ``[b - 1, b)``), each busy request's time in that second into ``rep_out[replica]``, as
-    ``Requests.replica_busy`` does from the slab. Returns ``(p_done, completions)``."""
+    ``out_end``/``out_ms`` from ``at``. Returns ``(p_done, completions)``. A bin's running
+    count and busy sum stay in a register while the requests stay in it: the same additions
+    in the same order as adding to the arrays each time (counts are exact in any order)."""
     ka = int(a)
-    a1 = b - 1.0
-    per_rep = len(rep_out) > 0
     part = np.zeros(int(b) - ka + 2)
     # busy pieces: the first bin of every busy request (level 1 of observations._add_busy,
     # summed per bin from zero in request order), the rest of the requests that go on
-    s_on = np.empty(hi - p)
-    e_on = np.empty(hi - p)
-    w_on = np.empty(hi - p)
-    n_on = 0
-    top = 0
-    nc = 0
+    s_on, e_on, w_on = np.empty(hi - p), np.empty(hi - p), np.empty(hi - p)
+    n_on = top = nc = 0
     p_done = hi
     blocked = False
+    ck = -1  # the completion bin counted in cn
+    cn = 0
+    pk = 0  # the busy bin (of part) summed in acc
+    acc = 0.0
     for i in range(p, hi):
         e = en[i]
-        done = e < b
-        if not done and not blocked:
+        if e < b:
+            if e >= a and drop[i] == 0:
+                k = int(e)
+                if k != ck:
+                    if cn:
+                        comp[ck] += cn
+                    ck = k
+                    cn = 0
+                cn += 1
+                out_end[at + nc] = e
+                out_ms[at + nc] = (e - arr[i]) * 1000.0
+                nc += 1
+        elif not blocked:
             p_done = i
             blocked = True
-        if done and e >= a and drop[i] == 0:
-            comp[int(e)] += 1.0
-            out_end[at + nc] = e
-            out_ms[at + nc] = (e - arr[i]) * 1000.0
-            nc += 1
         s0 = st[i]
         if s0 == s0:  # started (not NaN)
             s = s0 if s0 > a else a
@@ -78,18 +84,22 @@ def _slab(arr, st, en, drop, bs, rep, p, hi, a, b, comp, busy, out_end, out_ms, 
                 js = int(s)
                 cut = js + 1.0
                 f = ee if ee < cut else cut
-                part[js - ka] += (f - s) * w
-                if js - ka > top:
-                    top = js - ka
+                j = js - ka
+                if j != pk:
+                    part[pk] = acc
+                    pk = j
+                    acc = part[j]
+                    if j > top:
+                        top = j
+                acc += (f - s) * w
                 if ee > cut:
                     s_on[n_on] = cut
                     e_on[n_on] = ee
                     w_on[n_on] = w
                     n_on += 1
-                if per_rep:
-                    v = ee - (s if s > a1 else a1)
-                    if v > 0.0:
-                        rep_out[rep[i]] += v * w
+    if cn:
+        comp[ck] += cn
+    part[pk] = acc
     for k in range(top + 1):
         busy[ka + k] += part[k]
         part[k] = 0.0
@@ -267,27 +277,22 @@ def _order_stats(ws, b_n, b_below, b_vals, stats):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True)
-def step(arr, st, en, drop, bs, rep, hi, a, b, comp, busy, serve, util, fin0, fin1, cur,  # noqa: ANN001, ANN201
-         lo, lo_prev, ws, f_end, f_ms, s_start, s_a, s_b, b_lo, b_hi, b_n, b_below, b_vals,
-         rep_out):
-    """Port of ``Requests.observe`` (see there), but for the latency percentiles, which
-    :func:`latency_stats` reads when asked: returns ``(queued, in flight, first, next entry of
-    the latency queue)`` and fills ``rep_out`` (busy time per replica id, when not empty). The
-    slab's latencies join the queue (not the bands); those that ended in ``[lo_prev, lo)`` leave
-    the window. ``cur``: the cursors ``(p_done, p_1s)``. When the queue has no room for
+def slab_step(arr, st, en, drop, bs, hi, a, b, bins, fin0, fin1, cur, lo, lo_prev, ws, f_end,  # noqa: ANN001, ANN201
+              f_ms, s_start, s_a, s_b, b_lo, b_hi, b_n, b_below, b_vals):
+    """Port of ``Requests.slab`` (see there), but for the latency percentiles, which
+    :func:`latency_stats` reads when asked: returns ``(first, next entry of the latency
+    queue)``. ``bins``: the rows completions, busy, serving, utilization per second. The
+    slab's latencies join the queue (not the bands); those that ended in ``[lo_prev, lo)``
+    leave the window. ``cur[0]``: ``p_done``. When the queue has no room for
     ``hi - p_done`` more latencies or the slab list for one more slab, nothing is done and
-    ``queued`` is -1 (make room, then call again)."""
-    if b > a and (ws[F_TAIL] + max(0, hi - cur[0]) > len(f_end)
-                  or ws[S_TAIL] + 1 > len(s_start)):
-        return -1, 0, 0, 0
-    covered = False
+    the first entry is -1 (make room, then call again)."""
     if b > a:
+        if (ws[F_TAIL] + max(0, hi - cur[0]) > len(f_end)
+                or ws[S_TAIL] + 1 > len(s_start)):
+            return -1, 0
         at = ws[F_TAIL]
-        covered = b - 1.0 >= a  # the slab holds [b - 1, b): per-replica busy time from it
-        if covered:
-            cur[1] = max(cur[1], cur[0])
-        p_done, nc = _slab(arr, st, en, drop, bs, rep, cur[0], hi, a, b, comp, busy, f_end,
-                           f_ms, at, rep_out if covered else rep_out[:0])
+        p_done, nc = _slab(arr, st, en, drop, bs, cur[0], hi, a, b, bins[0], bins[1], f_end,
+                           f_ms, at)
         cur[0] = p_done
         if nc:
             s = ws[S_TAIL]
@@ -298,38 +303,56 @@ def step(arr, st, en, drop, bs, rep, hi, a, b, comp, busy, serve, util, fin0, fi
             ws[F_TAIL] = at + nc
             ws[N] += nc
     # the utilization of the bins now final (port of serving.utilization_per_s)
+    busy = bins[1]
+    serve = bins[2]
+    util = bins[3]
     for k in range(fin0, fin1):
         u = busy[k] / serve[k] if serve[k] > 0 else 0.0
         util[k] = u if u < 1.0 else 1.0
-    # queued and in flight at b (port of Requests.at_time)
-    queued = 0
-    flight = 0
-    for i in range(cur[0], hi):
-        if not en[i] <= b:
-            flight += 1
-            if not st[i] <= b:
-                queued += 1
-    # busy time per replica in [b - 1, b) when the slab did not cover it (port of
-    # Requests.replica_busy, its second branch; the two give the same sums: requests that do not
-    # overlap the second add nothing)
-    if len(rep_out) and not covered:
-        a1 = b - 1.0
-        p = cur[1]
-        while p < hi and en[p] < a1:
-            p += 1
-        cur[1] = p
-        for i in range(p, hi):
-            s0 = st[i]
-            if s0 == s0:
-                e = en[i]
-                v = (e if e < b else b) - (s0 if s0 > a1 else a1)
-                if v > 0.0:
-                    rep_out[rep[i]] += v * (1.0 / bs[i])
     # the latency window: the completions before lo out
     if not _expire(ws, f_end, f_ms, s_start, s_a, s_b, lo, lo_prev, b_lo, b_hi, b_n, b_below,
                    b_vals):
         ws[BANDS] = 0
-    return queued, flight, ws[F_HEAD], ws[F_TAIL]
+    return ws[F_HEAD], ws[F_TAIL]
+
+
+@njit(cache=True, nogil=True)
+def now_step(arr, st, en, bs, rep, t, cur, rep_out, n_rid):  # noqa: ANN001, ANN201
+    """Port of ``Requests.now``: returns ``(hi, queued, in flight)`` at ``t`` (``hi``: the
+    first request arriving at or after ``t``) and, when ``n_rid`` > 0, the busy time of each
+    replica id in ``[t - 1, t)`` in ``rep_out[:n_rid]``. ``cur[1]``, ``cur[2]``: the cursors
+    ``p_1s`` and ``p_now`` (moved on here)."""
+    hi = np.searchsorted(arr, t)
+    # queued and in flight at t: only requests that did not end by t can be
+    p = cur[2]
+    while p < hi and en[p] <= t:
+        p += 1
+    cur[2] = p
+    queued = 0
+    flight = 0
+    for i in range(p, hi):
+        if not en[i] <= t:
+            flight += 1
+            if not st[i] <= t:
+                queued += 1
+    # busy time per replica in [t - 1, t): only requests that did not end before t - 1 can
+    # have some (the others would add 0.0, which changes no sum)
+    a1 = t - 1.0
+    p = cur[1]
+    while p < hi and en[p] < a1:
+        p += 1
+    cur[1] = p
+    if n_rid:
+        for r in range(n_rid):
+            rep_out[r] = 0.0
+        for i in range(p, hi):
+            s0 = st[i]
+            if s0 == s0:
+                e = en[i]
+                v = (e if e < t else t) - (s0 if s0 > a1 else a1)
+                if v > 0.0:
+                    rep_out[rep[i]] += v * (1.0 / bs[i])
+    return hi, queued, flight
 
 
 @njit(cache=True, nogil=True)
@@ -358,13 +381,13 @@ def latency_stats(ws, f_end, f_ms, lo, b_lo, b_hi, b_n, b_below, b_vals, stats):
 class CompiledRequests:
     """:class:`~simscale.simulator.observations.Requests` on compiled loops (same results).
 
-    The latency percentiles are read when a strategy first asks (see :meth:`observe`): from
-    the bands when it asks before the next observation (then kept up to date for the next one
-    too), else from a snapshot of the queue. A strategy that does not read them at one
-    observation lets the bands go; they are rebuilt (one sort) when it reads them again."""
+    The latency percentiles are read when a strategy first asks (:meth:`latency`): from the
+    bands when it asks before the next observation (then kept up to date for the next one too),
+    else from a snapshot of the queue. A strategy that does not read them at one observation
+    lets the bands go; they are rebuilt (one sort) when it reads them again."""
 
     def __init__(self, capacity: int = 4096) -> None:
-        self.cur = np.zeros(2, dtype=np.int64)  # p_done, p_1s
+        self.cur = np.zeros(3, dtype=np.int64)  # p_done, p_1s, p_now
         self.ws = np.zeros(7, dtype=np.int64)
         self.f_end = np.empty(capacity)
         self.f_ms = np.empty(capacity)
@@ -379,12 +402,17 @@ class CompiledRequests:
         self.stats = np.empty(9)  # order statistics (2 per percentile), the percentiles
         #: every completion with an end at or after this is held
         self.kept_from = -np.inf
-        self._no_rep = np.zeros(0)
-        self._gen = 0  # observations made
+        self._rep = np.zeros(64)  # busy time per replica id (reused)
         self._read = False  # the latest observation's percentiles were read
+        #: observations whose slab is not read yet (see ``Monitor``), and what reads them
+        self.pending: list[tuple[float, float, int, int, int, float, list[Any]]] = []
+        self.flush: Callable[[], None] = _nothing
 
     @property
     def p_done(self) -> int:
+        """Every request before it ended before the last slab read (the pending slabs are
+        read first: a streaming run may then forget the requests before it)."""
+        self.flush()
         return int(self.cur[0])
 
     @property
@@ -394,6 +422,7 @@ class CompiledRequests:
     def shift(self, k: int) -> None:
         """See :meth:`~simscale.simulator.observations.Requests.shift`."""
         self.cur -= k
+        self.pending = [(a, b, hi - k, *rest) for a, b, hi, *rest in self.pending]
 
     def _room(self, k: int) -> None:
         """Room for ``k`` more latencies and one more slab in the queue: its dead head dropped,
@@ -420,46 +449,46 @@ class CompiledRequests:
         ws[F_HEAD], ws[F_TAIL], ws[S_HEAD], ws[S_TAIL] = 0, t - h, 0, stl - sh
         ws[SYNCED] = max(0, int(ws[SYNCED]) - h)
 
-    def observe(self, pl, a: float, b: float, hi: int, comp_bins: np.ndarray,  # noqa: ANN001
-                busy_bins: np.ndarray, serve_bins: np.ndarray, util_bins: np.ndarray,
-                fin0: int, fin1: int, lo: float, n_rid: int
-                ) -> tuple[int, int, Callable[[], tuple[float, float, float]], np.ndarray | None]:
-        """See :meth:`~simscale.simulator.observations.Requests.observe`."""
+    def now(self, pl, t: float, n_rid: int) -> tuple[int, int, int, np.ndarray | None]:  # noqa: ANN001
+        """See :meth:`~simscale.simulator.observations.Requests.now` (the busy times are in an
+        array reused at the next call)."""
+        rep = self._rep
+        if n_rid > len(rep):
+            rep = self._rep = np.zeros(2 * n_rid)
+        hi, queued, flight = now_step(pl.arrival_s, pl.start_s, pl.end_s, pl.batch_size,
+                                      pl.replica, t, self.cur, rep, n_rid)
+        return hi, queued, flight, rep if n_rid else None
+
+    def slab(self, pl, a: float, b: float, hi: int, bins: np.ndarray, fin0: int,  # noqa: ANN001
+             fin1: int, lo: float) -> tuple[Any, ...]:
+        """See :meth:`~simscale.simulator.observations.Requests.slab`."""
+        ws = self.ws
         if not self._read:
-            self.ws[BANDS] = 0  # nobody reads them: not kept up to date
-        rep_out = np.zeros(n_rid) if n_rid else self._no_rep
+            ws[BANDS] = 0  # nobody reads them: not kept up to date
         kept = self.kept_from
         while True:
-            queued, flight, head, tail = step(
-                pl.arrival_s, pl.start_s, pl.end_s, pl.drop, pl.batch_size, pl.replica, hi, a,
-                b, comp_bins, busy_bins, serve_bins, util_bins, fin0, fin1, self.cur,
-                lo if lo > kept else kept, kept, self.ws, self.f_end, self.f_ms, self.s_start,
-                self.s_a, self.s_b, self.b_lo, self.b_hi, self.b_n, self.b_below, self.b_vals,
-                rep_out)
-            if queued >= 0:
+            head, tail = slab_step(
+                pl.arrival_s, pl.start_s, pl.end_s, pl.drop, pl.batch_size, hi, a, b, bins,
+                fin0, fin1, self.cur, lo if lo > kept else kept, kept, ws, self.f_end,
+                self.f_ms, self.s_start, self.s_a, self.s_b, self.b_lo, self.b_hi, self.b_n,
+                self.b_below, self.b_vals)
+            if head >= 0:
                 break
             self._room(max(0, hi - int(self.cur[0])))
         if lo < kept:  # a widened window: read [lo, b) again, from the start
             self._refill(pl, lo, b, hi)
-            head, tail = 0, int(self.ws[F_TAIL])
+            head, tail = 0, int(ws[F_TAIL])
         elif lo > kept:
             self.kept_from = lo
-        self._gen += 1
         self._read = False
-        return queued, flight, self._latency(head, tail), rep_out if n_rid else None
+        return self.f_end, self.f_ms, head, tail, self.kept_from
 
-    def _latency(self, head: int, tail: int) -> Callable[[], tuple[float, float, float]]:
-        """The percentiles of the window as it is now (the queue's entries ``head..tail-1``
-        with an end at or after :attr:`kept_from`), whenever they are read."""
-        gen = self._gen
-        snap = (self.f_end, self.f_ms, head, tail, self.kept_from)
-
-        def latency() -> tuple[float, float, float]:
-            if gen == self._gen:
-                return self._percentiles_now()
-            return _snapshot_percentiles(*snap)
-
-        return latency
+    def latency(self, snap: tuple[Any, ...], latest: bool) -> tuple[float, float, float]:
+        """p50, p95, p99 (ms) of the window a :meth:`slab` left: from the bands when it is the
+        ``latest`` (the window held now), else from its snapshot."""
+        if latest:
+            return self._percentiles_now()
+        return _snapshot_percentiles(*snap)
 
     def _percentiles_now(self) -> tuple[float, float, float]:
         """p50, p95, p99 (ms) of the window held now, from the bands (rebuilt when needed)."""
@@ -530,6 +559,10 @@ class CompiledRequests:
         return n
 
 
+def _nothing() -> None:
+    """No pending slabs to read (a monitor sets its own)."""
+
+
 def _snapshot_percentiles(f_end: np.ndarray, f_ms: np.ndarray, h: int, t: int,
                           lo: float) -> tuple[float, float, float]:
     """p50, p95, p99 (ms) of the latencies a snapshot of the queue held (entries ``h..t-1``
@@ -555,11 +588,12 @@ def warm_up() -> tuple[float, bool]:
         batch_size = np.array([1, 2, 0], dtype=np.int32)
         replica = np.array([0, 0, -1], dtype=np.int32)
 
-    bins = [np.zeros(4) for _ in range(4)]
-    req.observe(_Plane, 0.0, 1.5, 3, *bins, 0, 1, -1.0, 1)[2]()
-    req.observe(_Plane, 1.5, 2.0, 3, *bins, 1, 2, -2.0, 0)[2]()
-    kernels = (step, latency_stats)
+    bins = np.zeros((4, 4))
+    for a, b, fin0, fin1, lo in ((0.0, 1.5, 0, 1, -1.0), (1.5, 2.0, 1, 2, -2.0)):
+        hi = req.now(_Plane, b, 1)[0]
+        req.latency(req.slab(_Plane, a, b, hi, bins, fin0, fin1, lo), True)
+    kernels = (slab_step, now_step, latency_stats)
     return time.perf_counter() - t0, any(k.stats.cache_misses for k in kernels)
 
 
-__all__ = ["CompiledRequests", "latency_stats", "step", "warm_up"]
+__all__ = ["CompiledRequests", "latency_stats", "now_step", "slab_step", "warm_up"]

@@ -242,6 +242,7 @@ class _ServiceSim:
         self.options = size_options(svc, profile, self.maxb)
         self.size = self._option(svc.device, svc.threads) or self.options[0]
         self._stm_cache: dict[tuple[str, int], Any] = {}
+        self._factor_cache: dict[tuple[str, int, float, int], Any] = {}
         self.records: list[ReplicaRecord] = []
         #: the records not stopped, by id (in creation order): what every decision scans
         #: (the run's whole history would make each decision slower as the run goes on)
@@ -265,7 +266,16 @@ class _ServiceSim:
         """Per batch size b = 0..maxb, the (factors, offsets) of the request plane, and its idle
         curve: a batch whose first request drew ``X`` takes ``offsets[b] + factors[b] * X``
         seconds plus the serving overhead of the replica's idle time before it (when the
-        profile measured one; otherwise that overhead is a constant in ``offsets``)."""
+        profile measured one; otherwise that overhead is a constant in ``offsets``). Made once
+        per (size, slowdown, batch limit): replicas of the same size share the lists."""
+        key = (size.device, size.threads, slowdown, maxb)
+        got = self._factor_cache.get(key)
+        if got is None:
+            got = self._factor_cache[key] = self._make_factors(size, slowdown, maxb)
+        return got
+
+    def _make_factors(self, size: SizeOption, slowdown: float, maxb: int
+                      ) -> tuple[list[float], list[float], tuple[list[float], list[float]] | None]:
         b = np.arange(0, maxb + 1)
         slowdown = slowdown / self.svc.cpu_speed
         if isinstance(self.svc.service_time, Distribution):

@@ -49,11 +49,19 @@ class Monitor:
 
     State: the per-second bins (final for ``[0, fin)``; the bin holding ``t_done`` is partly
     filled) with the utilization of the final ones, ``t_done`` (every contribution before it is
-    in the bins) and the replica records that may still serve. What is read request by request
-    (completions, busy time, latencies, queue, in flight, per-replica busy time) is kept by
-    :attr:`requests`: :class:`Requests` (numpy), or its compiled twin when the request plane
-    runs compiled loops (``kernels``: ``"compiled"`` or ``"python"``; default: the plane's, see
-    :func:`_monitor_kernels`)."""
+    in the bins, or in a slab still to read) and the replica records that may still serve. What
+    is read request by request (queue, in flight, per-replica busy time at each observation;
+    completions, busy time and latencies slab by slab) is kept by :attr:`requests`:
+    :class:`Requests` (numpy), or its compiled twin when the request plane runs compiled loops
+    (``kernels``: ``"compiled"`` or ``"python"``; default: the plane's, see
+    :func:`_monitor_kernels`).
+
+    The slabs are read lazily: each observation queues its slab ``[a, b)`` (with its window
+    start) in ``requests.pending``, and the queue is read, oldest first and each slab as it
+    would have been read at its observation, when a strategy first reads ``completions_per_s``,
+    ``utilization_per_s`` or a latency percentile of any observation, or when the bins or
+    ``requests.p_done`` (a streaming run) are read. So the same floats come out, and a strategy
+    that reads none of them (``hpa``, ``kpa``) does not pay for the pass over the requests."""
 
     def __init__(self, sim: Any, scenario: Scenario, kernels: str | None = None) -> None:
         """``sim``: the engine's per-service simulation (its plane, records, service, size)."""
@@ -62,29 +70,62 @@ class Monitor:
         self.history_s = int(scenario.metrics.history_s)
         self.n_bins = int(math.ceil(scenario.duration_s))
         self.arr_bins = sim.plane.arrivals_per_s(self.n_bins)
-        # bins up to floor(t_obs) <= n_bins are written (the last one partly)
-        self.comp_bins = np.zeros(self.n_bins + 2)
-        self.busy_bins = np.zeros(self.n_bins + 2)
-        self.serve_bins = np.zeros(self.n_bins + 2)
-        self.util_bins = np.zeros(self.n_bins + 2)
+        # rows: completions, busy, serving, utilization per second; bins up to
+        # floor(t_obs) <= n_bins are written (the last one partly)
+        self._bins = np.zeros((4, self.n_bins + 2))
+        self.serve_bins = self._bins[2]
         self.fin = 0
         self.t_done = 0.0
         self._recs: list[Any] = []  # replica records that may serve at or after t_done
         self._n_recs = 0  # records of sim.records seen
         self._counts_key: tuple[int, int, int, int] | None = None
         self._counts = ReplicaCounts()
+        self._gen = 0  # observations made
         if (kernels or _monitor_kernels(sim.plane)) == "compiled":
             from simscale.simulator._kernels_monitor import CompiledRequests
 
             self.requests: Requests = CompiledRequests()
         else:
             self.requests = Requests()
+        self.requests.flush = self.flush
+
+    @property
+    def comp_bins(self) -> np.ndarray:
+        """Completions per second (the pending slabs read first)."""
+        self.flush()
+        return self._bins[0]
+
+    @property
+    def busy_bins(self) -> np.ndarray:
+        """Busy time per second (s; the pending slabs read first)."""
+        self.flush()
+        return self._bins[1]
+
+    @property
+    def util_bins(self) -> np.ndarray:
+        """Utilization of each final second (the pending slabs read first)."""
+        self.flush()
+        return self._bins[3]
+
+    def flush(self) -> None:
+        """Read the pending slabs, oldest first; each fills its ticket with its latency
+        snapshot."""
+        req = self.requests
+        pending = req.pending
+        if not pending:
+            return
+        req.pending = []
+        pl = self.sim.plane
+        bins = self._bins
+        for a, b, hi, fin0, fin1, lo, ticket in pending:
+            ticket.append(req.slab(pl, a, b, hi, bins, fin0, fin1, lo))
 
     def observe(self, t_s: float) -> Observation:
         sim = self.sim
         pl = sim.plane
-        t_obs = max(t_s - self.lag_s, 0.0)
-        hi = int(pl.arrival_s.searchsorted(t_obs))
+        t_obs = t_s - self.lag_s
+        if t_obs < 0.0:
+            t_obs = 0.0
         recs = sim.records
         if len(recs) > self._n_recs:
             self._recs.extend(recs[self._n_recs:])
@@ -94,7 +135,8 @@ class Monitor:
         if t_obs > a:  # the slab [a, t_obs)
             self._serve(a, t_obs)
             self.t_done = t_obs
-            self.fin = min(int(t_obs), self.n_bins)
+            fin = int(t_obs)
+            self.fin = fin if fin < self.n_bins else self.n_bins
         window_s = latency_window_of(sim.strategy)
         # counts of the records by state; per-replica busy fraction over the last second
         pending = starting = draining = 0
@@ -113,28 +155,45 @@ class Monitor:
         if key != self._counts_key:  # (the same counts: the same immutable value)
             self._counts_key = key
             self._counts = ReplicaCounts(*key)
-        qlen, infl, latency, busy_by = self.requests.observe(
-            pl, a, t_obs, hi, self.comp_bins, self.busy_bins, self.serve_bins, self.util_bins,
-            fin0, self.fin, t_obs - window_s, sim._next_rid if ready else 0)
+        req = self.requests
+        hi, qlen, infl, busy_by = req.now(pl, t_obs, sim._next_rid if ready else 0)
+        ticket: list[Any] = []
+        req.pending.append((a, t_obs, hi, fin0, self.fin, t_obs - window_s, ticket))
+        self._gen = gen = self._gen + 1
         per_rep = []
         if ready:
             n_busy = len(busy_by)
             a1 = t_obs - 1.0
             for rec in ready:
                 rid = rec.rid
-                bt = float(busy_by[rid]) if rid < n_busy else 0.0
                 r = rec.ready_s
-                per_rep.append((bt, t_obs - (r if r > a1 else a1)))
+                per_rep.append((busy_by.item(rid) if rid < n_busy else 0.0,
+                                t_obs - (r if r > a1 else a1)))
         kb1 = self.fin
         kb0 = kb1 - self.history_s if kb1 > self.history_s else 0
         svc = sim.svc
+        bins = self._bins
+
+        def latency() -> tuple[float, float, float]:
+            if not ticket:
+                self.flush()
+            return req.latency(ticket[0], gen == self._gen)
+
+        def completions() -> tuple[np.ndarray]:
+            self.flush()
+            return (bins[0, kb0:kb1].copy(),)
+
+        def utilization() -> tuple[np.ndarray]:
+            self.flush()
+            return (bins[3, kb0:kb1].copy(),)
+
+        arr_bins = self.arr_bins
         return build_observation(
             t_s=t_s, lag_s=self.lag_s, service=svc.name, slo_ms=svc.slo_ms,
             min_replicas=svc.replicas.min, max_replicas=svc.replicas.max, size=sim.size,
             size_options=sim.options, counts=self._counts,
-            arrivals_per_s=self.arr_bins[kb0:kb1].copy(),
-            completions_per_s=self.comp_bins[kb0:kb1].copy(),
-            utilization=self.util_bins[kb0:kb1].copy(),
+            arrivals_per_s=lambda: (arr_bins[kb0:kb1].copy(),),
+            completions_per_s=completions, utilization=utilization,
             replica_busy_last_s=per_rep, queue_length=qlen, in_flight=infl,
             latency_window_s=window_s, latency_percentiles_ms=latency,
             max_wait_ms=sim.max_wait_s * 1000.0)
@@ -172,58 +231,85 @@ def _monitor_kernels(plane: Any) -> str:
     return kernels
 
 
+def _nothing() -> None:
+    """No pending slabs to read (a monitor sets its own)."""
+
+
 class Requests:
     """What the monitor reads request by request, on numpy arrays: the specification of
     :class:`~simscale.simulator._kernels_monitor.CompiledRequests`, which gives the same
-    results. Cursors: every request before ``p_done`` ended before the last slab's end, every
-    one before ``p_1s`` ended before the last ``t_obs - 1`` asked."""
+    results. Cursors: every request before ``p_done`` ended before the last slab read, every
+    one before ``p_1s`` ended before the last ``t - 1`` asked, every one before ``p_now`` ended
+    at or before the last ``t`` asked. ``pending``: the slabs the monitor has yet to read
+    (``(a, b, hi, fin0, fin1, lo, ticket)``), ``flush`` reads them."""
 
     def __init__(self) -> None:
-        self.p_done = 0
+        self._p_done = 0
         self.p_1s = 0
-        self.latency = _LatencyWindow()
-        self._busy: tuple[np.ndarray, ...] | None = None  # busy requests of the last slab
-        self._busy_slab = (math.nan, math.nan)
+        self.p_now = 0
+        self.latency_window = _LatencyWindow()
+        self.pending: list[tuple[float, float, int, int, int, float, list[Any]]] = []
+        self.flush: Callable[[], None] = _nothing
+
+    @property
+    def p_done(self) -> int:
+        """Every request before it ended before the last slab read (the pending slabs are
+        read first: a streaming run may then forget the requests before it)."""
+        self.flush()
+        return self._p_done
 
     def shift(self, k: int) -> None:
-        """The request plane forgot its first ``k`` requests (``k`` at most both cursors):
-        the cursors move with its arrays."""
-        self.p_done -= k
+        """The request plane forgot its first ``k`` requests (``k`` at most ``p_done`` and
+        ``p_1s``): the cursors, and the slabs still to read, move with its arrays."""
+        self._p_done -= k
         self.p_1s -= k
-        if self._busy is not None:
-            s, e, w, idx = self._busy
-            self._busy = (s, e, w, idx - k)
+        self.p_now -= k
+        self.pending = [(a, b, hi - k, *rest) for a, b, hi, *rest in self.pending]
 
-    def observe(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray,
-                busy_bins: np.ndarray, serve_bins: np.ndarray, util_bins: np.ndarray,
-                fin0: int, fin1: int, lo: float, n_rid: int
-                ) -> tuple[int, int, Callable[[], tuple[float, float, float]], np.ndarray | None]:
-        """One observation at ``b`` (the monitor has added the slab's serving time): add the
-        slab ``[a, b)`` when ``b > a``, the utilization of the bins ``[fin0, fin1)`` that are
-        now final; return ``(queued, in flight, latency, busy time per replica id in
-        [b - 1, b) or None when n_rid is 0)``. ``latency()`` gives (p50, p95, p99) of the
-        latencies (ms) of the completions in ``[lo, b)``, the same whenever it is called (it
-        reads a snapshot of the window): selecting them costs only when a strategy reads
-        them."""
+    def now(self, pl: Any, t: float, n_rid: int) -> tuple[int, int, int, np.ndarray | None]:
+        """At ``t`` (the request plane advanced to it at least): ``(hi, queued, in flight,
+        busy time per replica id in [t - 1, t) or None when n_rid is 0)``; ``hi``: the first
+        request arriving at or after ``t``. Queued and in flight: only requests that did not
+        end by ``t`` can be (queue-full drops ended at their arrival)."""
+        hi = int(pl.arrival_s.searchsorted(t))
+        self.p_now = p = _pointer(pl.end_s, self.p_now, hi, math.nextafter(t, math.inf))
+        if hi <= p:
+            qlen = infl = 0
+        else:
+            ended = pl.end_s[p:hi] <= t
+            infl = hi - p - int(np.count_nonzero(ended))
+            ended |= pl.start_s[p:hi] <= t
+            qlen = hi - p - int(np.count_nonzero(ended))
+        self.p_1s = _pointer(pl.end_s, self.p_1s, hi, t - 1.0)
+        return hi, qlen, infl, self.replica_busy(pl, t, hi, n_rid) if n_rid else None
+
+    def slab(self, pl: Any, a: float, b: float, hi: int, bins: np.ndarray, fin0: int,
+             fin1: int, lo: float) -> tuple[Any, ...]:
+        """Read the slab ``[a, b)`` of an observation at ``b`` (``hi``: the first arrival at
+        or after ``b``; the monitor has added its serving time; nothing when ``b <= a``) into
+        ``bins`` (rows: completions, busy time, serving time, utilization per second), the
+        utilization of the bins ``[fin0, fin1)`` that are now final, and move the latency
+        window to ``[lo, b)``; returns the window's snapshot for :meth:`latency`."""
         if b > a:
-            self.advance(pl, a, b, hi, comp_bins, busy_bins)
+            self.advance(pl, a, b, hi, bins[0], bins[1])
         if fin1 > fin0:
-            util_bins[fin0:fin1] = utilization_per_s(busy_bins[fin0:fin1],
-                                                     serve_bins[fin0:fin1])
-        qlen, infl = self.at_time(pl, b, hi)
-        latency = self.window(pl, lo, b, hi)
-        return qlen, infl, latency, self.replica_busy(pl, b, hi, n_rid) if n_rid else None
+            bins[3, fin0:fin1] = utilization_per_s(bins[1, fin0:fin1], bins[2, fin0:fin1])
+        if lo < self.latency_window.kept_from:
+            self._refill(pl, lo, b, hi)
+        return self.latency_window.snapshot(lo)
+
+    @staticmethod
+    def latency(snap: tuple[Any, ...], latest: bool) -> tuple[float, float, float]:
+        """p50, p95, p99 (ms) of the latencies a :meth:`slab`'s snapshot holds (NaN when
+        none), whenever it is read."""
+        return _percentiles_or_nan(*snap)
 
     def advance(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray,
                 busy_bins: np.ndarray) -> None:
         """Add the slab ``[a, b)`` (``b > a``; ``hi``: the first arrival at or after ``b``):
         completions and busy time to the bins, latencies to the window."""
-        p = self.p_done
+        p = self._p_done
         ka = int(a)
-        self._busy = None
-        self._busy_slab = (a, b)
-        if b - 1.0 >= a:  # the next [b - 1, b) lies in this slab
-            self.p_1s = max(self.p_1s, p)
         if hi <= p:
             return
         end = pl.end_s[p:hi]
@@ -234,7 +320,7 @@ class Requests:
         idx = np.flatnonzero(ok)
         if len(idx):  # completed in [a, b): completions per bin, latencies
             ec = end[idx]
-            self.latency.push(ec, (ec - pl.arrival_s[p:hi][idx]) * 1000.0, a, b)
+            self.latency_window.push(ec, (ec - pl.arrival_s[p:hi][idx]) * 1000.0, a, b)
             if int(b) == ka or int(ec.max()) == ka:
                 comp_bins[ka] += len(idx)
             else:
@@ -244,39 +330,11 @@ class Requests:
         e = np.minimum(end, b)
         sel = np.flatnonzero(e > s)
         if len(sel):  # busy in [a, b): a batch of b counts 1/b per request
-            s = s[sel]
-            e = e[sel]
-            w = 1.0 / pl.batch_size[p:hi][sel]
-            self._busy = (s, e, w, sel + p)
-            _add_busy(busy_bins, s, e, w, ka)
+            _add_busy(busy_bins, s[sel], e[sel], 1.0 / pl.batch_size[p:hi][sel], ka)
         if done.all():
-            self.p_done = hi
+            self._p_done = hi
         else:
-            self.p_done = p + int(done.argmin())
-
-    def at_time(self, pl: Any, t: float, hi: int) -> tuple[int, int]:
-        """``(queued, in flight)`` at ``t`` (the last slab's end): only requests that did not
-        end before it can be (queue-full drops ended at their arrival)."""
-        p = self.p_done
-        if hi <= p:
-            return 0, 0
-        ended = pl.end_s[p:hi] <= t
-        infl = hi - p - int(np.count_nonzero(ended))
-        ended |= pl.start_s[p:hi] <= t
-        return hi - p - int(np.count_nonzero(ended)), infl
-
-    def window(self, pl: Any, lo: float, t: float, hi: int
-               ) -> Callable[[], tuple[float, float, float]]:
-        """The window moved to ``[lo, t)`` (completions before ``lo`` dropped), and a function
-        giving p50, p95, p99 (ms) of its latencies (NaN when none) from a snapshot of it."""
-        if lo < self.latency.kept_from:
-            self._refill(pl, lo, t, hi)
-        snap = self.latency.snapshot(lo)
-        return lambda: _percentiles_or_nan(*snap)
-
-    def percentiles(self, pl: Any, lo: float, t: float, hi: int) -> tuple[float, float, float]:
-        """p50, p95, p99 (ms) of the latencies of the requests completed in ``[lo, t)``."""
-        return self.window(pl, lo, t, hi)()
+            self._p_done = p + int(done.argmin())
 
     def _refill(self, pl: Any, lo: float, t: float, hi: int) -> None:
         """The window reaches before what is kept (a strategy widened its
@@ -285,30 +343,20 @@ class Requests:
         ok = (end >= lo) & (end < t) & (pl.drop[:hi] == DROP_NONE)
         idx = np.flatnonzero(ok)
         ec = end[idx]
-        self.latency = _LatencyWindow()
-        self.latency.push(ec, (ec - pl.arrival_s[idx]) * 1000.0, lo, t)
-        self.latency.kept_from = lo
+        self.latency_window = _LatencyWindow()
+        self.latency_window.push(ec, (ec - pl.arrival_s[idx]) * 1000.0, lo, t)
+        self.latency_window.kept_from = lo
 
     def replica_busy(self, pl: Any, t: float, hi: int, n_rid: int) -> np.ndarray:
-        """Busy time of each replica id in ``[t - 1, t)``: from the slab just read when it
-        covers that second, else from the requests that did not end before it. Either way the
-        same terms in the same order (requests that do not overlap the second add 0.0, which
-        changes no sum)."""
+        """Busy time of each replica id in ``[t - 1, t)``, from the requests that did not end
+        before ``t - 1`` (the others would add 0.0, which changes no sum)."""
         a1 = t - 1.0
-        a, b = self._busy_slab
-        if b == t and a1 >= a:
-            if self._busy is None:
-                return np.zeros(n_rid)
-            s, e, w, idx = self._busy
-            rep = pl.replica[idx]
-        else:
-            self.p_1s = _pointer(pl.end_s, self.p_1s, hi, a1)
-            p = self.p_1s
-            st = pl.start_s[p:hi]
-            started = ~np.isnan(st)
-            s, e = st[started], pl.end_s[p:hi][started]
-            w = 1.0 / pl.batch_size[p:hi][started]
-            rep = pl.replica[p:hi][started]
+        p = self.p_1s
+        st = pl.start_s[p:hi]
+        started = ~np.isnan(st)
+        s, e = st[started], pl.end_s[p:hi][started]
+        w = 1.0 / pl.batch_size[p:hi][started]
+        rep = pl.replica[p:hi][started]
         ov = np.clip(np.minimum(e, t) - np.maximum(s, a1), 0.0, None) * w
         return np.bincount(rep, weights=ov, minlength=n_rid)
 

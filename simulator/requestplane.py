@@ -525,15 +525,17 @@ class RequestPlane:
         return self._layout
 
     def _advance_compiled(self, T: float) -> None:
-        from simscale.simulator import _kernels as K
-
+        # (called at every control event: the Python around the compiled loop is kept lean;
+        # slot s of the layout is replica self.accepting[s], the ids ascending)
+        K = _compiled_kernels()
         i0 = self.next_i
-        i1 = int(np.searchsorted(self.arrival_s, T, side="left"))
+        i1 = int(self.arrival_s.searchsorted(T))
         self.next_i = i1
         m, rids, factors, offsets, gaps, over, glen = self._slot_arrays()
+        acc = self.accepting
         fa = self.free_at
-        hf = np.fromiter((fa[r] for r in self.accepting), dtype=np.float64, count=m)
-        hs = np.arange(m, dtype=np.int64)
+        hf = np.array([fa[r] for r in acc] if m else [0.0], dtype=np.float64)
+        hs = np.arange(max(m, 1), dtype=np.int64)
         K.heapify(hf, hs, m)
         nserv = np.full(max(m, 1), -1, dtype=np.int64)
         tmo = self.timeout_s
@@ -543,10 +545,13 @@ class RequestPlane:
             factors, offsets, gaps, over, glen, nserv, self.max_batch_size, self.max_wait_s,
             -1 if self.capacity is None else int(self.capacity), tmo is not None,
             0.0 if tmo is None else float(tmo), self.now, i0, i1, T)
-        for f, s in zip(hf.tolist(), hs.tolist(), strict=True):
-            fa[int(rids[s])] = f
-        for s in np.flatnonzero(nserv[:m] >= 0).tolist():
-            self.nserv[int(rids[s])] = int(nserv[s])
+        if m:
+            for f, s in zip(hf.tolist()[:m], hs.tolist()[:m], strict=True):
+                fa[acc[s]] = f
+            ns = self.nserv
+            for s, b in enumerate(nserv.tolist()[:m]):
+                if b >= 0:
+                    ns[acc[s]] = b
 
     # -- fast path: shared FIFO queue, no batching ------------------------------------------
     def _advance_fifo(self, T: float) -> None:
@@ -993,6 +998,13 @@ class RequestPlane:
             idx = d[:, 0].astype(np.int64)
             self.drop[idx] = d[:, 1].astype(np.int8)
             self.end_s[idx] = d[:, 2]
+
+
+def _compiled_kernels():  # noqa: ANN202 - the module
+    """:mod:`simscale.simulator._kernels` (imported on first use: numba loads only then)."""
+    from simscale.simulator import _kernels
+
+    return _kernels
 
 
 def _idle_overhead(idle_s: float, curve: tuple[list[float], list[float]]) -> float:

@@ -209,12 +209,14 @@ def build_observation(
     *, t_s: float, lag_s: float, service: str, slo_ms: float, min_replicas: int,
     max_replicas: int, size: SizeOption,
     size_options: tuple[SizeOption, ...], counts: ReplicaCounts,
-    arrivals_per_s: np.ndarray, completions_per_s: np.ndarray,
+    arrivals_per_s: np.ndarray | Callable[[], tuple[np.ndarray]],
+    completions_per_s: np.ndarray | Callable[[], tuple[np.ndarray]],
     busy_per_s: np.ndarray | None = None, serving_per_s: np.ndarray | None = None,
     replica_busy_last_s: Sequence[tuple[float, float]],
     queue_length: int, in_flight: int, latency_window_s: float,
     latency_percentiles_ms: tuple[float, float, float] | Callable[[], tuple[float, float, float]],
-    max_wait_ms: float, utilization: np.ndarray | None = None,
+    max_wait_ms: float,
+    utilization: np.ndarray | Callable[[], tuple[np.ndarray]] | None = None,
 ) -> Observation:
     """The :class:`Observation` a strategy sees, from the same measurements on either side.
 
@@ -226,24 +228,26 @@ def build_observation(
     each ready replica over the last second before the (lagged) observation time; each becomes a
     busy fraction at most 1. ``latency_percentiles_ms`` are p50, p95 and p99 of the requests
     completed in the last ``latency_window_s`` (NaN when none), or a function that gives them
-    when a strategy first reads one (:meth:`Observation.with_lazy_latency`).
+    when a strategy first reads one (:meth:`Observation.with_lazy`). ``arrivals_per_s``,
+    ``completions_per_s`` and ``utilization`` may likewise be functions giving ``(array,)``
+    when first read (each must give the same values whenever it is called).
     """
     if utilization is None:
         utilization = utilization_per_s(busy_per_s, serving_per_s)
-    per_rep = tuple(min(busy / span, 1.0) if span > 0 else 0.0
-                    for busy, span in replica_busy_last_s)
-    values = dict(
-        time_s=float(t_s), service=service, slo_ms=slo_ms, metric_lag_s=lag_s,
-        arrivals_per_s=arrivals_per_s, completions_per_s=completions_per_s,
-        utilization_per_s=utilization, utilization_per_replica=per_rep,
-        queue_length=int(queue_length), in_flight=int(in_flight),
-        latency_window_s=latency_window_s, replicas=counts,
-        min_replicas=min_replicas, max_replicas=max_replicas, current_size=size,
-        size_options=size_options, max_wait_ms=max_wait_ms)
-    if callable(latency_percentiles_ms):
-        return Observation.with_lazy_latency(latency_percentiles_ms, values)
-    p50, p95, p99 = latency_percentiles_ms
-    return Observation(latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99, **values)
+    # min(busy / span, 1.0) when span > 0, else 0.0 (busy >= 0: busy < span means span > 0,
+    # and busy >= span > 0 means a ratio of at least 1)
+    per_rep = tuple([(busy / span) if busy < span else (1.0 if span > 0 else 0.0)
+                     for busy, span in replica_busy_last_s])
+    values = {
+        "time_s": float(t_s), "service": service, "slo_ms": slo_ms, "metric_lag_s": lag_s,
+        "arrivals_per_s": arrivals_per_s, "completions_per_s": completions_per_s,
+        "utilization_per_s": utilization, "utilization_per_replica": per_rep,
+        "queue_length": int(queue_length), "in_flight": int(in_flight),
+        "latency_window_s": latency_window_s, "replicas": counts,
+        "min_replicas": min_replicas, "max_replicas": max_replicas, "current_size": size,
+        "size_options": size_options, "max_wait_ms": max_wait_ms,
+        "latency_percentiles_ms": latency_percentiles_ms}
+    return Observation._from_measured(values)
 
 
 # ============================================================================ strategies

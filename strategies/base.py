@@ -137,35 +137,95 @@ class Observation:
         no cost. ``values``: every other field, by name (all of them; the dictionary is
         copied). ``latency`` must give the same ``(p50, p95, p99)`` (ms) whenever it is called
         (the simulator's monitor hands out one that reads a snapshot of its window)."""
-        missing = _FIELDS.difference(values)
+        return cls.with_lazy(values, {_LATENCY: latency})
+
+    @classmethod
+    def with_lazy(cls, values: dict[str, Any],
+                  lazy: dict[tuple[str, ...], Callable[[], tuple[Any, ...]]]) -> Observation:
+        """An observation some of whose fields are computed when first read, then kept: the
+        same value as one built with them. ``lazy`` maps a group of fields (one of
+        :data:`LAZY_GROUPS`) to a function giving their values in that order, the same whenever
+        it is called; ``values``: every other field, by name (the dictionary is copied)."""
+        missing = _FIELDS.difference(values, *lazy)
         if missing:
-            raise TypeError(f"with_lazy_latency() misses fields: {', '.join(sorted(missing))}")
+            raise TypeError(f"with_lazy() misses fields: {', '.join(sorted(missing))}")
+        unknown = set(lazy).difference(LAZY_GROUPS)
+        if unknown:
+            raise TypeError(f"with_lazy(): not a lazy group: {sorted(unknown)}")
         obs = object.__new__(cls)
-        obs.__dict__.update(values)
-        obs.__dict__[_LAZY] = latency
+        d = obs.__dict__
+        d.update(values)
+        for group in lazy:
+            for name in group:
+                d.pop(name, None)
+        d[_LAZY] = dict(lazy)
+        return obs
+
+    @classmethod
+    def _from_measured(cls, values: dict[str, Any]) -> Observation:
+        """What :func:`~simscale.simulator.serving.build_observation` makes: ``values`` (taken,
+        not copied) holds every field but the latency percentiles, plus
+        ``latency_percentiles_ms`` (p50, p95, p99, or a function giving them); each of
+        ``arrivals_per_s``, ``completions_per_s``, ``utilization_per_s`` is an array or a
+        function giving ``(array,)`` when first read."""
+        latency = values.pop("latency_percentiles_ms")
+        lazy = None
+        for group in _ARRAY_GROUPS:
+            fn = values[group[0]]
+            if callable(fn):
+                del values[group[0]]
+                if lazy is None:
+                    lazy = {}
+                lazy[group] = fn
+        if callable(latency):
+            if lazy is None:
+                lazy = {}
+            lazy[_LATENCY] = latency
+        else:
+            values["latency_p50_ms"], values["latency_p95_ms"], values["latency_p99_ms"] = \
+                latency
+        obs = object.__new__(cls)
+        d = obs.__dict__
+        d.update(values)
+        if lazy is not None:
+            d[_LAZY] = lazy
         return obs
 
     def __getattr__(self, name: str) -> Any:
-        # called only when an attribute is not found: a latency field not computed yet
+        # called only when an attribute is not found: a lazy field not computed yet
         d = self.__dict__
-        if name in _LATENCY_FIELDS and _LAZY in d:
-            d["latency_p50_ms"], d["latency_p95_ms"], d["latency_p99_ms"] = d[_LAZY]()
-            del d[_LAZY]
-            return d[name]
+        lazy = d.get(_LAZY)
+        if lazy is not None:
+            group = _GROUP_OF.get(name)
+            if group is not None and group in lazy:
+                for field_name, value in zip(group, lazy.pop(group)(), strict=True):
+                    d[field_name] = value
+                if not lazy:
+                    del d[_LAZY]
+                return d[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickled (and copied) with its latency percentiles computed, never the closure."""
-        if _LAZY in self.__dict__:
-            self.__getattr__("latency_p50_ms")
+        """Pickled (and copied) with its lazy fields computed, never the functions."""
+        lazy = self.__dict__.get(_LAZY)
+        while lazy:
+            self.__getattr__(next(iter(lazy))[0])
         return dict(self.__dict__)
 
 
-#: the instance entry holding the closure of an observation's lazy latency percentiles
-_LAZY = "_lazy_latency"
-_LATENCY_FIELDS = frozenset(("latency_p50_ms", "latency_p95_ms", "latency_p99_ms"))
-#: the fields :meth:`Observation.with_lazy_latency` is given
-_FIELDS = frozenset(Observation.__dataclass_fields__) - _LATENCY_FIELDS
+#: the instance entry holding the functions of an observation's lazy fields, by group
+_LAZY = "_lazy_fields"
+_LATENCY = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+_ARRAY_GROUPS = (("arrivals_per_s",), ("completions_per_s",), ("utilization_per_s",))
+#: the groups of fields an observation may compute when first read
+LAZY_GROUPS = frozenset((_LATENCY, *_ARRAY_GROUPS))
+_GROUP_OF = {name: group for group in LAZY_GROUPS for name in group}
+#: every field of an observation
+_FIELDS = frozenset(Observation.__dataclass_fields__)
+
+
+#: ``Decision``'s default ``info``: a new empty dict each time (its ``default_factory``)
+_NEW_DICT: Any = object()
 
 
 def _window_mean(values: np.ndarray, window_s: float) -> float:
@@ -178,7 +238,7 @@ def _window_mean(values: np.ndarray, window_s: float) -> float:
     return float(np.mean(tail))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Decision:
     """What a strategy wants for its service.
 
@@ -195,6 +255,19 @@ class Decision:
     max_batch_size: int | None = None
     resize_delay_s: float | None = None
     info: dict[str, float] = field(default_factory=dict)
+
+    def __init__(self, replicas: int, threads: int | None = None, device: str | None = None,
+                 max_batch_size: int | None = None, resize_delay_s: float | None = None,
+                 info: dict[str, float] | None = _NEW_DICT) -> None:  # type: ignore[assignment]
+        # the dataclass's own __init__, written straight into the instance (a frozen
+        # dataclass's sets each field through object.__setattr__, several times slower)
+        d = self.__dict__
+        d["replicas"] = replicas
+        d["threads"] = threads
+        d["device"] = device
+        d["max_batch_size"] = max_batch_size
+        d["resize_delay_s"] = resize_delay_s
+        d["info"] = {} if info is _NEW_DICT else info
 
 
 @dataclass(frozen=True)

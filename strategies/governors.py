@@ -23,7 +23,7 @@ PolicyKind = Literal["Pods", "Percent"]
 SelectPolicy = Literal["Max", "Min", "Disabled"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Step:
     """One decision to govern.
 
@@ -38,6 +38,18 @@ class Step:
     min_count: int
     max_count: int
     ready: int = 0
+
+    def __init__(self, time_s: float, current: int, desired: int, min_count: int,
+                 max_count: int, ready: int = 0) -> None:
+        # the dataclass's own __init__, written straight into the instance (faster than a
+        # frozen dataclass's object.__setattr__ per field)
+        d = self.__dict__
+        d["time_s"] = time_s
+        d["current"] = current
+        d["desired"] = desired
+        d["min_count"] = min_count
+        d["max_count"] = max_count
+        d["ready"] = ready
 
 
 class Governor:

@@ -584,7 +584,7 @@ def test_lazy_observation_is_the_same_value() -> None:
     assert math.isnan(lazy.latency_p99_ms)
     assert repr(lazy) == repr(eager)
     twin = pickle.loads(pickle.dumps(Observation.with_lazy_latency(latency, values)))
-    assert "_lazy_latency" not in vars(twin) and repr(twin) == repr(eager)
+    assert "_lazy_fields" not in vars(twin) and repr(twin) == repr(eager)
     assert repr(copy.copy(Observation.with_lazy_latency(latency, values))) == repr(eager)
     other = Observation.with_lazy_latency(latency, values)
     assert repr(dataclasses.replace(other, queue_length=2)) == repr(eager)
