@@ -1,7 +1,8 @@
 """Long-trace benchmark: replay weeks of per-second traffic against every strategy, end to end.
 
     python benchmarks/long_trace.py [--days 21] [--strategies static,hpa,...] [--seed 1]
-                                    [--max-replicas 40] [--no-report] [--keep] [--json FILE]
+                                    [--max-replicas 40] [--no-report] [--no-bounds] [--workers N]
+                                    [--keep] [--json FILE]
 
 Generates a trace of ``--days`` days (fractional allowed) with ``make_long_trace.py`` (a
 per-second request count: diurnal cycle, weekend dip, 3-4x bursts, 64 requests/s on average
@@ -17,8 +18,9 @@ reports:
 
 - wall time of the whole command (start of the process to its exit);
 - peak memory: the largest resident set of the child as the kernel reports it at exit
-  (``wait4`` rusage, exact) and the largest sum of the resident sets of the process tree seen
-  by polling every 0.1 s (psutil);
+  (``wait4`` rusage, exact) and the largest sums of the resident sets and of the proportional
+  set sizes of the process tree seen by polling every 0.1 s (psutil; with ``--workers`` the
+  PSS sum is the machine's memory taken: the libraries every process maps count once);
 - requests simulated: the arrivals of each strategy (each replays the whole trace on common
   random numbers) and their sum over strategies, per wall second of the whole command;
 - per strategy, from ``summary.json``: its simulation wall time (``runs[].wall_s``), arrivals,
@@ -112,12 +114,16 @@ def scenario_dict(trace_csv: str, seconds: int, strategies: list[str], *, seed: 
 
 
 class TreeRssPoller:
-    """Polls the summed resident set of a process and its descendants; keeps the maximum."""
+    """Polls the summed resident set of a process and its descendants; keeps the maximum, and
+    the maximum of their summed proportional set size (PSS: each shared page divided among the
+    processes that map it, so libraries loaded by several processes count once, as they do in
+    the machine's memory; the honest total for a run with ``--workers``)."""
 
     def __init__(self, pid: int, interval_s: float = 0.1):
         self.pid = pid
         self.interval_s = interval_s
         self.peak_bytes = 0
+        self.peak_pss_bytes = 0
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -137,16 +143,20 @@ class TreeRssPoller:
             return
         while not self._stop.is_set():
             total = 0
+            pss = 0
             try:
                 procs = [root, *root.children(recursive=True)]
             except psutil.Error:
                 break
             for p in procs:
                 try:
-                    total += p.memory_info().rss
+                    m = p.memory_full_info()
                 except psutil.Error:
-                    pass
+                    continue
+                total += m.rss
+                pss += getattr(m, "pss", m.rss)
             self.peak_bytes = max(self.peak_bytes, total)
+            self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
             self.samples += 1
             self._stop.wait(self.interval_s)
 
@@ -162,7 +172,8 @@ def run_child(cmd: list[str], env: dict, log: Path) -> dict:
     rc = os.waitstatus_to_exitcode(status)
     proc.returncode = rc  # reaped here, with its rusage
     return {"rc": rc, "wall_s": wall, "maxrss_mb": usage.ru_maxrss / 1024.0,
-            "tree_peak_mb": poll.peak_bytes / 2**20, "polls": poll.samples,
+            "tree_peak_mb": poll.peak_bytes / 2**20,
+            "tree_peak_pss_mb": poll.peak_pss_bytes / 2**20, "polls": poll.samples,
             "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
@@ -176,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="clock time of the trace's first second, hours after Monday 00:00")
     ap.add_argument("--max-replicas", type=int, default=40)
     ap.add_argument("--no-report", action="store_true", help="pass --no-report to simulate")
+    ap.add_argument("--no-bounds", action="store_true", help="pass --no-bounds to simulate")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="pass --workers N to simulate (strategies run N at a time)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--workdir", help="use this folder instead of a temporary one (kept)")
     ap.add_argument("--json", help="also write the results to this JSON file")
@@ -230,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         sim = [*cmd, "simulate", str(scen), "-o", str(out), "--force"]
         if a.no_report:
             sim.append("--no-report")
+        if a.no_bounds:
+            sim.append("--no-bounds")
+        if a.workers > 1:
+            sim += ["--workers", str(a.workers)]
         print("running:", " ".join(sim), flush=True)
         res = run_child(sim, env, work / "simulate.log")
         log_tail = (work / "simulate.log").read_text(encoding="utf-8", errors="replace")
@@ -257,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"days {a.days:g}: wall {res['wall_s']:.1f} s (cpu {res['cpu_s']:.1f} s), "
               f"peak RSS {res['maxrss_mb']:.0f} MB (rusage), {res['tree_peak_mb']:.0f} MB "
-              f"(polled tree), exit {res['rc']}")
+              f"(polled tree, RSS summed), {res['tree_peak_pss_mb']:.0f} MB (polled tree, PSS "
+              f"summed), exit {res['rc']}")
         if runs:
             print(f"requests simulated: {per_strategy:,} per strategy x {len(runs)} = "
                   f"{total:,}; {total / res['wall_s']:,.0f} requests/s end to end"
@@ -273,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:
             Path(a.json).write_text(json.dumps({
                 "days": a.days, "seed": a.seed, "strategies": strategies, "trace": st,
+                "workers": a.workers, "bounds": not a.no_bounds, "report": not a.no_report,
                 "estimate": estimate, "max_replicas": max_replicas, "static_replicas": need_peak,
                 "command": res, "summary_wall_s": summary_wall,
                 "requests_per_strategy": per_strategy, "requests_total": total,

@@ -506,20 +506,27 @@ class RequestPlane:
             acc = self.accepting
             m = len(acc)
             width = max([self.max_batch_size + 1, *(len(self.factors[r]) for r in acc)])
-            factors = np.full((max(m, 1), width), np.nan)
-            offsets = np.full((max(m, 1), width), np.nan)
-            glen = np.zeros(max(m, 1), dtype=np.int64)
-            g = max([1, *(len(self.idle[r][0]) for r in acc if r in self.idle)])
-            gaps = np.zeros((max(m, 1), g))
-            over = np.zeros((max(m, 1), g))
-            for s, r in enumerate(acc):
-                factors[s, :len(self.factors[r])] = self.factors[r]
-                offsets[s, :len(self.offsets[r])] = self.offsets[r]
-                c = self.idle.get(r)
-                if c is not None:
-                    glen[s] = len(c[0])
-                    gaps[s, :glen[s]] = c[0]
-                    over[s, :glen[s]] = c[1]
+            idle = self.idle
+            curves = [idle.get(r) for r in acc]
+            g = max([1, *(len(c[0]) for c in curves if c is not None)])
+            if m:
+                # one array per field from lists padded to a common width (NaN past a
+                # replica's factors, zero past its idle curve); the replicas of one size
+                # share their lists, so this is a few numpy calls whatever m is
+                factors = np.array([_padded(self.factors[r], width, math.nan) for r in acc])
+                offsets = np.array([_padded(self.offsets[r], width, math.nan) for r in acc])
+                glen = np.array([0 if c is None else len(c[0]) for c in curves],
+                                dtype=np.int64)
+                gaps = np.array([[0.0] * g if c is None else _padded(c[0], g, 0.0)
+                                 for c in curves])
+                over = np.array([[0.0] * g if c is None else _padded(c[1], g, 0.0)
+                                 for c in curves])
+            else:
+                factors = np.full((1, width), np.nan)
+                offsets = np.full((1, width), np.nan)
+                glen = np.zeros(1, dtype=np.int64)
+                gaps = np.zeros((1, g))
+                over = np.zeros((1, g))
             rids = np.asarray(acc if acc else [0], dtype=np.int64)
             self._layout = (m, rids, factors, offsets, gaps, over, glen)
         return self._layout
@@ -1000,11 +1007,23 @@ class RequestPlane:
             self.end_s[idx] = d[:, 2]
 
 
+def _padded(values: list[float], width: int, fill: float) -> list[float]:
+    """``values`` extended with ``fill`` to ``width`` items (itself when already that long)."""
+    n = len(values)
+    return values if n >= width else [*values, *([fill] * (width - n))]
+
+
 def _compiled_kernels():  # noqa: ANN202 - the module
     """:mod:`simscale.simulator._kernels` (imported on first use: numba loads only then)."""
-    from simscale.simulator import _kernels
+    global _KERNELS
+    if _KERNELS is None:
+        from simscale.simulator import _kernels
 
-    return _kernels
+        _KERNELS = _kernels
+    return _KERNELS
+
+
+_KERNELS = None
 
 
 def _idle_overhead(idle_s: float, curve: tuple[list[float], list[float]]) -> float:

@@ -29,7 +29,7 @@ from simscale.simulator.requestplane import prepare_kernels
 from simscale.simulator.results import SimulationResult, aggregate_runs
 from simscale.simulator.scenario import Scenario, StrategySpec
 from simscale.simulator.serving import select_strategies
-from simscale.strategies.base import StrategyFailed
+from simscale.strategies.base import StrategyFailed, sync_period_of
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -401,6 +401,15 @@ def _execute_sim_job(job: _SimJob) -> dict[str, Any]:
             "req": None if req is None else (req.frames, req.files)}
 
 
+def _decisions_per_run(scenario: Scenario, spec: StrategySpec) -> float:
+    """How many times ``spec``'s strategy decides in one run (``duration_s`` over its sync
+    period; the order in which parallel runs are started)."""
+    from simscale.strategies import make_strategy
+
+    period = sync_period_of(make_strategy(spec.name, spec.params, source=_source(scenario)))
+    return float(scenario.duration_s) / period
+
+
 def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: int,
                   base_seed: int, prof: Profile | None, workers: int, executor: str,
                   address: str | None, bar: _ProgressBar, runs: list[dict[str, Any]],
@@ -418,6 +427,10 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
                     rep * len(specs) + k, rep, spec, scenario, prof,
                     None if requests is None else str(requests.folder), token)
             for rep in range(replications) for k, spec in enumerate(specs)]
+    # longest first (list scheduling's LPT rule): a run costs about its number of decisions,
+    # so the strategies that decide most often start first and the others fill in around
+    # them; the results are gathered in the serial order whatever the order of execution
+    started = sorted(jobs, key=lambda job: -_decisions_per_run(scenario, job.spec))
     done: dict[int, dict[str, Any]] = {}
 
     def on_done(job: _SimJob, record: dict[str, Any]) -> None:
@@ -427,9 +440,9 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
 
     if executor == "ray":
         with ray_session(workers, address) as ray:
-            run_ray(ray, jobs, on_done, execute=_execute_sim_job)
+            run_ray(ray, started, on_done, execute=_execute_sim_job)
     else:
-        run_local(jobs, workers, on_done, execute=_execute_sim_job)
+        run_local(started, workers, on_done, execute=_execute_sim_job)
     for job in jobs:  # the serial order, and the first error as the serial run meets it
         record = done[job.order]
         if "user_error" in record:
