@@ -167,15 +167,27 @@ def size_options(svc: Service, profile: Profile | None, max_batch_size: int
 
 class _Cluster:
     """Room for replicas shared by all services; pending replicas are placed first come, first
-    served (first fit in request order)."""
+    served (first fit in request order).
+
+    A placed replica resized in place to a larger size needs the difference in cores and memory
+    on the cluster, like a Kubernetes in-place pod resize (KEP 1287): when there is no room the
+    resize is deferred (the replica goes on serving at its old size and is billed for it) and
+    retried, in the order deferred, whenever room is released, before pending replicas are
+    placed (the replicas running already asked first)."""
 
     def __init__(self, cores: float, memory_mb: float) -> None:
         self.free_cores = cores
         self.free_mb = memory_mb
         self.pending: list[tuple[_ServiceSim, ReplicaRecord]] = []
+        #: replicas whose resize waits for room, by (service, replica id), in the order deferred
+        self.deferred: dict[tuple[int, int], tuple[_ServiceSim, ReplicaRecord]] = {}
 
     def fits(self, rec: ReplicaRecord) -> bool:
-        return rec.cores <= self.free_cores + 1e-9 and rec.memory_mb <= self.free_mb + 1e-9
+        return self.has_room(rec.cores, rec.memory_mb)
+
+    def has_room(self, cores: float, memory_mb: float) -> bool:
+        """Whether ``cores`` more cores and ``memory_mb`` more memory are free."""
+        return cores <= self.free_cores + 1e-9 and memory_mb <= self.free_mb + 1e-9
 
     def take(self, rec: ReplicaRecord) -> None:
         self.free_cores -= rec.cores
@@ -187,6 +199,9 @@ class _Cluster:
         self.place_pending()
 
     def place_pending(self) -> None:
+        for key, (sim, rec) in list(self.deferred.items()):
+            if key in self.deferred and (rec.state == "stopped" or sim._resize_replica(rec)):
+                self.deferred.pop(key, None)
         keep = []
         for sim, rec in self.pending:
             if rec.state == "pending" and self.fits(rec):
@@ -517,16 +532,47 @@ class _ServiceSim:
         self.options = tuple(SizeOption(**{**o.__dict__, "max_batch_size": maxb})
                              for o in self.options)
         self.size_timeline.append((now, size.threads))
-        for rec in self.live.values():
-            if rec.threads != size.threads:
-                if self.cluster is not None and not math.isnan(rec.placed_s):
-                    self.cluster.free_cores -= size.threads - rec.threads
+        waiting = sum(not self._resize_replica(rec) for rec in list(self.live.values()))
+        if waiting:
+            n = self.counts().desired_total
+            self.events.append(self._event(
+                "resize_deferred", n, n, f"{waiting} replica(s) wait for room on the cluster"))
+
+    def _resize_replica(self, rec: ReplicaRecord) -> bool:
+        """Bring ``rec`` to the service's size now (:attr:`size`, :attr:`maxb`). A placed
+        replica that needs more cores or memory than the cluster has free keeps its old size
+        (its batches take the new batch limit) and waits in the cluster's deferred resizes;
+        returns whether it was resized (or needed none)."""
+        size = self.size
+        now = self.env.now
+        mem = self._memory_mb(size)
+        placed = not math.isnan(rec.placed_s)
+        ok = True
+        if rec.threads != size.threads or rec.memory_mb != mem:
+            cl = self.cluster
+            d_cores, d_mb = float(size.threads) - rec.cores, mem - rec.memory_mb
+            if cl is not None and placed and not cl.has_room(d_cores, d_mb):
+                cl.deferred[(id(self), rec.rid)] = (self, rec)
+                ok = False
+            else:
+                if cl is not None:
+                    cl.deferred.pop((id(self), rec.rid), None)
+                if cl is not None and placed:
+                    cl.free_cores -= d_cores
+                    cl.free_mb -= d_mb
+                if placed and rec.threads != size.threads:
+                    rec.sizes.append((now, size.threads))
                 rec.cores = float(size.threads)
                 rec.threads = size.threads
-                if not math.isnan(rec.placed_s):
-                    rec.sizes.append((now, size.threads))
-            if rec.state in ("ready", "draining"):
-                self.plane.set_factors(rec.rid, *self._factors(size, rec.slowdown, maxb))
+                rec.memory_mb = mem
+                if cl is not None and placed and (d_cores < 0 or d_mb < 0):
+                    cl.place_pending()  # a smaller size frees room
+        if rec.state in ("ready", "draining"):
+            if self.plane.now < now:  # (resized when another service released room)
+                self.plane.advance(now)
+            self.plane.set_factors(rec.rid, *self._factors(self.size_of(rec), rec.slowdown,
+                                                           self.maxb))
+        return ok
 
     def _scale_down(self, k: int) -> None:
         """Remove ``k`` replicas in the shared order (:func:`scale_down_victims`): pending and

@@ -62,8 +62,18 @@ class Grow:
         return Decision(replicas=3, threads=self.threads, info={"t": obs.time_s})
 
 
+class Squeeze:
+    """Three replicas of 4 threads until t = 30 s, then one (on a 6-core cluster)."""
+
+    sync_period_s = 10.0
+
+    def decide(self, obs: Observation) -> Decision:
+        return Decision(replicas=3 if obs.time_s < 30 else 1, threads=4)
+
+
 _mod = types.ModuleType("simscale_test_profile_strategies")
 _mod.Grow = Grow
+_mod.Squeeze = Squeeze
 sys.modules["simscale_test_profile_strategies"] = _mod
 
 
@@ -194,3 +204,42 @@ def test_cluster_room_leaves_replicas_pending():
     assert ts2.replicas_pending.max() == 1
     assert (ts2.replicas_starting + ts2.replicas_ready).max() == 2
     assert res2.summary["runs"][0]["max_replicas"] == 2
+
+
+def test_in_place_resizes_wait_for_room_on_the_cluster():
+    """A resize to a larger size takes the difference in cores from the cluster; without room
+    it is deferred (the replica keeps serving, and is billed, at its old size) and carried out
+    when room is released. Before, all three replicas grew to 4 threads on 6 cores (12 in use)."""
+    from simscale.simulator.engine import run_strategy
+    from simscale.simulator.runner import replication_inputs
+    from simscale.strategies import make_strategy
+
+    prof = make_profile()
+    sc = load_scenario({**scenario(replicas={"initial": 3, "min": 1, "max": 3}).model_dump(
+        exclude_none=True), "strategies": [
+            {"name": "simscale_test_profile_strategies:Squeeze", "label": "squeeze"}]})
+    inputs = replication_inputs(sc, sc.seed, prof)
+    strat = make_strategy(sc.strategies[0].name, sc.strategies[0].params)
+    (run,) = run_strategy(sc, {"s": strat}, inputs, prof)
+    # cores in use over time, from each replica's sizes between its placement and its stop
+    edges = []
+    for rec in run.replicas:
+        if np.isnan(rec.placed_s):
+            continue
+        stop = rec.stop_s if not np.isnan(rec.stop_s) else sc.duration_s
+        sizes = [*rec.sizes, (stop, 0)]
+        for (t0, threads), (t1, _) in zip(sizes, sizes[1:], strict=False):
+            edges += [(t0, threads), (t1, -threads)]
+    in_use, peak = 0, 0
+    for _, d in sorted(edges, key=lambda e: (e[0], e[1])):  # releases first at a tie
+        in_use += d
+        peak = max(peak, in_use)
+    assert peak <= 6
+    deferred = [e for e in run.events if e["action"] == "resize_deferred"]
+    assert deferred and deferred[0]["time_s"] == 10.0
+    assert deferred[0]["reason"].startswith("2 replica(s)")
+    # at 30 s two replicas go; the one left ends at 4 threads, however the victims fall
+    live = [r for r in run.replicas if np.isnan(r.stop_s)]
+    assert len(live) == 1 and live[0].threads == 4 and live[0].sizes[-1][1] == 4
+    assert any(len(r.sizes) > 1 and r.sizes[1][0] > 10.0 for r in run.replicas) \
+        or live[0].sizes[-1][0] == 10.0
