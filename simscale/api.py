@@ -25,6 +25,7 @@ def simulate(
     workers: int = 1,
     executor: str = "local",
     address: str | None = None,
+    bounds: bool = False,
 ) -> SimulationResult:
     """Simulate a scenario's strategies on common random numbers.
 
@@ -57,6 +58,10 @@ def simulate(
     executor, address:
         ``"ray"`` runs them as Ray tasks instead, on the cluster at ``address`` (default: a
         local Ray of ``workers`` CPUs; needs ``simscale[ray]``).
+    bounds:
+        Also compute each service's bounds on the optimal cost for the realized arrivals
+        (``summary["bounds"]``: a proven lower bound and an achievable hindsight schedule;
+        docs/BOUNDS.md), as ``simscale simulate`` does unless ``--no-bounds``.
 
     Returns
     -------
@@ -86,4 +91,5 @@ def simulate(
         workers=workers,
         executor=executor,
         address=address,
+        bounds=bounds,
     )

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from simscale.profiler.schema import Profile
     from simscale.simulator.engine import ServiceInputs
 
-__all__ = ["HINDSIGHT_RUNS", "Hindsight", "LowerBound", "ServiceCosts", "hindsight",
-           "lower_bound", "scenario_bounds", "service_costs"]
+__all__ = ["HINDSIGHT_RUNS", "ArrivalCounts", "Hindsight", "LowerBound", "ServiceCosts",
+           "hindsight", "lower_bound", "replication_bounds", "scenario_bounds", "service_costs"]
 
 #: most LP time bins per service: longer runs get wider bins (a valid, weaker bound)
 MAX_BINS = 4_000
@@ -197,10 +197,29 @@ def _solve_lp(counts: np.ndarray, tail: np.ndarray, windows: list[tuple[int, int
     return float(res.fun) / scale
 
 
-def lower_bound(scenario: Scenario, svc: Service, arrival_s: np.ndarray | Iterable[np.ndarray],
-                costs: ServiceCosts) -> LowerBound:
+class ArrivalCounts:
+    """Arrivals after the warm-up in each of the lower bound's bins (:func:`lower_bound`'s
+    ``counts``), counted a chunk of sorted arrival times (seconds) at a time (:meth:`add`)."""
+
+    def __init__(self, scenario: Scenario, svc: Service) -> None:
+        self.duration_s = float(scenario.duration_s)
+        self.warmup_s = float(scenario.warmup_s)
+        self.width_s, nb = _bins(self.duration_s, svc.slo_ms / 1000.0)
+        self.counts = np.zeros(nb, dtype=np.int64)
+
+    def add(self, chunk: np.ndarray) -> None:
+        post = chunk[(chunk >= self.warmup_s) & (chunk < self.duration_s)]
+        nb = len(self.counts)
+        self.counts += np.bincount(np.minimum((post / self.width_s).astype(np.int64), nb - 1),
+                                   minlength=nb)
+
+
+def lower_bound(scenario: Scenario, svc: Service,
+                arrival_s: np.ndarray | Iterable[np.ndarray] | None, costs: ServiceCosts, *,
+                counts: np.ndarray | None = None) -> LowerBound:
     """The LP lower bound on the cost (USD) of any schedule of ``svc`` whose SLO attainment on
-    the arrivals ``arrival_s`` (an array, or sorted chunks of one) reaches ``svc.slo_target``
+    the arrivals ``arrival_s`` (an array, or sorted chunks of one; or, in ``counts``, those
+    arrivals already counted by :class:`ArrivalCounts`) reaches ``svc.slo_target``
     (docs/BOUNDS.md)."""
     t0 = time.perf_counter()
     T = float(scenario.duration_s)
@@ -208,11 +227,11 @@ def lower_bound(scenario: Scenario, svc: Service, arrival_s: np.ndarray | Iterab
     width, nb = _bins(T, slo_s)
     edges = np.minimum(np.arange(nb + 1) * width, T)
     notes: list[str] = []
-    counts = np.zeros(nb, dtype=np.int64)
-    for chunk in ([arrival_s] if isinstance(arrival_s, np.ndarray) else arrival_s):
-        post = chunk[(chunk >= scenario.warmup_s) & (chunk < T)]
-        counts += np.bincount(np.minimum((post / width).astype(np.int64), nb - 1),
-                              minlength=nb).astype(np.int64)
+    if counts is None:
+        counted = ArrivalCounts(scenario, svc)
+        for chunk in ([arrival_s] if isinstance(arrival_s, np.ndarray) else arrival_s or ()):
+            counted.add(chunk)
+        counts = counted.counts
     # requests that may still be unfinished at the end (left out of the attainment)
     if svc.queue.timeout_ms is not None:
         tail_s = svc.queue.timeout_ms / 1000.0 + costs.longest_batch_s
@@ -428,41 +447,57 @@ def scenario_bounds(scenario: Scenario, seed: int, replications: int,
                     profile: Profile | None, *, with_hindsight: bool = True
                     ) -> list[dict[str, Any]]:
     """The ``bounds`` entries of summary.json: one per (service, replication ``r``, seed
-    ``seed + r``), on the inputs the runner draws for that seed."""
+    ``seed + r``), on the inputs the runner draws for that seed (drawn again here; the runner
+    itself calls :func:`replication_bounds` with the inputs its runs used)."""
     from simscale.simulator.runner import replication_inputs
 
     out: list[dict[str, Any]] = []
     for rep in range(replications):
-        t0 = time.perf_counter()
         inputs = replication_inputs(scenario, seed + rep, profile, spool=True)
-        lbs = {}
-        for svc in scenario.services:
-            # (one pass over the inputs a chunk at a time: a long service's are on disk)
-            inp = inputs[svc.name]
-            extremes = [(float(u.min()), float(u.max())) for _, u in inp.chunks() if len(u)]
-            unit = np.asarray([min(e[0] for e in extremes), max(e[1] for e in extremes)]
-                              if extremes else [])  # (service_costs reads only min and max)
-            lbs[svc.name] = lower_bound(scenario, svc, (a for a, _ in inp.chunks()),
-                                        service_costs(scenario, svc, profile, unit))
-        small = [s for s in scenario.services
-                 if inputs[s.name].n_requests <= HINDSIGHT_MAX_REQUESTS]
-        t1 = time.perf_counter()
-        hs = hindsight(scenario, inputs, profile, small) if with_hindsight and small else {}
-        t2 = time.perf_counter()
-        for svc in scenario.services:
-            lb, h = lbs[svc.name], hs.get(svc.name)
-            notes = list(lb.notes) + (h.notes if h is not None else [
-                "hindsight skipped" if not with_hindsight
-                else f"hindsight skipped: more than {HINDSIGHT_MAX_REQUESTS} requests"])
-            out.append({
-                "service": svc.name, "replication": rep, "slo_target": svc.slo_target,
-                "lower_bound_usd": lb.any_usd,
-                "lower_bound_fixed_size_usd": lb.fixed_size_usd,
-                "hindsight_usd": math.nan if h is None else h.cost_usd,
-                "hindsight_slo_attainment": math.nan if h is None else h.slo_attainment,
-                "hindsight_meets_target": bool(h is not None and h.meets_target),
-                "hindsight_runs": 0 if h is None else h.runs,
-                "bin_s": lb.bin_s, "lower_bound_wall_s": lb.wall_s,
-                "hindsight_wall_s": t2 - t1, "wall_s": t2 - t0 if svc is scenario.services[0]
-                else 0.0, "notes": notes})
+        out += replication_bounds(scenario, rep, inputs, profile, with_hindsight=with_hindsight)
+    return out
+
+
+def replication_bounds(scenario: Scenario, rep: int, inputs: dict[str, ServiceInputs],
+                       profile: Profile | None, *, with_hindsight: bool = True
+                       ) -> list[dict[str, Any]]:
+    """The ``bounds`` entries of replication ``rep`` (one per service) on its ``inputs``."""
+    out: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    lbs = {}
+    for svc in scenario.services:
+        # one pass over the inputs, a chunk at a time (a long service's are on disk): the
+        # arrivals counted in the bound's bins, the extreme service draws
+        inp = inputs[svc.name]
+        counted = ArrivalCounts(scenario, svc)
+        lo, hi = math.inf, -math.inf
+        for a, u in inp.chunks():
+            counted.add(a)
+            if len(u):
+                lo, hi = min(lo, float(u.min())), max(hi, float(u.max()))
+        unit = np.asarray([lo, hi] if hi >= lo else [])  # (service_costs reads min and max)
+        lbs[svc.name] = lower_bound(scenario, svc, None,
+                                    service_costs(scenario, svc, profile, unit),
+                                    counts=counted.counts)
+    small = [s for s in scenario.services
+             if inputs[s.name].n_requests <= HINDSIGHT_MAX_REQUESTS]
+    t1 = time.perf_counter()
+    hs = hindsight(scenario, inputs, profile, small) if with_hindsight and small else {}
+    t2 = time.perf_counter()
+    for svc in scenario.services:
+        lb, h = lbs[svc.name], hs.get(svc.name)
+        notes = list(lb.notes) + (h.notes if h is not None else [
+            "hindsight skipped" if not with_hindsight
+            else f"hindsight skipped: more than {HINDSIGHT_MAX_REQUESTS} requests"])
+        out.append({
+            "service": svc.name, "replication": rep, "slo_target": svc.slo_target,
+            "lower_bound_usd": lb.any_usd,
+            "lower_bound_fixed_size_usd": lb.fixed_size_usd,
+            "hindsight_usd": math.nan if h is None else h.cost_usd,
+            "hindsight_slo_attainment": math.nan if h is None else h.slo_attainment,
+            "hindsight_meets_target": bool(h is not None and h.meets_target),
+            "hindsight_runs": 0 if h is None else h.runs,
+            "bin_s": lb.bin_s, "lower_bound_wall_s": lb.wall_s,
+            "hindsight_wall_s": t2 - t1, "wall_s": t2 - t0 if svc is scenario.services[0]
+            else 0.0, "notes": notes})
     return out

@@ -8,6 +8,7 @@ state for every strategy.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -260,6 +261,8 @@ def run_scenario(
                  source=src, force=force)
     runs: list[dict[str, Any]] = []
     ts_parts: list[pd.DataFrame] = []
+    #: the bounds entries (``bounds``), computed on each replication's inputs by the loops
+    bounds_out: list[dict[str, Any]] | None = [] if bounds else None
     store = None
     if keep_requests:
         from simscale.simulator.requesttable import RequestStore
@@ -269,10 +272,10 @@ def run_scenario(
     try:
         if parallel:
             loops = _run_parallel(scenario, specs, replications, base_seed, prof, workers,
-                                  executor, address, bar, runs, ts_parts, store)
+                                  executor, address, bar, runs, ts_parts, store, bounds_out)
         else:
             loops = _run_serial(scenario, specs, replications, base_seed, prof, bar, runs,
-                                ts_parts, store)
+                                ts_parts, store, bounds_out)
     finally:
         bar.close()
     summary: dict[str, Any] = {
@@ -293,10 +296,8 @@ def run_scenario(
     }
     if replications > 1:
         summary["aggregate"] = aggregate_runs(runs)
-    if bounds:  # lower bound and hindsight schedule on the same inputs
-        from simscale.simulator.bounds import scenario_bounds
-
-        summary["bounds"] = scenario_bounds(scenario, base_seed, replications, prof)
+    if bounds_out is not None:  # lower bound and hindsight schedule on the same inputs
+        summary["bounds"] = bounds_out
     timeseries = pd.concat(ts_parts, ignore_index=True) if ts_parts else pd.DataFrame()
     for col in ("strategy", "label", "service"):
         if col in timeseries:
@@ -334,8 +335,10 @@ def replication_inputs(scenario: Scenario, seed_r: int, prof: Profile | None,
 def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int,
                 base_seed: int, prof: Profile | None, bar: _ProgressBar,
                 runs: list[dict[str, Any]], ts_parts: list[pd.DataFrame],
-                requests: RequestStore | None) -> dict[str, Any] | None:
-    """Every (replication, strategy) run in this process, in order; returns what
+                requests: RequestStore | None, bounds_out: list[dict[str, Any]] | None = None
+                ) -> dict[str, Any] | None:
+    """Every (replication, strategy) run in this process, in order, and each replication's
+    bounds into ``bounds_out`` (when given) on the same inputs; returns what
     :func:`prepare_kernels` said."""
     loops = None
     for rep in range(replications):
@@ -347,6 +350,10 @@ def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int
             wall = _run_spec(scenario, spec, rep, seed_r, inputs, prof, runs, ts_parts,
                              requests, on_progress=bar.callback)
             bar.advance(f"{spec.display_label} (replication {rep}) {wall:.2f} s")
+        if bounds_out is not None:
+            from simscale.simulator.bounds import replication_bounds
+
+            bounds_out += replication_bounds(scenario, rep, inputs, prof)
     return loops
 
 
@@ -367,6 +374,8 @@ class _SimJob:
     requests_dir: str | None
     #: one token per ``run_scenario`` call: a worker reuses the inputs of (token, seed)
     run_token: str = ""
+    #: compute replication ``rep``'s bounds instead of running ``spec``
+    bounds: bool = False
 
 
 #: the inputs a worker generated last: ``((run token, seed), inputs)``; jobs go out
@@ -393,6 +402,12 @@ def _execute_sim_job(job: _SimJob) -> dict[str, Any]:
                                  replication_inputs(job.scenario, job.seed, job.profile,
                                                     spool=True)]
         inputs = _WORKER_INPUTS[1]
+        if job.bounds:
+            from simscale.simulator.bounds import replication_bounds
+
+            t0 = time.perf_counter()
+            entries = replication_bounds(job.scenario, job.rep, inputs, job.profile)
+            return {"bounds": entries, "wall_s": time.perf_counter() - t0}
         wall = _run_spec(job.scenario, job.spec, job.rep, job.seed, inputs, job.profile, runs,
                          ts, req)
     except UserError as err:
@@ -413,9 +428,11 @@ def _decisions_per_run(scenario: Scenario, spec: StrategySpec) -> float:
 def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: int,
                   base_seed: int, prof: Profile | None, workers: int, executor: str,
                   address: str | None, bar: _ProgressBar, runs: list[dict[str, Any]],
-                  ts_parts: list[pd.DataFrame], requests: RequestStore | None
-                  ) -> dict[str, Any] | None:
-    """The runs on the sweep executors (local processes or Ray), gathered in serial order."""
+                  ts_parts: list[pd.DataFrame], requests: RequestStore | None,
+                  bounds_out: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """The runs on the sweep executors (local processes or Ray), gathered in serial order;
+    with ``bounds_out``, one more job per replication computes its bounds (in a worker, on the
+    inputs it draws for that replication)."""
     from simscale.simulator.workloads import expected_arrivals
     from simscale.sweeps.executors import ray_session, run_local, run_ray
 
@@ -427,16 +444,23 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
                     rep * len(specs) + k, rep, spec, scenario, prof,
                     None if requests is None else str(requests.folder), token)
             for rep in range(replications) for k, spec in enumerate(specs)]
+    if bounds_out is not None:
+        jobs += [_SimJob(f"bounds#{rep}", "bounds", base_seed + rep,
+                         len(jobs) + rep, rep, specs[0], scenario, prof, None, token, bounds=True)
+                 for rep in range(replications)]
     # longest first (list scheduling's LPT rule): a run costs about its number of decisions,
     # so the strategies that decide most often start first and the others fill in around
     # them; the results are gathered in the serial order whatever the order of execution
-    started = sorted(jobs, key=lambda job: -_decisions_per_run(scenario, job.spec))
+    # (the bounds jobs first: hindsight's exact runs can be the longest job of all)
+    started = sorted(jobs, key=lambda job: -math.inf if job.bounds
+                     else -_decisions_per_run(scenario, job.spec))
     done: dict[int, dict[str, Any]] = {}
 
     def on_done(job: _SimJob, record: dict[str, Any]) -> None:
         done[job.order] = record
-        bar.advance(f"{job.label} (replication {job.rep}) {record.get('wall_s', 0.0):.2f} s",
-                    whole_run=True)
+        if not job.bounds:
+            bar.advance(f"{job.label} (replication {job.rep}) "
+                        f"{record.get('wall_s', 0.0):.2f} s", whole_run=True)
 
     if executor == "ray":
         with ray_session(workers, address) as ray:
@@ -452,6 +476,9 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
             raise UserError(f"strategy '{job.label}' (replication {job.rep}) failed: "
                             f"{record['error']}", source=_source(scenario),
                             field=f"strategies.{job.label}")
+        if job.bounds:
+            bounds_out += record["bounds"]  # type: ignore[operator]
+            continue
         runs.extend(record["runs"])
         ts_parts.extend(record["ts"])
         if requests is not None and record["req"] is not None:

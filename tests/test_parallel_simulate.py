@@ -11,7 +11,7 @@ import pytest
 import simscale
 from simscale.errors import UserError
 
-_NOT_RESULTS = {"wall_s", "request_plane"}
+_NOT_RESULTS = {"wall_s", "request_plane", "lower_bound_wall_s", "hindsight_wall_s"}
 
 
 def _results(node):
@@ -30,9 +30,18 @@ def test_parallel_runs_equal_the_serial_run(tiny_scenario):
         {"name": "threshold", "label": "thr"}],
         svc_workload={"kind": "step", "steps": [{"at_s": 0, "rate_rps": 10},
                                                 {"at_s": 20, "rate_rps": 40}]})
-    serial = simscale.simulate(data, replications=2, keep_requests=True)
-    par = simscale.simulate(data, replications=2, keep_requests=True, workers=2)
+    serial = simscale.simulate(data, replications=2, keep_requests=True, bounds=True)
+    par = simscale.simulate(data, replications=2, keep_requests=True, workers=2, bounds=True)
     assert _results(par.summary) == _results(serial.summary)
+    # the bounds: one entry per replication, computed in a worker on the same inputs
+    assert [b["replication"] for b in par.summary["bounds"]] == [0, 1]
+    assert all(b["hindsight_runs"] > 0 for b in par.summary["bounds"])
+    # and they are those of the inputs drawn afresh for each seed
+    from simscale.simulator.bounds import scenario_bounds
+    from simscale.simulator.scenario import load_scenario
+
+    sc = load_scenario(data)
+    assert _results(scenario_bounds(sc, sc.seed, 2, None)) == _results(serial.summary["bounds"])
     assert [(r["label"], r["replication"]) for r in par.summary["runs"]] == [
         (r["label"], r["replication"]) for r in serial.summary["runs"]]
     pd.testing.assert_frame_equal(par.timeseries, serial.timeseries)
