@@ -2,10 +2,11 @@
 
 - :func:`render_report` — ``OUTDIR/report.html`` from a saved result folder.
 - :func:`render_sweep_report` — the report of a parameter sweep table.
-- :func:`assemble_page` — build a page from sections of HTML fragments and plotly figures
-  (the figure builders live in :mod:`simscale.reports.figures`).
+- :func:`assemble_page` — build a page from sections of HTML fragments and figures (plain
+  dicts in plotly.js's schema, built by :mod:`simscale.reports.figures`).
 
-plotly is imported only when one of these is first used.
+The report modules load only when one of these is first used; plotly.py is never imported
+(plotly.js is read from its package data and embedded in the page).
 """
 
 from __future__ import annotations

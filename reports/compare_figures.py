@@ -1,7 +1,7 @@
 """Figures that compare strategies: the latency CDF against the SLO, mean cost against SLO
 attainment with the Pareto front (and the axis ranges, tick formats and label placement it
-needs), and a figure against a swept parameter. Each returns a
-:class:`plotly.graph_objects.Figure`; latencies in milliseconds, cost in USD.
+needs), and a figure against a swept parameter. Each returns a figure dict
+(:data:`~simscale.reports.figure_style.Figure`); latencies in milliseconds, cost in USD.
 """
 
 from __future__ import annotations
@@ -13,9 +13,19 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from simscale.reports.figure_style import base_figure, f32, labels_in, ptext, slo_trace
+from simscale.reports.figure_style import (
+    Figure,
+    add_annotation,
+    add_trace,
+    base_figure,
+    f32,
+    labels_in,
+    ptext,
+    scatter,
+    slo_trace,
+    update_axis,
+)
 from simscale.reports.stats import MAX_CDF_POINTS, cdf_probabilities, pareto_front
 
 
@@ -67,7 +77,7 @@ def cdf_figure(
     slo_ms: float | None,
     colors: Mapping[str, str] | None = None,
     title: str = "Latency CDF",
-) -> go.Figure:
+) -> Figure:
     """Latency CDF per strategy (``cdf`` from :func:`latency_cdf`) with the SLO line."""
     labels, colors = labels_in(cdf, colors)
     source = str(cdf["source"].iloc[0]) if len(cdf) else "requests"
@@ -76,22 +86,24 @@ def cdf_figure(
     for label in labels:
         sub = cdf[cdf["label"] == label]
         name = ptext(label)
-        fig.add_trace(go.Scatter(
+        line = {"color": colors[label], "width": 2}
+        if source == "requests":
+            line["shape"] = "hv"
+        add_trace(fig, scatter(
             x=f32(sub["latency_ms"]), y=f32(sub["probability"]), name=name,
-            mode="lines" if source == "requests" else "lines+markers",
-            line=dict(color=colors[label], width=2, shape="hv" if source == "requests" else None),
+            mode="lines" if source == "requests" else "lines+markers", line=line,
             hovertemplate="%{x:.1f} ms · p%{y:.3f}",
         ))
     slo_trace(fig, slo_ms, y=[0.0, 1.0])
-    fig.update_xaxes(title_text="latency (ms)", type="log")
+    update_axis(fig, "xaxis", title="latency (ms)", type="log")
     lat = cdf["latency_ms"].to_numpy(dtype=float)
     lat = lat[np.isfinite(lat) & (lat > 0)]
     if lat.size and math.log10(lat.max() / lat.min()) <= 4:  # label 1, 2, 5 per decade
         ticks = [m * 10.0**k for k in range(math.floor(math.log10(lat.min())),
                                              math.ceil(math.log10(lat.max())) + 1)
                  for m in (1, 2, 5)]
-        fig.update_xaxes(tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
-    fig.update_yaxes(title_text="fraction of requests", range=[0, 1.02])
+        update_axis(fig, "xaxis", tickvals=ticks, ticktext=[f"{v:g}" for v in ticks])
+    update_axis(fig, "yaxis", title="fraction of requests", range=[0, 1.02])
     return fig
 
 
@@ -257,7 +269,7 @@ def pareto_figure(
     *,
     colors: Mapping[str, str] | None = None,
     title: str = "Cost against SLO attainment",
-) -> go.Figure:
+) -> Figure:
     """One point per strategy: mean cost (x, USD over the run) against mean SLO attainment
     (y, %), error bars the 95% intervals over replications, with the Pareto front (cheaper
     and better) drawn.
@@ -280,9 +292,9 @@ def pareto_figure(
                          table["slo_attainment"].to_numpy(float))
     if front:
         fr = table.iloc[front]
-        fig.add_trace(go.Scatter(
+        add_trace(fig, scatter(
             x=f32(fr["cost_usd"]), y=f32(fr["slo_attainment"] * 100), name="Pareto front",
-            mode="lines", line=dict(color="#94a3b8", dash="dash", width=1.5, shape="hv"),
+            mode="lines", line={"color": "#94a3b8", "dash": "dash", "width": 1.5, "shape": "hv"},
             hoverinfo="skip",
         ))
     xs: list[float] = []
@@ -302,14 +314,15 @@ def pareto_figure(
 
         def _err(half: float, value: float, high: float) -> dict[str, Any]:
             if not np.isfinite(half) or not np.isfinite(value):
-                return dict(visible=False)
-            return dict(type="data", symmetric=False, array=[min(half, high - value)],
-                        arrayminus=[min(half, value)], thickness=1.2, width=4)
+                return {"visible": False}
+            return {"type": "data", "symmetric": False, "array": [min(half, high - value)],
+                    "arrayminus": [min(half, value)], "thickness": 1.2, "width": 4}
 
         cost_half, slo_half = _half("cost_usd_ci"), _half("slo_attainment_ci", 100.0)
-        fig.add_trace(go.Scatter(
+        add_trace(fig, scatter(
             x=[cost], y=[slo], name=name, mode="markers",
-            marker=dict(color=colors[label], size=12, line=dict(color="#fff", width=1.5)),
+            marker={"color": colors[label], "size": 12,
+                    "line": {"color": "#fff", "width": 1.5}},
             error_x=_err(cost_half, cost, math.inf),
             error_y=_err(slo_half, slo, 100.0),
             hovertemplate=f"{name}<br>$%{{x:.4g}} · %{{y:.2f}}% in SLO<extra></extra>",
@@ -324,20 +337,20 @@ def pareto_figure(
     x_range = padded_range(x_extent, min_rel_span=0.10, min_span=MIN_COST_SPAN_USD,
                            lower=0.0)
     y_range = padded_range(y_extent, min_rel_span=0.0, min_span=2.0, lower=0.0, upper=100.0)
-    fig.update_xaxes(title_text="cost (USD)", range=x_range, tickformat=tick_format(x_range),
-                     hoverformat=".4g")
-    fig.update_yaxes(title_text="SLO attainment (%)", range=y_range,
-                     tickformat=tick_format(y_range))
+    update_axis(fig, "xaxis", title="cost (USD)", range=x_range,
+                tickformat=tick_format(x_range), hoverformat=".4g")
+    update_axis(fig, "yaxis", title="SLO attainment (%)", range=y_range,
+                tickformat=tick_format(y_range))
     if x_range and y_range:
         for place in place_labels(xs, ys, labels, x_range=x_range, y_range=y_range,
                                   y_halves=y_halves):
             text = "<br>".join(
                 f'<span style="color:{colors[labels[i]]}">{ptext(labels[i])}</span>'
                 for i in place.members)
-            fig.add_annotation(
-                x=place.x, y=place.y, xref="x", yref="y", text=text, showarrow=False,
+            add_annotation(
+                fig, x=place.x, y=place.y, xref="x", yref="y", text=text, showarrow=False,
                 xanchor="center", yanchor=place.yanchor, align="center",
-                font=dict(size=11), bgcolor="rgba(255,255,255,0.9)", borderpad=1,
+                font={"size": 11}, bgcolor="rgba(255,255,255,0.9)", borderpad=1,
             )
     return fig
 
@@ -350,7 +363,7 @@ def sweep_figure(
     colors: Mapping[str, str] | None = None,
     title: str | None = None,
     series: str = "label",
-) -> go.Figure:
+) -> Figure:
     """``metric`` against ``param`` with one line per strategy (``series`` column), mean over
     seeds (and over any other swept parameter) with 95% error bars.
 
@@ -373,12 +386,13 @@ def sweep_figure(
             ys.append(mean)
             es.append(half if np.isfinite(half) else 0.0)
         name = ptext(label)
-        fig.add_trace(go.Scatter(
+        add_trace(fig, scatter(
             x=xs, y=ys, name=name, mode="lines+markers",
-            line=dict(color=colors[label], width=2), marker=dict(size=7),
-            error_y=dict(type="data", array=es, thickness=1.2, width=4, visible=any(es)),
+            line={"color": colors[label], "width": 2}, marker={"size": 7},
+            error_y={"type": "data", "array": es, "thickness": 1.2, "width": 4,
+                     "visible": any(es)},
             hovertemplate="%{x} → %{y:.4g}",
         ))
-    fig.update_xaxes(title_text=ptext(param), type=None if numeric else "category")
-    fig.update_yaxes(title_text=ptext(metric))
+    update_axis(fig, "xaxis", title=ptext(param), type=None if numeric else "category")
+    update_axis(fig, "yaxis", title=ptext(metric))
     return fig

@@ -1,4 +1,5 @@
-"""Figure builders: each takes DataFrames and returns a :class:`plotly.graph_objects.Figure`.
+"""Figure builders: each takes DataFrames and returns a figure as a plain dict in plotly.js's
+schema (``{"data": [...], "layout": {...}}``, :data:`Figure`), built without plotly.py.
 
 They know nothing about files or pages, so sweep and validation reports can reuse them. Curves
 are keyed by the strategy *label* (two configurations of one strategy get two labels); colours
@@ -8,8 +9,10 @@ figure. User text (labels, service names) that ends up inside a figure passes th
 
 The builders live in three modules, all importable from here:
 
-- :mod:`simscale.reports.figure_style`: colours, template, :func:`ptext`, band traces, the SLO
-  line, count axes;
+- :mod:`simscale.reports.figure_style`: colours, template, :func:`ptext`, the figure dict
+  helpers (:func:`base_figure`, :func:`secondary_y_figure`, :func:`scatter`,
+  :func:`add_trace`, :func:`update_axis`, :func:`add_annotation`), band traces, the SLO line,
+  count axes;
 - :mod:`simscale.reports.time_figures`: replicas, p95 latency and queue length over time, the
   scaling-event timeline;
 - :mod:`simscale.reports.compare_figures`: latency CDF, cost against SLO attainment (Pareto),
@@ -38,13 +41,19 @@ from simscale.reports.figure_style import (
     SLO_COLOR,
     STRATEGY_COLORS,
     TEMPLATE,
+    Figure,
+    add_annotation,
     add_band_traces,
+    add_trace,
     base_figure,
     count_axis,
     ptext,
     rgba,
+    scatter,
+    secondary_y_figure,
     slo_trace,
     strategy_colors,
+    update_axis,
 )
 from simscale.reports.time_figures import (
     EVENT_SYMBOLS,
@@ -66,8 +75,11 @@ __all__ = [
     "SLO_COLOR",
     "STRATEGY_COLORS",
     "TEMPLATE",
+    "Figure",
     "LabelPlacement",
+    "add_annotation",
     "add_band_traces",
+    "add_trace",
     "base_figure",
     "cdf_figure",
     "count_axis",
@@ -81,9 +93,12 @@ __all__ = [
     "queue_figure",
     "replicas_figure",
     "rgba",
+    "scatter",
+    "secondary_y_figure",
     "slo_trace",
     "strategy_colors",
     "sweep_figure",
     "tick_format",
+    "update_axis",
     "windowed_p95",
 ]

@@ -4,6 +4,10 @@
 when present, ``requests.parquet``; see ``simulator/RESULTS.md``) into ``report.html``: one
 file that opens offline, with plotly.js embedded once and every figure stored as JSON in a
 ``<script type="application/json">`` element that a small script hands to ``Plotly.newPlot``.
+The figures are plain dicts in plotly.js's schema (:mod:`simscale.reports.figures`), encoded
+by :func:`~simscale.reports.plotly_js.figure_json`, and plotly.js is read from the plotly
+package's data (:func:`~simscale.reports.plotly_js.plotly_js`): plotly.py itself is never
+imported, which keeps a small ``simscale simulate`` fast.
 
 :func:`assemble_page` builds such a page from any sections of HTML fragments and figures, so
 sweep (:func:`render_sweep_report`) and validation reports share the look and the machinery.
@@ -21,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
-import plotly.io as pio
 
 from simscale.errors import UserError
 from simscale.io import write_text_atomic
 from simscale.reports import figures as F
 from simscale.reports.data import ResultSet, load_results
+from simscale.reports.figure_style import Figure
+from simscale.reports.plotly_js import figure_json, plotly_js
 from simscale.reports.tables import (
     bounds_table_html,
     comparison_table_html,
@@ -46,13 +50,13 @@ REPORT_FILE = "report.html"
 class Wide:
     """Wrap a figure (or HTML fragment) so that it spans the full width of its section."""
 
-    item: go.Figure | str
+    item: Figure | str
 
 
-#: What a section may hold: an HTML fragment (trusted: escape user text first), a figure
+#: What a section may hold: an HTML fragment (trusted: escape user text first), a figure dict
 #: (half width on wide screens) or a :class:`Wide` figure or fragment. HTML fragments are
 #: always full width.
-Item = str | go.Figure | Wide
+Item = str | Figure | Wide
 
 CSS = """
 :root{--bg:#f4f6fa;--card:#fff;--ink:#111827;--muted:#6b7280;--line:#e5e7eb;--accent:#2563eb;
@@ -131,33 +135,20 @@ BOOT_JS = """
 """
 
 
-def script_safe(text: str) -> str:
-    """Make ``text`` safe inside a ``<script>`` element: ``</`` cannot close it and ``<!--``
-    cannot open a comment (plotly's JSON already escapes ``<``; this is a second guard)."""
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
-
-
-def figure_json(fig: go.Figure) -> str:
-    """The figure as JSON (plotly's encoder: numpy arrays as base64 typed arrays), safe to
-    embed in a ``<script>`` element."""
-    return script_safe(pio.to_json(fig, validate=False))
-
-
-def _plotly_js() -> str:
-    """plotly.js, bundled with plotly.py; ``</script`` (never present today) is escaped."""
-    from plotly.offline import get_plotlyjs
-
-    return re.sub(r"(?i)</(script)", r"<\\/\1", get_plotlyjs())
-
-
-def split_title(fig: go.Figure) -> tuple[str, go.Figure]:
+def split_title(fig: Figure) -> tuple[str, Figure]:
     """Move a figure's title out of plotly into an HTML caption (so a long legend never
     overlaps it). The title is plotly text (user text escaped by
     :func:`~simscale.reports.figures.ptext`); it is unescaped and escaped again, so the caption
-    shows exactly what plotly would. A part after the first `` · `` is shown muted."""
-    text = fig.layout.title.text if fig.layout.title and fig.layout.title.text else ""
-    bare = go.Figure(fig)
-    bare.update_layout(title_text=None, margin_t=36)
+    shows exactly what plotly would. A part after the first `` · `` is shown muted. Returns
+    the caption and a copy of the figure without the title (``fig`` is left as it is)."""
+    layout = dict(fig.get("layout") or {})
+    title = layout.pop("title", None)
+    text = title.get("text") if isinstance(title, Mapping) else title
+    rest = {k: v for k, v in title.items() if k != "text"} if isinstance(title, Mapping) else {}
+    if rest:
+        layout["title"] = rest
+    layout["margin"] = {**(layout.get("margin") or {}), "t": 36}
+    bare = {**fig, "layout": layout}
     if not text:
         return '<h3 class="fig-title"></h3>', bare
     plain = html.unescape(re.sub(r"<br\s*/?>", " ", str(text)))
@@ -196,8 +187,9 @@ def assemble_page(
         ``(name, value)`` facts shown in the header (plain text, escaped).
     sections:
         ``(heading, items)``: each becomes a card with a link in the page's table of contents.
-        An item is a plotly figure (half width), a :class:`Wide` figure (full width) or an HTML
-        fragment string (full width; trusted, so escape user text in it first).
+        An item is a figure dict (half width; :mod:`simscale.reports.figures`), a :class:`Wide`
+        figure (full width) or an HTML fragment string (full width; trusted, so escape user
+        text in it first).
     footer:
         Plain text for the page foot (defaults to the render time).
     """
@@ -212,7 +204,7 @@ def assemble_page(
         for item in items:
             wide = isinstance(item, Wide)
             inner = item.item if isinstance(item, Wide) else item
-            if isinstance(inner, go.Figure):
+            if isinstance(inner, dict):
                 fid = f"fig-{len(figs) + 1}"
                 caption, bare = split_title(inner)
                 figs.append(
@@ -222,8 +214,12 @@ def assemble_page(
                 cls = "fig-box wide" if wide else "fig-box"
                 cells.append(f'<div class="{cls}">{caption}<div class="fig" id="{fid}"></div>'
                              "</div>")
-            else:
+            elif isinstance(inner, str):
                 cells.append(f'<div class="wide">{inner}</div>')
+            else:
+                raise TypeError("a section item is an HTML string, a figure dict "
+                                f"({{'data': [...], 'layout': {{...}}}}) or Wide; got "
+                                f"{type(inner).__name__}")
         parts.append(
             f'<section class="card" id="{sid}"><h2>{html.escape(heading)}</h2>'
             f'<div class="grid">{"".join(cells)}</div></section>'
@@ -241,7 +237,7 @@ def assemble_page(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style>"
-        f'<script type="text/javascript">{_plotly_js()}</script></head>\n<body><main>'
+        f'<script type="text/javascript">{plotly_js()}</script></head>\n<body><main>'
         f'<header class="page"><div class="kicker">{html.escape(kicker)}</div>'
         f"<h1>{html.escape(title)}</h1>{desc}<dl class=\"facts\">{facts}</dl></header>"
         f"{toc}{''.join(parts)}<footer>{html.escape(footer)}</footer></main>\n"

@@ -1,4 +1,9 @@
-"""Small statistics used by the report: replication bands, downsampling, quantile curves."""
+"""Small statistics used by the report: replication bands, downsampling, quantile curves.
+
+The grouped means take DataFrames and return DataFrames, but group with numpy
+(:func:`group_rows`): a pandas ``groupby`` per curve cost more than the rest of a small
+report.
+"""
 
 from __future__ import annotations
 
@@ -47,6 +52,49 @@ def window_for(n_bins: int, *, max_points: int = MAX_TIME_POINTS, bin_s: float =
     return bin_s * max(1, math.ceil(n_bins / max(1, max_points)))
 
 
+def group_rows(
+    frame: pd.DataFrame, columns: Sequence[str]
+) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """Group the rows of ``frame`` by ``columns``, as ``groupby(columns, sort=True)`` does.
+
+    Returns the group of each row (``-1`` for a row with a NaN key, which belongs to no
+    group), each key column's value per group (groups in sorted key order) and the number
+    of groups.
+    """
+    codes, levels = [], []
+    for col in columns:  # factorize hashes, on the column as stored (arrow strings stay so)
+        code, level = pd.factorize(frame[col], sort=True)
+        codes.append(code)
+        levels.append(np.asarray(level))
+    keep = np.ones(len(frame), dtype=bool)
+    for code in codes:
+        keep &= code >= 0  # a NaN key: the row belongs to no group (pandas drops it)
+    dims = [max(len(level), 1) for level in levels]
+    flat = np.ravel_multi_index([code[keep] for code in codes], dims)
+    size = math.prod(dims)
+    if size <= 4 * len(flat) + 65536:  # the usual case: number the occupied cells
+        groups = np.flatnonzero(np.bincount(flat, minlength=size))
+        number = np.full(size, -1, dtype=np.intp)
+        number[groups] = np.arange(len(groups))
+        kept_group = number[flat]
+    else:  # sparse keys (many values of each): sort the occupied cells
+        kept_group, groups = pd.factorize(flat, sort=True)
+    row_group = np.full(len(frame), -1, dtype=np.intp)
+    row_group[keep] = kept_group
+    keys = {col: level[idx] for col, level, idx in
+            zip(columns, levels, np.unravel_index(groups, dims), strict=True)}
+    return row_group, keys, len(groups)
+
+
+def _group_sums(row_group: np.ndarray, n: int, values: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per group: the number of non-NaN ``values`` and their sum."""
+    ok = (row_group >= 0) & ~np.isnan(values)
+    count = np.bincount(row_group[ok], minlength=n).astype(float)
+    total = np.bincount(row_group[ok], weights=values[ok], minlength=n)
+    return count, total
+
+
 def downsample(
     frame: pd.DataFrame,
     values: Sequence[str],
@@ -67,21 +115,23 @@ def downsample(
     bin_s = float(np.min(np.diff(np.unique(times)))) if len(np.unique(times)) > 1 else 1.0
     if window_s <= max(bin_s, 1.0):
         return frame[cols].reset_index(drop=True)
-    work = frame[[*keys, "time_s", *values, *set(weights.values())]].copy()
-    work["time_s"] = np.floor(work["time_s"].to_numpy(dtype=float) / window_s) * window_s
-    for value, weight in weights.items():
-        w = work[weight].to_numpy(dtype=float)
-        v = work[value].to_numpy(dtype=float)
-        ok = ~np.isnan(v) & ~np.isnan(w)
-        work[f"__w_{value}"] = np.where(ok, w, 0.0)
-        work[f"__wv_{value}"] = np.where(ok, w * np.nan_to_num(v), 0.0)
-    grouped = work.groupby([*keys, "time_s"], sort=True, observed=True)
-    out = grouped[list(values)].mean()
-    for value in weights:
-        wsum = grouped[f"__w_{value}"].sum()
-        weighted = grouped[f"__wv_{value}"].sum() / wsum.where(wsum > 0)
-        out[value] = weighted.fillna(out[value])
-    return out.reset_index()
+    work = frame[list(keys)].copy()
+    work["time_s"] = np.floor(times / window_s) * window_s
+    row_group, key_values, n = group_rows(work, [*keys, "time_s"])
+    out = pd.DataFrame(key_values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for value in values:
+            v = frame[value].to_numpy(dtype=float)
+            count, total = _group_sums(row_group, n, v)
+            mean = total / np.where(count > 0, count, np.nan)
+            if value in weights:  # the weighted mean where the weights sum above 0
+                w = frame[weights[value]].to_numpy(dtype=float)
+                ok = (row_group >= 0) & ~np.isnan(v) & ~np.isnan(w)
+                wsum = np.bincount(row_group[ok], weights=w[ok], minlength=n)
+                wv = np.bincount(row_group[ok], weights=(w * v)[ok], minlength=n)
+                mean = np.where(wsum > 0, wv / np.where(wsum > 0, wsum, 1.0), mean)
+            out[value] = mean
+    return out
 
 
 def replication_band(
@@ -93,19 +143,29 @@ def replication_band(
 ) -> pd.DataFrame:
     """Mean of ``value`` over replications, per ``keys`` and ``time_s``, with a 95% band.
 
-    Returns columns ``*keys, time_s, mean, lo, hi, n``; ``lo``/``hi`` are NaN where fewer than
+    Returns columns ``*keys, time_s, mean, n, lo, hi``; ``lo``/``hi`` are NaN where fewer than
     two replications have a value. ``floor`` clips the band from below (e.g. 0 for counts,
     which cannot be negative even when a t-interval over few replications reaches below 0).
     """
-    grouped = frame.groupby([*keys, "time_s"], sort=True, observed=True)[value]
-    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
-    half = t_halfwidth(out["std"], out["n"])
-    out["lo"] = out["mean"] - half
-    out["hi"] = out["mean"] + half
+    row_group, key_values, n_groups = group_rows(frame, [*keys, "time_s"])
+    v = frame[value].to_numpy(dtype=float)
+    n, total = _group_sums(row_group, n_groups, v)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / np.where(n > 0, n, np.nan)
+        ok = (row_group >= 0) & ~np.isnan(v)
+        squares = np.bincount(row_group[ok], weights=(v[ok] - mean[row_group[ok]]) ** 2,
+                              minlength=n_groups)
+        std = np.sqrt(squares / np.where(n > 1, n - 1, np.nan))
+    half = t_halfwidth(std, n)
+    lo, hi = mean - half, mean + half
     if floor is not None:
-        out["lo"] = out["lo"].clip(lower=floor)
-        out["hi"] = out["hi"].clip(lower=floor)
-    return out.drop(columns="std")
+        lo, hi = np.maximum(lo, floor), np.maximum(hi, floor)
+    out = pd.DataFrame(key_values)
+    out["mean"] = mean
+    out["n"] = n.astype(np.int64)
+    out["lo"] = lo
+    out["hi"] = hi
+    return out
 
 
 def cdf_probabilities(n_points: int = MAX_CDF_POINTS, n_samples: int | None = None) -> np.ndarray:

@@ -2,7 +2,8 @@
 rate against replicas, windowed p95 latency against the SLO, queue length, and the scaling
 events as a timeline. Each takes one service's rows of ``timeseries.parquet`` (the latency
 figure also those of ``requests.parquet``; the timeline, its scaling events) and returns a
-:class:`plotly.graph_objects.Figure`; times in seconds, latencies in milliseconds.
+figure dict (:data:`~simscale.reports.figure_style.Figure`); times in seconds, latencies in
+milliseconds.
 """
 
 from __future__ import annotations
@@ -12,20 +13,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
 from simscale.reports.figure_style import (
     ARRIVAL_COLOR,
     FIGURE_HEIGHT,
-    TEMPLATE,
+    Figure,
+    add_annotation,
     add_band_traces,
+    add_trace,
     base_figure,
     count_axis,
     f32,
     labels_in,
     ptext,
     rgba,
+    scatter,
+    secondary_y_figure,
     slo_trace,
+    update_axis,
 )
 from simscale.reports.stats import (
     MAX_TIME_POINTS,
@@ -63,31 +68,25 @@ def replicas_figure(
     colors: Mapping[str, str] | None = None,
     title: str = "Arrival rate and replicas",
     max_points: int = MAX_TIME_POINTS,
-) -> go.Figure:
+) -> Figure:
     """Arrival rate (grey area, left axis) against ready (solid) and starting (dotted)
     replicas of every strategy (right axis), mean over replications with a 95% band.
 
     ``ts`` holds one service's rows of ``timeseries.parquet``.
     """
-    from plotly.subplots import make_subplots
-
     labels, colors = labels_in(ts, colors)
     data, window = _prepare(
         ts, ["arrival_rate_rps", "replicas_ready", "replicas_starting"], max_points
     )
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.update_layout(template=TEMPLATE, height=FIGURE_HEIGHT + 40,
-                      title=dict(text=title + _window_note(window)), hovermode="x unified")
+    fig = secondary_y_figure(title + _window_note(window), height=FIGURE_HEIGHT + 40,
+                             hovermode="x unified")
     if len(data):
         arrivals = data.groupby("time_s", sort=True)["arrival_rate_rps"].mean()
-        fig.add_trace(
-            go.Scatter(
-                x=f32(arrivals.index), y=f32(arrivals.to_numpy()), name="arrival rate",
-                mode="lines", fill="tozeroy", line=dict(color=ARRIVAL_COLOR, width=1),
-                fillcolor=rgba(ARRIVAL_COLOR, 0.18), hovertemplate="%{y:.1f} rps",
-            ),
-            secondary_y=False,
-        )
+        add_trace(fig, scatter(
+            x=f32(arrivals.index), y=f32(arrivals.to_numpy()), name="arrival rate",
+            mode="lines", fill="tozeroy", line={"color": ARRIVAL_COLOR, "width": 1},
+            fillcolor=rgba(ARRIVAL_COLOR, 0.18), hovertemplate="%{y:.1f} rps",
+        ))
     for label in labels:
         sub = data[data["label"] == label]
         name = ptext(label)
@@ -99,16 +98,15 @@ def replicas_figure(
                         secondary_y=True, line={"dash": "dot", "shape": "hv", "width": 1.5},
                         hover="%{y:.2f} starting", showlegend=False, show_band=False)
     if labels:
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="starting (dotted)",
-                                 line=dict(color="#64748b", dash="dot", width=1.5),
-                                 hoverinfo="skip"), secondary_y=True)
-    fig.update_xaxes(title_text="time (s)")
-    fig.update_yaxes(title_text="arrival rate (rps)", secondary_y=False, rangemode="tozero")
+        add_trace(fig, scatter(x=[None], y=[None], mode="lines", name="starting (dotted)",
+                               line={"color": "#64748b", "dash": "dot", "width": 1.5},
+                               hoverinfo="skip"), secondary_y=True)
+    update_axis(fig, "xaxis", title="time (s)")
+    update_axis(fig, "yaxis", title="arrival rate (rps)", rangemode="tozero")
     most = [float(data[c].max()) for c in ("replicas_ready", "replicas_starting")
             if len(data) and data[c].notna().any()]
-    fig.update_yaxes(title_text="replicas", secondary_y=True, rangemode="tozero",
-                     showgrid=False, zeroline=False,
-                     **count_axis(max(most) if most else None))
+    update_axis(fig, "yaxis2", title="replicas", rangemode="tozero", showgrid=False,
+                zeroline=False, **count_axis(max(most) if most else None))
     return fig
 
 
@@ -153,7 +151,7 @@ def latency_figure(
     colors: Mapping[str, str] | None = None,
     title: str = "p95 latency over time",
     window_s: float | None = None,
-) -> go.Figure:
+) -> Figure:
     """Windowed p95 latency per strategy (mean over replications, 95% band) against the SLO.
 
     See :func:`windowed_p95` for how the windows are computed.
@@ -169,8 +167,8 @@ def latency_figure(
     t = ts["time_s"].to_numpy(dtype=float)
     if t.size:
         slo_trace(fig, slo_ms, x=[float(t.min()), float(t.max()) + 1.0])
-    fig.update_xaxes(title_text="time (s)")
-    fig.update_yaxes(title_text="p95 latency (ms)", rangemode="tozero")
+    update_axis(fig, "xaxis", title="time (s)")
+    update_axis(fig, "yaxis", title="p95 latency (ms)", rangemode="tozero")
     return fig
 
 
@@ -180,7 +178,7 @@ def queue_figure(
     colors: Mapping[str, str] | None = None,
     title: str = "Queue length",
     max_points: int = MAX_TIME_POINTS,
-) -> go.Figure:
+) -> Figure:
     """Queue length (end of each bin) per strategy, mean over replications with 95% band."""
     labels, colors = labels_in(ts, colors)
     data, window = _prepare(ts, ["queue_length"], max_points)
@@ -189,9 +187,9 @@ def queue_figure(
         band = replication_band(data[data["label"] == label], "queue_length", floor=0.0)
         add_band_traces(fig, band, name=ptext(label), color=colors[label], group=ptext(label),
                         hover="%{y:.1f}")
-    fig.update_xaxes(title_text="time (s)")
+    update_axis(fig, "xaxis", title="time (s)")
     most = float(data["queue_length"].max()) if data["queue_length"].notna().any() else None
-    fig.update_yaxes(title_text="queued requests", rangemode="tozero", **count_axis(most))
+    update_axis(fig, "yaxis", title="queued requests", rangemode="tozero", **count_axis(most))
     return fig
 
 
@@ -204,7 +202,7 @@ def events_figure(
     duration_s: float | None = None,
     title: str = "Scaling events",
     max_events: int = 5000,
-) -> go.Figure:
+) -> Figure:
     """Scaling events as a timeline: one row per strategy (and replication, for the first
     ``max_replications``), marker shape by action (▲ up, ▼ down, ◆ resize, ✕ crash)."""
     ev_labels, colors = labels_in(events, colors)
@@ -234,25 +232,25 @@ def events_figure(
             for a, f, t, th, r in zip(sub["action"], sub["from_replicas"], sub["to_replicas"],
                                       sub["threads"], sub["reason"], strict=True)
         ]
-        fig.add_trace(go.Scatter(
+        add_trace(fig, scatter(
             x=f32(sub["time_s"]),
             y=[row_name[(label, r if multi else reps[0])] for r in sub["replication"]],
             mode="markers", name=name, text=hover,
-            marker=dict(color=colors[label], size=9, opacity=0.85,
-                        symbol=[EVENT_SYMBOLS.get(a, "circle") for a in sub["action"]],
-                        line=dict(color="#fff", width=0.5)),
+            marker={"color": colors[label], "size": 9, "opacity": 0.85,
+                    "symbol": [EVENT_SYMBOLS.get(a, "circle") for a in sub["action"]],
+                    "line": {"color": "#fff", "width": 0.5}},
             hovertemplate="t=%{x:.1f} s · %{text}",
         ))
-    fig.update_yaxes(type="category", categoryorder="array",
-                     categoryarray=[row_name[k] for k in reversed(rows)], showgrid=True,
-                     range=[-0.5, len(rows) - 0.5])
+    update_axis(fig, "yaxis", type="category", categoryorder="array",
+                categoryarray=[row_name[k] for k in reversed(rows)], showgrid=True,
+                range=[-0.5, len(rows) - 0.5])
     xrange = [0, duration_s] if duration_s else None
-    fig.update_xaxes(title_text="time (s)", range=xrange)
+    update_axis(fig, "xaxis", title="time (s)", range=xrange)
     if events.empty:
-        fig.add_annotation(text="no scaling events: every strategy kept its replicas",
-                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
-                           font=dict(size=13, color="#6b7280"),
-                           bgcolor="rgba(255,255,255,0.85)")
+        add_annotation(fig, text="no scaling events: every strategy kept its replicas",
+                       xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                       font={"size": 13, "color": "#6b7280"},
+                       bgcolor="rgba(255,255,255,0.85)")
     return fig
 
 

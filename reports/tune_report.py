@@ -62,12 +62,17 @@ def _hover(rec: Mapping[str, Any], figure: str) -> str:
             f"{html.escape(figure)} {_num(rec['target_value']):.4g}<br>{params}")
 
 
-def pareto_figure(result: Mapping[str, Any], service: str) -> Any:
+def pareto_figure(result: Mapping[str, Any], service: str) -> dict[str, Any]:
     """Cost against the target's figure: every trial, the Pareto front, the target line, the
-    baseline and the best."""
-    import plotly.graph_objects as go
-
-    from simscale.reports.figure_style import SLO_COLOR, base_figure, ptext
+    baseline and the best (a figure dict, :data:`simscale.reports.figure_style.Figure`)."""
+    from simscale.reports.figure_style import (
+        SLO_COLOR,
+        add_trace,
+        base_figure,
+        ptext,
+        scatter,
+        update_axis,
+    )
     from simscale.simulator.schema import FIGURES
 
     target = result["target"]
@@ -80,32 +85,32 @@ def pareto_figure(result: Mapping[str, Any], service: str) -> Any:
                                   (False, _INFEASIBLE, "trial missing it")):
         sub = [t for t in trials if bool(t["feasible"]) == feasible]
         if sub:
-            fig.add_trace(go.Scatter(
+            add_trace(fig, scatter(
                 x=[_num(t["cost_usd"]) for t in sub], y=[_num(t["target_value"]) for t in sub],
-                mode="markers", name=name, marker=dict(color=color, size=8, opacity=0.8),
+                mode="markers", name=name, marker={"color": color, "size": 8, "opacity": 0.8},
                 text=[_hover(t, figure) for t in sub], hovertemplate="%{text}<extra></extra>"))
     points = [(_num(t["cost_usd"]), _num(t["target_value"])) for t in trials]
     front = pareto_front(points, target["op"] == ">=")
     if front:
-        fig.add_trace(go.Scatter(
+        add_trace(fig, scatter(
             x=[points[i][0] for i in front], y=[points[i][1] for i in front],
-            mode="lines", name="Pareto front", line=dict(color=_FRONT, width=1.5,
-                                                         shape="hv"), hoverinfo="skip"))
+            mode="lines", name="Pareto front",
+            line={"color": _FRONT, "width": 1.5, "shape": "hv"}, hoverinfo="skip"))
     for rec, name, color, symbol in ((svc["baseline"], "baseline (as given)", _BASELINE,
                                       "diamond"), (svc["best"], "best", _BEST, "star")):
-        fig.add_trace(go.Scatter(
+        add_trace(fig, scatter(
             x=[_num(rec["cost_usd"])], y=[_num(rec["target_value"])], mode="markers",
-            name=name, marker=dict(color=color, size=16, symbol=symbol,
-                                   line=dict(color="#ffffff", width=1)),
+            name=name, marker={"color": color, "size": 16, "symbol": symbol,
+                               "line": {"color": "#ffffff", "width": 1}},
             text=[_hover(rec, figure)], hovertemplate="%{text}<extra></extra>"))
     costs = [p[0] for p in points if math.isfinite(p[0])] or [0.0]
-    fig.add_trace(go.Scatter(
+    add_trace(fig, scatter(
         x=[min(costs), max(costs)], y=[target["value"], target["value"]], mode="lines",
         name=f"target {ptext(target['text'])}", hoverinfo="skip",
-        line=dict(color=SLO_COLOR, dash="dash", width=1.5)))
+        line={"color": SLO_COLOR, "dash": "dash", "width": 1.5}))
     unit = FIGURES[figure].unit if figure in FIGURES else ""
-    fig.update_layout(xaxis_title="cost (USD, mean over replications)",
-                      yaxis_title=f"{ptext(figure)} ({unit}, mean)")
+    update_axis(fig, "xaxis", title="cost (USD, mean over replications)")
+    update_axis(fig, "yaxis", title=f"{ptext(figure)} ({unit}, mean)")
     return fig
 
 

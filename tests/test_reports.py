@@ -612,9 +612,8 @@ def test_output_and_title_options(results_dir: Path, tmp_path: Path) -> None:
 
 
 def test_assemble_page_reuse() -> None:
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4], name="real"))
+    fig = {"data": [{"type": "scatter", "x": [1, 2], "y": [3, 4], "name": "real"}],
+           "layout": {"title": {"text": "Real &amp; simulated · p95"}}}
     text = assemble_page("Validation <x>", [("Run", "a</script>b")],
                          [("Real vs simulated <y>", [fig, Wide(fig), "<p>ok</p>"])])
     page = parse_page(text)
@@ -624,6 +623,12 @@ def test_assemble_page_reuse() -> None:
     assert len(figs) == 2 and trace(figs[0], "real")["type"] == "scatter"
     assert text.count("plotly.js v") == 1
     assert '<div class="fig-box wide">' in text and "<p>ok</p>" in text
+    # the title became the caption, and the figure given is left as it was
+    assert page.fig_titles[0] == "Real & simulated · p95"
+    assert "title" not in figs[0]["layout"] and figs[0]["layout"]["margin"] == {"t": 36}
+    assert fig["layout"]["title"]["text"].startswith("Real")
+    with pytest.raises(TypeError, match="figure dict"):
+        assemble_page("x", [], [("A", [object()])])
 
 
 def _sweep_frame() -> pd.DataFrame:
@@ -1004,7 +1009,7 @@ def test_pareto_degenerate_axes_are_readable(cost: float) -> None:
 
     n = 7
     costs = [cost + i * 1e-12 for i in range(n)]  # all the same up to float noise
-    fig = pareto_figure(_pareto_stats(costs, [1.0] * n)).to_plotly_json()
+    fig = pareto_figure(_pareto_stats(costs, [1.0] * n))
     xaxis, yaxis = fig["layout"]["xaxis"], fig["layout"]["yaxis"]
     lo, hi = xaxis["range"]
     assert lo < cost < hi
@@ -1028,7 +1033,7 @@ def test_pareto_labels_of_near_points_do_not_overlap() -> None:
 
     costs = [0.0167, 0.0267, 0.0467, 0.0344, 0.0329, 0.0221, 0.0221]
     slos = [0.218, 0.789, 0.961, 0.948, 1.0, 1.0, 1.0]
-    fig = pareto_figure(_pareto_stats(costs, slos)).to_plotly_json()
+    fig = pareto_figure(_pareto_stats(costs, slos))
     notes = fig["layout"]["annotations"]
     named = [re.findall(r">([a-z_]+)</span>", a["text"]) for a in notes]
     assert sorted(sum(named, [])) == sorted(_pareto_stats(costs, slos)["label"])
