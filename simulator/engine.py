@@ -51,6 +51,7 @@ import numpy as np
 import simpy
 
 from simscale.simulator.accumulate import RequestFigures, timeseries_bin_s
+from simscale.simulator.cluster import ClusterRoom
 from simscale.simulator.inputs import ServiceInputs
 from simscale.simulator.observations import Monitor
 from simscale.simulator.requestplane import RequestPlane
@@ -165,58 +166,11 @@ def size_options(svc: Service, profile: Profile | None, max_batch_size: int
     return tuple(opts)
 
 
-class _Cluster:
-    """Room for replicas shared by all services; pending replicas are placed first come, first
-    served (first fit in request order).
-
-    A placed replica resized in place to a larger size needs the difference in cores and memory
-    on the cluster, like a Kubernetes in-place pod resize (KEP 1287): when there is no room the
-    resize is deferred (the replica goes on serving at its old size and is billed for it) and
-    retried, in the order deferred, whenever room is released, before pending replicas are
-    placed (the replicas running already asked first)."""
-
-    def __init__(self, cores: float, memory_mb: float) -> None:
-        self.free_cores = cores
-        self.free_mb = memory_mb
-        self.pending: list[tuple[_ServiceSim, ReplicaRecord]] = []
-        #: replicas whose resize waits for room, by (service, replica id), in the order deferred
-        self.deferred: dict[tuple[int, int], tuple[_ServiceSim, ReplicaRecord]] = {}
-
-    def fits(self, rec: ReplicaRecord) -> bool:
-        return self.has_room(rec.cores, rec.memory_mb)
-
-    def has_room(self, cores: float, memory_mb: float) -> bool:
-        """Whether ``cores`` more cores and ``memory_mb`` more memory are free."""
-        return cores <= self.free_cores + 1e-9 and memory_mb <= self.free_mb + 1e-9
-
-    def take(self, rec: ReplicaRecord) -> None:
-        self.free_cores -= rec.cores
-        self.free_mb -= rec.memory_mb
-
-    def release(self, rec: ReplicaRecord) -> None:
-        self.free_cores += rec.cores
-        self.free_mb += rec.memory_mb
-        self.place_pending()
-
-    def place_pending(self) -> None:
-        for key, (sim, rec) in list(self.deferred.items()):
-            if key in self.deferred and (rec.state == "stopped" or sim._resize_replica(rec)):
-                self.deferred.pop(key, None)
-        keep = []
-        for sim, rec in self.pending:
-            if rec.state == "pending" and self.fits(rec):
-                self.take(rec)
-                sim._placed(rec)
-            elif rec.state == "pending":
-                keep.append((sim, rec))
-        self.pending = keep
-
-
 # ============================================================================ one service
 class _ServiceSim:
     def __init__(self, env: simpy.Environment, scenario: Scenario, svc: Service,
                  strategy: Any, inputs: ServiceInputs, profile: Profile | None,
-                 cluster: _Cluster | None, stream: bool | None = None,
+                 cluster: ClusterRoom | None, stream: bool | None = None,
                  requests_file: Path | None = None) -> None:
         self.env = env
         self.svc = svc
@@ -618,7 +572,7 @@ def run_strategy(
     ``on_progress(dt_s)``: called with each further stretch of simulated seconds done (the run
     pauses :data:`PROGRESS_STEPS` times; pausing SimPy changes no event's order)."""
     env = simpy.Environment()
-    cluster = (_Cluster(scenario.cluster.cores, scenario.cluster.memory_mb)
+    cluster = (ClusterRoom(scenario.cluster.cores, scenario.cluster.memory_mb)
                if scenario.cluster is not None else None)
     sims = []
     for svc in scenario.services:
