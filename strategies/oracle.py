@@ -27,6 +27,8 @@ and paying for a fresh cold start moments later.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from pydantic import Field
 
@@ -87,10 +89,10 @@ class Oracle(ParameterizedStrategy):
         w = max(1, int(round(self.smoothing_s / step)))
         half = (w - 1) / 2 * step
         n = max(2, int(np.ceil(span / step)) + 1)
-        times = np.linspace(start - half, start + span + half, n + w - 1)
-        rate = np.asarray(self.true_rate_rps(np.maximum(times, 0.0)), dtype=float)
-        smooth = np.convolve(rate, np.full(w, 1.0 / w), mode="valid")
-        return float(np.max(smooth))
+        times = linspace(start - half, start + span + half, n + w - 1)
+        rate = np.asarray(self.true_rate_rps(np.maximum(times, 0.0, out=times)), dtype=float)
+        smooth = np.convolve(rate, _box(w), mode="valid")
+        return float(np.maximum.reduce(smooth))
 
     def _solve(self, rate: float, obs: Observation, options: tuple,
                arrival_scv: float = 1.0) -> Config:
@@ -121,3 +123,40 @@ class Oracle(ParameterizedStrategy):
                              obs.max_replicas)
         return config_decision(config, obs, replicas, rate, self.slo_percentile, {}, self.memo,
                                scv)
+
+
+def linspace(start: float, stop: float, num: int) -> np.ndarray:
+    """``np.linspace(start, stop, num)`` for Python floats and ``num >= 2``: numpy's own
+    operations (``arange(num) * ((stop - start) / (num - 1)) + start``, the last point set to
+    ``stop``; ``step == 0`` as numpy treats it), without its argument handling."""
+    if num < 2 or type(start) is not float or type(stop) is not float:
+        return np.linspace(start, stop, num)
+    div = num - 1
+    delta = stop - start
+    step = delta / div
+    y = _arange(num).copy()
+    if step == 0:
+        y /= div
+        y *= delta
+    else:
+        y *= step
+    y += start
+    y[-1] = stop
+    return y
+
+
+@functools.lru_cache(maxsize=64)
+def _arange(num: int) -> np.ndarray:
+    """``np.arange(num, dtype=float)``, read-only."""
+    y = np.arange(0, num, dtype=float)
+    y.flags.writeable = False
+    return y
+
+
+@functools.lru_cache(maxsize=64)
+def _box(w: int) -> np.ndarray:
+    """The moving-average kernel ``np.full(w, 1.0 / w)``, read-only."""
+    v = np.full(w, 1.0 / w)
+    v.flags.writeable = False
+    return v
+

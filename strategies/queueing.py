@@ -18,12 +18,20 @@ the service time (1 for exponential, 0 for deterministic).
   for G/G/1 the heavy-traffic limit, Kingman 1962); the service time is modelled as a gamma
   distribution with the profiled mean and scv.
 - Arrival burstiness is measured by :func:`arrival_scv_estimate` (a pooled index of dispersion
-  of per-second counts) and bucketed by :func:`bucket_scv` so cached answers are reused.
+  of per-second counts) and bucketed by :func:`bucket_scv` so cached answers are reused (both
+  in :mod:`simscale.strategies.burstiness`, re-exported here).
 - Batching: a replica that serves batches of ``b`` takes ``t(b) = (alpha + beta b) * mean_factor``
   and so serves ``b / t(b)`` requests/s; a request then waits like a customer of an M/G/c queue
   with that throughput and is served in ``t(b)``. A dynamic batcher with limit ``B`` uses the
   batch size ``b <= B`` that is best at the load, so the predicted latency for limit ``B`` is the
   minimum over ``b <= B`` (an approximation; it is monotone in load and in ``c``).
+
+Evaluation: the functions above work on numpy arrays. The solver (:func:`cheapest_config`) and
+:func:`predicted_latency_ms` instead evaluate the same formulas one replica count at a time in
+Python floats (the Erlang B recursion carried from ``c`` to ``c + 1``, ``numpy.log`` for the
+logarithm) and stop at the first count that meets the SLO: the same floats, bit for bit, as the
+vectorised table, which stays the specification (:func:`_cheapest_config_reference`) and the
+fallback for inputs the scalar path declines (no load, nothing feasible, non-finite figures).
 
 The predicted latency percentile is ``W_p + S_p`` (wait quantile plus service quantile): an upper
 estimate of the quantile of ``W + S``. :func:`slo_attainment` gives ``P(W + S <= slo)`` itself by
@@ -39,6 +47,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from simscale.strategies.base import SizeOption
+from simscale.strategies.burstiness import (  # noqa: F401 - re-exported (they lived here)
+    MAX_ARRIVAL_SCV,
+    SCV_BUCKETS_PER_DOUBLING,
+    Dispersion,
+    arrival_scv_estimate,
+    bucket_scv,
+    dispersion_index,
+)
+
+#: numpy's logarithm, called on one float at a time by the scalar paths: its float64 answers do
+#: not depend on the array around them, and ``math.log`` differs from it in the last bit now and
+#: then (numpy's SIMD kernels), so only it gives the vectorised formulas' figures
+_np_log = np.log
+#: numpy's sum reduction, called directly: what ``ndarray.sum`` reduces with
+_sum = np.add.reduce
 
 
 def erlang_b(c: np.ndarray | int, a: np.ndarray | float) -> np.ndarray:
@@ -153,12 +176,37 @@ def slo_attainment(c: int, lam_rps: float, service_s: float, scv: float, slo_s: 
     a = lam_rps * per_request_s
     if a >= c:
         return 0.0
-    prob_wait = float(erlang_c(c, a))
+    prob_wait = _erlang_c_one(c, a)
     theta = (c / per_request_s - lam_rps) * 2.0 / (arrival_scv + scv)
     w, cdf, no_wait = _cdf_grid(slo_s, service_s, scv, points)
     integrand = theta * np.exp(-theta * w) * cdf
-    waited = float(np.trapezoid(integrand, w))
-    return float(np.clip((1.0 - prob_wait) * no_wait + prob_wait * waited, 0.0, 1.0))
+    # np.trapezoid(integrand, w), its operations on the grid's cached steps
+    waited = float(_sum(_grid_steps(slo_s, points) * (integrand[1:] + integrand[:-1]) / 2.0))
+    out = (1.0 - prob_wait) * no_wait + prob_wait * waited
+    if 0.0 < out <= 1.0:  # np.clip's answer, without the call
+        return out
+    return 1.0 if out > 1.0 else float(np.clip(out, 0.0, 1.0))
+
+
+@functools.lru_cache(maxsize=1024)
+def _grid_steps(slo_s: float, points: int) -> np.ndarray:
+    """``np.diff`` of :func:`_cdf_grid`'s grid (read-only)."""
+    d = np.diff(np.linspace(0.0, slo_s, points))
+    d.flags.writeable = False
+    return d
+
+
+def _erlang_c_one(c: int, a: float) -> float:
+    """``float(erlang_c(c, a))`` for one count and one load, in Python floats: the same
+    operations on the same values (the recursion of :func:`_erlang_b_upto`)."""
+    if type(c) is not int or not (isinstance(a, float) and math.isfinite(a) and 0 <= a < c):
+        return float(erlang_c(c, a))
+    a = float(a)
+    b = 1.0
+    for k in range(1, c + 1):
+        b = a * b / (k + a * b)
+    cf = float(c)
+    return min(max(cf * b / (cf - a * (1.0 - b)), 0.0), 1.0)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -240,9 +288,17 @@ def predicted_latency_ms(option: SizeOption, rate_rps: float, replicas: int, bat
     if replicas <= 0:
         return 0.0 if rate_rps <= 0 else math.inf
     sizes = [b for b in batch_limits(batch_size) if b <= batch_size]
-    table = latency_table_ms(option, rate_rps, replicas, percentile, sizes,
-                             arrival_scv=arrival_scv)
-    return float(table[-1, replicas - 1])
+    try:  # the element the table's last row ends with, computed alone (see _Row)
+        if not sizes or not rate_rps >= 0 or not isinstance(replicas, int):
+            raise _Reference
+        lam, p, scv_in = (_exact_float(rate_rps), _exact_float(percentile),
+                          _exact_float(arrival_scv))
+        return min(_Row(lam, option.mean_service_s(b), b, option.scv, p, scv_in).at(replicas)
+                   for b in sizes)
+    except (_Reference, TypeError, ValueError):
+        table = latency_table_ms(option, rate_rps, replicas, percentile, sizes,
+                                 arrival_scv=arrival_scv)
+        return float(table[-1, replicas - 1])
 
 
 def cheapest_config(rate_rps: float, slo_ms: float, options: tuple[SizeOption, ...] | list,
@@ -257,7 +313,179 @@ def cheapest_config(rate_rps: float, slo_ms: float, options: tuple[SizeOption, .
     predicted latency is returned with ``feasible=False``. With ``tune_batch_size`` false every
     option is evaluated with the batching limit ``batch_size`` (capped at its own maximum).
     ``arrival_scv`` is the arrivals' SCV (1: Poisson; see :func:`arrival_scv_estimate`).
+
+    Each option's best configuration is found by a scalar search over the replica counts that
+    stops at the first feasible one (:func:`_option_best`, cached by its exact arguments), with
+    the floating-point operations of :func:`latency_table_ms` (``numpy.log`` included), so the
+    answer is :func:`_cheapest_config_reference`'s, bit for bit; that whole computation is
+    done instead when no option is feasible, at no load, or with non-finite figures.
     """
+    max_replicas = max(1, int(max_replicas))
+    try:
+        if not (rate_rps > 0 and math.isfinite(rate_rps)) or not options:
+            raise _Reference
+        lam, slo = _exact_float(rate_rps), _exact_float(slo_ms)
+        best: Config | None = None
+        for option in options:  # each option's best, then the first cheapest of those: the
+            # same as the first cheapest of all (the order on costs is total: prices finite)
+            config = _option_best(lam, slo, option, _exact_float(percentile), min_replicas,
+                                  max_replicas, tune_batch_size, batch_size,
+                                  _exact_float(arrival_scv))
+            if config is not None and (best is None or _cheaper(config, best)):
+                best = config
+        if best is None:
+            raise _Reference
+        return best
+    except (_Reference, TypeError, ValueError):
+        # declined, or odd arguments: what the vectorised code does with them, errors included
+        return _cheapest_config_reference(
+            rate_rps, slo_ms, options, percentile=percentile, min_replicas=min_replicas,
+            max_replicas=max_replicas, tune_batch_size=tune_batch_size, batch_size=batch_size,
+            arrival_scv=arrival_scv)
+
+
+class _Reference(Exception):
+    """The scalar path declines: the vectorised computation gives the answer."""
+
+
+def _exact_float(x: float) -> float:
+    """``x`` as a Python float when that is exact and finite (else :class:`_Reference`): numpy
+    compares and computes with it as a float64 either way."""
+    f = float(x)
+    if not math.isfinite(f) or (not isinstance(x, float) and f != x):
+        raise _Reference
+    return f
+
+
+class _Row:
+    """One batch size's predicted latency percentile (ms) at ``c = 1, 2, ...`` replicas, grown
+    on demand: the Erlang B recursion carried from one ``c`` to the next, and at each ``c``
+    exactly the operations :func:`wait_quantile_s` and :func:`latency_table_ms` do on that
+    element (``numpy.log``, whose float64 answers do not depend on the array around them;
+    ``math.log`` does differ from it in the last bit)."""
+
+    __slots__ = ("lam", "s", "a", "scv_sum", "tail", "service_q", "b_k", "values")
+
+    def __init__(self, lam: float, service_s: float, batch: int, scv: float, p: float,
+                 arrival_scv: float) -> None:
+        s = service_s / batch
+        scv_sum = arrival_scv + scv
+        if not (s > 0 and math.isfinite(s) and 0.0 < p < 1.0 and lam >= 0
+                and math.isfinite(scv_sum) and scv_sum != 0):
+            raise _Reference
+        self.service_q = service_quantile_s(service_s, scv, p)
+        if not math.isfinite(self.service_q):
+            raise _Reference
+        # from here on no figure is NaN (the check in _grow is a safety net), so the minimum
+        # over rows at a count is NaN-free, as _option_best's decomposition assumes
+        self.lam = lam
+        self.s = s
+        self.a = lam * s
+        self.scv_sum = scv_sum
+        self.tail = 1.0 - p
+        self.b_k = 1.0  # Erlang B of len(values) servers
+        self.values: list[float] = []
+
+    def at(self, c: int) -> float:
+        """The latency (ms) with ``c >= 1`` replicas."""
+        values = self.values
+        if len(values) < c:
+            self._grow(c)
+        return values[c - 1]
+
+    def _grow(self, upto: int, slo_ms: float = -math.inf) -> int | None:
+        """Extend :attr:`values` to ``upto`` counts, stopping early at the first new count
+        whose latency is within ``slo_ms`` (returned; None when none is)."""
+        values = self.values
+        a, b, lam, s = self.a, self.b_k, self.lam, self.s
+        tail, scv_sum, service_q = self.tail, self.scv_sum, self.service_q
+        found = None
+        for k in range(len(values) + 1, upto + 1):
+            b = a * b / (k + a * b)
+            cf = float(k)
+            if a >= cf:
+                wait = math.inf
+            else:
+                prob_wait = min(max(cf * b / (cf - a * (1.0 - b)), 0.0), 1.0)
+                if prob_wait <= tail:
+                    wait = 0.0
+                else:
+                    theta = (cf / s - lam) * 2.0 / scv_sum
+                    if theta == 0.0:
+                        raise _Reference
+                    wait = float(_np_log(prob_wait / tail)) / theta
+            value = (wait + service_q) * 1000.0
+            if value != value:  # NaN: the vectorised minimum propagates it
+                raise _Reference
+            values.append(value)
+            if value <= slo_ms:
+                found = k
+                break
+        self.b_k = b
+        return found
+
+    def first_within(self, slo_ms: float, below: int) -> int | None:
+        """The smallest ``c < below`` whose latency is within ``slo_ms`` (None if none)."""
+        values = self.values
+        for c in range(1, min(below, len(values) + 1)):
+            if values[c - 1] <= slo_ms:
+                return c
+        if len(values) + 1 >= below:
+            return None
+        return self._grow(below - 1, slo_ms)
+
+
+
+@functools.lru_cache(maxsize=8192, typed=True)
+def _option_best(lam: float, slo_ms: float, option: SizeOption, percentile: float,
+                 min_replicas: int, max_replicas: int, tune_batch_size: bool, batch_size: int,
+                 arrival_scv: float) -> Config | None:
+    """The first cheapest feasible configuration of one option (None when none is), as
+    :func:`_cheapest_config_reference` finds it among that option's rows: row ``i`` (batching
+    limit ``sizes[i]``) is the minimum of the raw rows ``0..i``, so its first feasible count is
+    the smallest of theirs, and only the counts up to it are computed."""
+    price = option.price_per_hour_usd
+    if not math.isfinite(price):
+        raise _Reference
+    cap = max(1, int(option.max_batch_size))
+    sizes = batch_limits(cap) if tune_batch_size else batch_limits(min(batch_size, cap))
+    if not tune_batch_size:
+        sizes = [b for b in sizes if b <= min(batch_size, cap)]
+    scv = option.scv
+    rows: list[_Row] = []
+    best: Config | None = None
+    first: int | None = None  # first feasible count of the rows so far
+    for limit in sizes:
+        row = _Row(lam, option.mean_service_s(limit), limit, scv, percentile, arrival_scv)
+        rows.append(row)
+        mine = row.first_within(slo_ms, max_replicas + 1 if first is None else first)
+        if mine is not None:
+            first = mine
+        if first is None:
+            continue
+        n = min(max(first, min_replicas), max_replicas)
+        if best is not None and not (n * price, n, limit) < (
+                best.cost_per_hour_usd, best.replicas, best.batch_size):  # _cheaper
+            continue
+        column = [r.at(n) for r in rows]
+        latency = min(column)
+        best = Config(n, option, limit, sizes[column.index(latency)], latency, n * price, True)
+    return best
+
+
+def _cheaper(a: Config, b: Config) -> bool:
+    return (a.cost_per_hour_usd, a.replicas, a.batch_size) < (
+        b.cost_per_hour_usd, b.replicas, b.batch_size)
+
+
+def _cheapest_config_reference(rate_rps: float, slo_ms: float,
+                               options: tuple[SizeOption, ...] | list, *,
+                               percentile: float = 0.95, min_replicas: int = 1,
+                               max_replicas: int = 10, tune_batch_size: bool = True,
+                               batch_size: int = 1, arrival_scv: float = 1.0) -> Config:
+    """:func:`cheapest_config` computed whole with the vectorised formulas: the specification
+    the scalar search (:func:`_option_best`) is checked against, and what it falls back on
+    (nothing feasible, no load, non-finite figures)."""
     best: Config | None = None
     fallback: Config | None = None
     max_replicas = max(1, int(max_replicas))
@@ -294,111 +522,3 @@ def cheapest_config(rate_rps: float, slo_ms: float, options: tuple[SizeOption, .
         return best
     assert fallback is not None, "cheapest_config needs at least one size option"
     return fallback
-
-
-def _cheaper(a: Config, b: Config) -> bool:
-    return (a.cost_per_hour_usd, a.replicas, a.batch_size) < (
-        b.cost_per_hour_usd, b.replicas, b.batch_size)
-
-
-# ---------------------------------------------------------------------------------------------
-# Arrival burstiness: the inter-arrival SCV the G/G/c model is given, measured from counts.
-
-#: largest arrival SCV used (CV 20): beyond, the approximation says nothing useful
-MAX_ARRIVAL_SCV = 400.0
-#: buckets per doubling of the arrival SCV in :func:`bucket_scv` (steps of 2**(1/4) = 19%)
-SCV_BUCKETS_PER_DOUBLING = 4
-
-
-@dataclass(frozen=True)
-class Dispersion:
-    """The pooled index of dispersion of per-second counts and its Poisson test.
-
-    ``index``: ``sum_b sum_i r_bi**2 / sum_b (k - 2) mean_b`` over blocks ``b`` of ``k`` bins,
-    ``r_bi`` the bin counts' residuals about the block's least-squares line (a ratio
-    estimator; 1 for Poisson, ``~ca2`` for a renewal process); ``statistic``: Fisher's
-    dispersion statistic ``sum_b sum_i r_bi**2 / mean_b``, about chi-squared with
-    ``dof = sum_b (k - 2)`` degrees of freedom when the arrivals are Poisson with a rate linear
-    within each block; ``p_value``: its upper tail.
-    """
-
-    index: float
-    statistic: float
-    dof: int
-    p_value: float
-
-
-def dispersion_index(counts_per_s: np.ndarray, block_s: int = 10, scale_s: int = 1
-                     ) -> Dispersion:
-    """Index of dispersion of arrival counts in bins of ``scale_s`` seconds (summed from the
-    per-second counts), pooled over blocks of ``block_s`` seconds.
-
-    Within each block (the most recent bins form whole blocks; older ones left over are
-    dropped) the bins' counts are compared with the block's own least-squares line (mean and
-    slope), so rate changes between blocks and linear trends within one (a ramp, a diurnal
-    swing) do not count as burstiness, while fluctuations faster than ``block_s`` do. For a
-    stationary renewal process the index
-    of dispersion of counts in windows of length ``T`` tends to the inter-arrival SCV ``ca2``
-    as ``T`` grows (Cox & Lewis, *The Statistical Analysis of Series of Events*, 1966, §4.5):
-    ``Var N(T) = ca2 rate T + O(1)``, so at ``T = scale_s`` it is ``ca2 + O(1 / (rate
-    scale_s))``; for a modulated (MMPP) stream it grows with ``T`` towards its asymptotic
-    index. Fendick & Whitt (Proc. IEEE 77(1), 1989) argue that the index at the queue's own
-    time scale (seconds here: the SLO, and bursts the replicas cannot absorb) is the arrival
-    variability a G/G/c approximation should be given (Whitt's QNA, Bell Syst. Tech. J. 62(9),
-    1983, takes the asymptotic one). The Poisson test is Fisher's dispersion test (Cochran,
-    Biometrics 10, 1954). Blocks with no arrivals carry no information and are skipped. With
-    no usable block the index is 1 (Poisson) and the p-value 1.
-    """
-    counts = np.asarray(counts_per_s, dtype=float)
-    scale = max(1, int(scale_s))
-    n_bins = len(counts) // scale
-    if scale > 1:
-        counts = counts[len(counts) - n_bins * scale:].reshape(n_bins, scale).sum(axis=1)
-    k = max(3, int(block_s) // scale)
-    n_blocks = len(counts) // k
-    if n_blocks == 0:
-        return Dispersion(1.0, 0.0, 0, 1.0)
-    blocks = counts[len(counts) - n_blocks * k:].reshape(n_blocks, k)
-    means = blocks.mean(axis=1)
-    used = means > 0
-    if not used.any():
-        return Dispersion(1.0, 0.0, 0, 1.0)
-    blocks, means = blocks[used], means[used]
-    x = np.arange(k) - (k - 1) / 2.0  # centred time within a block
-    slopes = (blocks * x).sum(axis=1) / float((x * x).sum())
-    residuals = blocks - means[:, None] - slopes[:, None] * x
-    squares = (residuals ** 2).sum(axis=1)
-    dof = int(len(means) * (k - 2))
-    index = float(squares.sum() / ((k - 2) * means.sum()))
-    statistic = float((squares / means).sum())
-    from scipy import stats
-
-    return Dispersion(index, statistic, dof, float(stats.chi2.sf(statistic, dof)))
-
-
-def arrival_scv_estimate(counts_per_s: np.ndarray, block_s: int = 10,
-                         significance: float = 1e-4, scale_s: int = 1) -> float:
-    """The arrival SCV to plan with, from recent per-second counts: the pooled index of
-    dispersion (:func:`dispersion_index`) when Fisher's test rejects Poisson arrivals at
-    ``significance`` (over-dispersion only), else exactly 1.
-
-    Poisson-like traffic thus keeps the M/M/c / M/G/c model bit for bit (a Poisson stream is
-    taken for bursty with probability ``significance`` per decision), and traffic more regular
-    than Poisson is still planned as Poisson (conservative). The estimate is capped at
-    :data:`MAX_ARRIVAL_SCV`.
-    """
-    d = dispersion_index(counts_per_s, block_s, scale_s)
-    if d.dof == 0 or d.p_value >= significance or d.index <= 1.0:
-        return 1.0
-    return min(d.index, MAX_ARRIVAL_SCV)
-
-
-def bucket_scv(scv: float) -> float:
-    """``scv`` rounded to a geometric grid (:data:`SCV_BUCKETS_PER_DOUBLING` steps per doubling),
-    1 kept exactly, at most :data:`MAX_ARRIVAL_SCV`: the queueing answers are cached by their
-    arguments (:class:`~simscale.strategies.cost_aware.QueueingMemo`), and a bucketed SCV lets
-    nearby measurements share them (the grid's 9% half-step is below the estimator's noise)."""
-    if not scv > 1.0:
-        return 1.0
-    steps = round(math.log2(min(scv, MAX_ARRIVAL_SCV)) * SCV_BUCKETS_PER_DOUBLING)
-    return min(float(2.0 ** (steps / SCV_BUCKETS_PER_DOUBLING)), MAX_ARRIVAL_SCV)

@@ -11,6 +11,8 @@ Shared fixtures:
 
 - ``tiny_scenario``: the smallest valid scenario (one service, a constant load, ``static``), as
   the YAML data, with any changes a test needs.
+- ``decisions_of``: every decision a strategy makes on a scenario's one service (the engine
+  alone, no profile).
 """
 
 from __future__ import annotations
@@ -77,3 +79,45 @@ def tiny_scenario() -> Callable[..., dict[str, Any]]:
         return data
 
     return build
+
+
+class _Recording:
+    """Wraps a strategy and keeps its decisions."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.decisions: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def setup(self, ctx: Any) -> None:
+        self.inner.setup(ctx)
+
+    def decide(self, obs: Any) -> Any:
+        d = self.inner.decide(obs)
+        self.decisions.append(d)
+        return d
+
+
+@pytest.fixture
+def decisions_of() -> Callable[..., list[Any]]:
+    """``decisions_of(data, name, params)``: the decisions of strategy ``name`` (built with
+    ``params``) on the one service of scenario ``data`` (YAML data, no profile), in order, on
+    the inputs of the scenario's seed."""
+    import numpy as np
+
+    from simscale.simulator.engine import run_strategy
+    from simscale.simulator.inputs import service_inputs
+    from simscale.simulator.scenario import load_scenario
+    from simscale.strategies import make_strategy
+
+    def run(data: dict[str, Any], name: str, params: dict[str, Any]) -> list[Any]:
+        sc = load_scenario(data)
+        (svc,) = sc.services
+        seq = np.random.SeedSequence(sc.seed).spawn(1)[0]
+        strat = _Recording(make_strategy(name, params))
+        run_strategy(sc, {svc.name: strat}, {svc.name: service_inputs(svc, sc, seq, None)}, None)
+        return strat.decisions
+
+    return run

@@ -22,12 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simscale.simulator.engine import run_strategy
-from simscale.simulator.inputs import service_inputs
 from simscale.simulator.observations import percentiles_linear
-from simscale.simulator.scenario import load_scenario
-from simscale.strategies import cost_aware, make_strategy
-from simscale.strategies.base import Decision, Observation, _window_mean
+from simscale.strategies import cost_aware
+from simscale.strategies.base import _window_mean
 from simscale.strategies.kpa import Kpa
 from simscale.strategies.queueing import (
     _erlang_b_upto,
@@ -37,44 +34,18 @@ from simscale.strategies.queueing import (
     slo_attainment,
 )
 
-
 # ---------------------------------------------------------------------------- cost_aware, oracle
-class Recording:
-    """Wraps a strategy and keeps its decisions."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.decisions: list[Decision] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def setup(self, ctx: Any) -> None:
-        self.inner.setup(ctx)
-
-    def decide(self, obs: Observation) -> Decision:
-        d = self.inner.decide(obs)
-        self.decisions.append(d)
-        return d
-
-
-def _decisions(name: str, params: dict[str, Any]) -> list[Decision]:
-    sc = load_scenario({
-        "name": "memo", "duration_s": 600, "seed": 3,
-        "services": [{"name": "s", "model": "m", "slo_ms": 250,
-                      "service_time": {"dist": "gamma", "mean_ms": 40, "cv": 0.8},
-                      "batching": {"max_batch_size": 4, "max_wait_ms": 5},
-                      "cold_start_s": 5, "cost_per_replica_hour": 0.1,
-                      "replicas": {"initial": 1, "min": 1, "max": 12},
-                      "workload": {"kind": "flash_crowd", "base_rps": 10, "peak_rps": 90,
-                                   "start_s": 150, "ramp_s": 30, "hold_s": 120,
-                                   "decay_s": 120}}],
-    })
-    svc = sc.services[0]
-    inputs = {"s": service_inputs(svc, sc, np.random.SeedSequence(3).spawn(1)[0], None)}
-    strat = Recording(make_strategy(name, params))
-    run_strategy(sc, {"s": strat}, inputs, None)
-    return strat.decisions
+MEMO_SCENARIO = {
+    "name": "memo", "duration_s": 600, "seed": 3,
+    "services": [{"name": "s", "model": "m", "slo_ms": 250,
+                  "service_time": {"dist": "gamma", "mean_ms": 40, "cv": 0.8},
+                  "batching": {"max_batch_size": 4, "max_wait_ms": 5},
+                  "cold_start_s": 5, "cost_per_replica_hour": 0.1,
+                  "replicas": {"initial": 1, "min": 1, "max": 12},
+                  "workload": {"kind": "flash_crowd", "base_rps": 10, "peak_rps": 90,
+                               "start_s": 150, "ramp_s": 30, "hold_s": 120,
+                               "decay_s": 120}}],
+}
 
 
 @pytest.mark.parametrize("name,params", [
@@ -83,8 +54,9 @@ def _decisions(name: str, params: dict[str, Any]) -> list[Decision]:
     ("oracle", {"sync_period_s": 5}),
 ])
 def test_memo_gives_the_decisions_computed_afresh(monkeypatch: pytest.MonkeyPatch, name: str,
-                                                  params: dict[str, Any]) -> None:
-    kept = _decisions(name, params)
+                                                  params: dict[str, Any],
+                                                  decisions_of: Any) -> None:
+    kept = decisions_of(MEMO_SCENARIO, name, params)
     looked_up = {"n": 0}
 
     def afresh(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -92,7 +64,7 @@ def test_memo_gives_the_decisions_computed_afresh(monkeypatch: pytest.MonkeyPatc
         return fn(*args, **kwargs)
 
     monkeypatch.setattr(cost_aware.QueueingMemo, "__call__", afresh)
-    fresh = _decisions(name, params)
+    fresh = decisions_of(MEMO_SCENARIO, name, params)
     assert looked_up["n"] > len(fresh) > 50
     assert kept == fresh  # replicas, sizes, batching limit and every info figure
 
