@@ -265,3 +265,21 @@ def test_decisions_are_the_vectorised_ones(monkeypatch: pytest.MonkeyPatch, name
     assert fast == slow  # replicas, sizes, batching limit and every info figure
     if workload is BURSTY:  # the G/G/c path was exercised
         assert any(d.info["arrival_scv"] > 1.0 for d in fast)
+
+
+@settings(max_examples=400)
+@given(mean_s=st.floats(1e-4, 5.0), scv=st.floats(1e-6, 20.0), p=st.floats(0.0, 1.0),
+       xs=st.lists(st.floats(-1.0, 50.0), min_size=1, max_size=8))
+def test_gamma_quantile_and_cdf_are_scipy_stats_bit_for_bit(mean_s: float, scv: float, p: float,
+                                                            xs: list[float]) -> None:
+    """The service-time quantile and CDF come from scipy.special (no scipy.stats import) and
+    equal scipy.stats.gamma's ppf and cdf exactly."""
+    from scipy import stats
+
+    queueing.service_quantile_s.cache_clear()
+    want = float(stats.gamma.ppf(p, a=1.0 / scv, scale=mean_s * scv))
+    got = queueing.service_quantile_s(mean_s, scv, p)
+    assert got == want or (math.isnan(got) and math.isnan(want))
+    x = np.asarray([0.0, *xs])
+    np.testing.assert_array_equal(queueing._service_cdf(x, mean_s, scv),
+                                  stats.gamma.cdf(x, a=1.0 / scv, scale=mean_s * scv))
