@@ -21,8 +21,9 @@ predict to the second):
   :data:`BYTES_PER_BIN` per service while a run is simulated, :data:`KEPT_BYTES_PER_BIN` per
   service and run for the time series kept, and :data:`SECONDS_PER_BIN` per bin and run;
 - **decisions**: ``duration_s / sync_period_s`` per service and run, each
-  :data:`SECONDS_PER_DECISION` plus :data:`SECONDS_PER_REPLICA_DECISION` per replica that may
-  exist (``replicas.max``);
+  :data:`SECONDS_PER_DECISION` plus the strategy's own ``decision_cost_s`` (the queueing
+  strategies' solver) plus :data:`SECONDS_PER_REPLICA_DECISION` per replica that may exist
+  (``replicas.max``);
 - **replicas**: each live replica keeps its service-time factors for every batch size up to
   ``max_batch_size`` (:data:`BYTES_PER_BATCH_SLOT` each) and a record
   (:data:`BYTES_PER_REPLICA`); at most ``replicas.max`` live at once; draining or removing one
@@ -38,7 +39,7 @@ from typing import Any
 from simscale.errors import UserError
 from simscale.strategies.base import sync_period_of
 
-__all__ = ["Budget", "Cost", "MAX_WALL_S", "check_budget", "estimate"]
+__all__ = ["Budget", "Cost", "MAX_WALL_S", "check_budget", "decision_wall_s", "estimate"]
 
 #: bytes per request of one service while a replication is simulated, keeping every request
 BYTES_PER_REQUEST = 200
@@ -171,8 +172,17 @@ def estimate(scenario: Any, strategies: list[tuple[str, Any]], replications: int
             b.items.append(Cost(
                 at_fault, f"{_count(decisions)} decisions of {label} on {svc.name} every "
                 f"{period:g} s with up to {svc.replicas.max:,} replicas",
-                0.0, replications * decisions * (SECONDS_PER_DECISION + per_replica) / par))
+                0.0, replications * decisions * (decision_wall_s(strat) + per_replica) / par))
     return b
+
+
+def decision_wall_s(strategy: Any) -> float:
+    """Estimated wall seconds of one decision of ``strategy``: :data:`SECONDS_PER_DECISION`
+    plus the strategy's own ``decision_cost_s`` (0 when it has none or it is not a
+    non-negative number)."""
+    extra = getattr(strategy, "decision_cost_s", 0.0)
+    ok = isinstance(extra, int | float) and not isinstance(extra, bool) and 0 <= extra < math.inf
+    return SECONDS_PER_DECISION + (float(extra) if ok else 0.0)
 
 
 def check_budget(budget: Budget, *, source: str, force: bool = False,

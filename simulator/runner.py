@@ -18,7 +18,7 @@ import pandas as pd
 
 from simscale.errors import UserError
 from simscale.simulator.accumulate import timeseries_bin_s
-from simscale.simulator.budget import Budget, check_budget, estimate
+from simscale.simulator.budget import Budget, check_budget, decision_wall_s, estimate
 from simscale.simulator.engine import run_strategy
 from simscale.simulator.inputs import (
     ServiceInputs,
@@ -416,13 +416,14 @@ def _execute_sim_job(job: _SimJob) -> dict[str, Any]:
             "req": None if req is None else (req.frames, req.files)}
 
 
-def _decisions_per_run(scenario: Scenario, spec: StrategySpec) -> float:
-    """How many times ``spec``'s strategy decides in one run (``duration_s`` over its sync
-    period; the order in which parallel runs are started)."""
+def _decisions_wall_s(scenario: Scenario, spec: StrategySpec) -> float:
+    """The estimated wall time of ``spec``'s decisions in one run (:func:`~simscale.simulator.
+    budget.decision_wall_s` per decision, ``duration_s`` over its sync period of them): the
+    part of a run's time that differs between strategies, which orders the parallel runs."""
     from simscale.strategies import make_strategy
 
-    period = sync_period_of(make_strategy(spec.name, spec.params, source=_source(scenario)))
-    return float(scenario.duration_s) / period
+    strat = make_strategy(spec.name, spec.params, source=_source(scenario))
+    return float(scenario.duration_s) / sync_period_of(strat) * decision_wall_s(strat)
 
 
 def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: int,
@@ -448,12 +449,12 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
         jobs += [_SimJob(f"bounds#{rep}", "bounds", base_seed + rep,
                          len(jobs) + rep, rep, specs[0], scenario, prof, None, token, bounds=True)
                  for rep in range(replications)]
-    # longest first (list scheduling's LPT rule): a run costs about its number of decisions,
-    # so the strategies that decide most often start first and the others fill in around
-    # them; the results are gathered in the serial order whatever the order of execution
+    # longest first (list scheduling's LPT rule): runs differ mostly in their decisions' time
+    # (how often they decide, how long a decision takes), so those start first and the others
+    # fill in around them; the results are gathered in the serial order whatever the order
     # (the bounds jobs first: hindsight's exact runs can be the longest job of all)
     started = sorted(jobs, key=lambda job: -math.inf if job.bounds
-                     else -_decisions_per_run(scenario, job.spec))
+                     else -_decisions_wall_s(scenario, job.spec))
     done: dict[int, dict[str, Any]] = {}
 
     def on_done(job: _SimJob, record: dict[str, Any]) -> None:

@@ -301,12 +301,17 @@ class Strategy:
 
     Subclasses set ``name``, take their parameters in ``__init__`` and implement ``decide``.
     ``sync_period_s`` is how often the autoscaler calls ``decide`` (seconds);
-    ``latency_window_s`` is the window the observation's latency percentiles cover.
+    ``latency_window_s`` is the window the observation's latency percentiles cover;
+    ``decision_cost_s`` estimates how long a decision takes (for planning only).
     """
 
     name: str = "strategy"
     sync_period_s: float = 15.0
     latency_window_s: float = 60.0
+    #: rough wall seconds one ``decide`` takes on the 2-core reference machine beyond what the
+    #: engine spends around it: an estimate for run budgets and for starting the longest
+    #: parallel runs first, never used in a result
+    decision_cost_s: float = 0.0
 
     def setup(self, ctx: ServiceContext) -> None:
         """Called once before the run with the service's static facts."""
