@@ -48,8 +48,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_json_atomic(path: str | Path, obj: Any, *, indent: int | None = 2) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (NaN is written as null)."""
-    write_text_atomic(path, json.dumps(_nan_to_none(obj), indent=indent, allow_nan=False) + "\n")
+    """Write ``obj`` as JSON to ``path`` atomically (NaN is written as null). The text is
+    written as it is encoded, never held whole (a three-week run's summary lists hundreds of
+    thousands of scaling events)."""
+    clean = _nan_to_none(obj)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(clean, f, indent=indent, allow_nan=False)
+        f.write("\n")
 
 
 def write_with_atomic(path: str | Path, writer: Callable[[Path], None]) -> None:
