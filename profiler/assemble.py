@@ -57,13 +57,18 @@ class Measurements:
 
 def config_profile(cfg: Config, m: Measurements) -> ConfigProfile:
     """The profile of configuration ``cfg``: its batches' latency statistics (with peak
-    memory), the service-time model fitted to them and its serving overhead."""
-    samples = m.timings[cfg].samples_ms
+    memory and the median of each timing round), the service-time model fitted to them and its
+    serving overhead. The statistics and the fit use the pooled samples of all rounds scaled to
+    the median of the rounds' medians (:meth:`~simscale.profiler.measure.Timings.
+    profile_samples_ms`)."""
+    timings = m.timings[cfg]
+    samples = timings.profile_samples_ms()
     fit = fit_service_time(samples)
     return ConfigProfile(
         device=cfg.device,
         threads=cfg.threads,
-        batches=[latency_stats(b, samples[b], m.memory.get((cfg, b))) for b in sorted(samples)],
+        batches=[latency_stats(b, samples[b], m.memory.get((cfg, b)),
+                               round_p50_ms=timings.round_p50_ms(b)) for b in sorted(samples)],
         fit=fit,
         serving=serving_overhead(m.served[cfg]),
     )
@@ -97,8 +102,14 @@ def timing_settings(plan: RunPlan, configs: Sequence[Config], m: Measurements) -
     """The ``settings.timing`` section: how batches were timed, the plans, and per
     configuration how much other processes disturbed its timing."""
     return {
-        "method": "interleaved rounds of all batch sizes (random order per round), "
-        "perf_counter_ns around one predict call, after a warm-up per batch size",
+        "method": "timing rounds that take turns across the configurations (round r of every "
+        "configuration, then round r of every serving replica, then round r+1 in the reverse "
+        "order of configurations); within a round, passes over all batch sizes (random order "
+        "per pass); perf_counter_ns around one predict call, after a warm-up per batch size "
+        "(and, before each later round, the smallest batch size for rewarm_s); per batch size "
+        "p50_ms is the median of the rounds' medians (round_p50_ms), and the statistics and "
+        "the fit use the samples of all rounds scaled to that median",
+        "timing_rounds": max(plan.timing_for(c).timing_rounds for c in configs),
         "tabular": asdict(plan.tabular),
         "resnet50_cpu": asdict(plan.resnet_cpu),
         **({"resnet50_cuda": asdict(plan.resnet_cuda)}
@@ -156,8 +167,9 @@ def run_settings(
             "batches_per_gap": plan.serving_batches,
             "idle_gaps_s": list(SERVING_GAPS_S),
             "reference_gap_s": SERVING_GAP_S,
-            "method": "a fresh 'python -m simscale.profiler.replica --serve' per (model, device, "
-            "threads), sent batches of one item after each idle gap (interleaved rounds); round "
+            "method": "a 'python -m simscale.profiler.replica --serve' per (model, device, "
+            "threads), sent batches of one item after each idle gap (in random order), a share "
+            "of them after each timing round (see timing.method); round "
             "trip = write the batch to its stdin .. read its answer; per gap, the overhead = "
             "median round trip less the replica's own back-to-back predict median (x fit_scale); "
             "the simulator adds the overhead of each batch's actual idle time",

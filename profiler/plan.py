@@ -19,12 +19,21 @@ from simscale.profiler.measure import TimingPlan
 from simscale.profiler.zoo import MODEL_NAMES, MODELS, check_model_name
 
 DEVICES = ("cpu", "cuda")
+#: timing rounds of every configuration (see :mod:`simscale.profiler.rounds`): an even number,
+#: so that a change of the machine's speed half-way through moves the median of the rounds by
+#: half of it, and the reversed order of every other round cancels a steady drift
+TIMING_ROUNDS = 6
+#: the same for ``--quick`` (fewer samples per round, still several rounds)
+TIMING_ROUNDS_QUICK = 4
 REQUIRED_MODULES = ("torch", "torchvision", "xgboost", "sklearn", "threadpoolctl", "PIL")
 
 
 @dataclass(frozen=True)
 class RunPlan:
     """How much to measure: timing plans per model kind and the number of fresh-process probes.
+
+    ``serving_batches``: batches per idle gap sent to each serving replica, spread over the
+    timing rounds.
 
     ``retry_wait_share``: a configuration whose timing lost more than this share of its wall time
     to other processes is timed again (once, and only within ``retry_until_s`` of the start).
@@ -36,7 +45,7 @@ class RunPlan:
     cold_start_samples: int
     preprocessing_samples: int
     memory_parallel: int
-    serving_batches: int = 20  # per idle gap
+    serving_batches: int = 20
     retry_wait_share: float | None = None
     retry_until_s: float = 0.0
 
@@ -49,10 +58,12 @@ class RunPlan:
     @classmethod
     def full(cls) -> RunPlan:
         return cls(
-            tabular=TimingPlan(warmup_s=0.1, min_rounds=20, budget_s=2.0, max_runs=2000),
+            tabular=TimingPlan(warmup_s=0.1, min_rounds=20, budget_s=2.0, max_runs=2000,
+                               timing_rounds=TIMING_ROUNDS),
             resnet_cpu=TimingPlan(warmup_s=1.0, min_rounds=8, budget_s=30.0, max_runs=2000,
-                                  hard_limit_s=240.0),
-            resnet_cuda=TimingPlan(warmup_s=2.0, min_rounds=10, budget_s=15.0, max_runs=2000),
+                                  hard_limit_s=240.0, timing_rounds=TIMING_ROUNDS),
+            resnet_cuda=TimingPlan(warmup_s=2.0, min_rounds=10, budget_s=15.0, max_runs=2000,
+                                   timing_rounds=TIMING_ROUNDS),
             cold_start_samples=5,
             preprocessing_samples=100,
             memory_parallel=2,
@@ -64,10 +75,12 @@ class RunPlan:
     @classmethod
     def quick(cls) -> RunPlan:
         return cls(
-            tabular=TimingPlan(warmup_s=0.05, min_rounds=10, budget_s=0.3, max_runs=1000),
+            tabular=TimingPlan(warmup_s=0.05, min_rounds=10, budget_s=0.3, max_runs=1000,
+                               timing_rounds=TIMING_ROUNDS_QUICK),
             resnet_cpu=TimingPlan(warmup_s=0.3, min_rounds=5, budget_s=2.5, max_runs=500,
-                                  hard_limit_s=15.0),
-            resnet_cuda=TimingPlan(warmup_s=1.0, min_rounds=5, budget_s=3.0, max_runs=500),
+                                  hard_limit_s=15.0, timing_rounds=TIMING_ROUNDS_QUICK),
+            resnet_cuda=TimingPlan(warmup_s=1.0, min_rounds=5, budget_s=3.0, max_runs=500,
+                                   timing_rounds=TIMING_ROUNDS_QUICK),
             cold_start_samples=2,
             preprocessing_samples=20,
             memory_parallel=2,

@@ -6,17 +6,21 @@ The order of work:
    :mod:`simscale.profiler.plan`);
 2. train/build each model once and save its artifact (what a replica loads) in a temporary
    folder; time ResNet50's image preprocessing per image;
-3. per (model, device, threads): load the model in this process with that thread count and time
-   all its batch sizes interleaved (:func:`~simscale.profiler.measure.time_interleaved`);
+3. per (model, device, threads): load the model in this process, and start a serving replica
+   (``replica --serve``); then timing rounds that take turns
+   (:mod:`simscale.profiler.rounds`): round ``r`` of every configuration's batch sizes
+   (interleaved, with its thread count set: :class:`~simscale.profiler.measure.BatchTimer`),
+   then round ``r`` of every serving replica (isolated batches of one item after idle gaps,
+   timed as a router sees them: :class:`~simscale.profiler.steps.ServingReplica`), then round
+   ``r + 1`` in the reverse order of configurations; a drift of the machine's speed so reaches
+   every configuration and both measurements alike;
 4. peak memory per (model, device, threads, batch size), each in a fresh replica process
    (``replica --memory-batch B``), two at a time on CPU;
 5. cold start per (model, device): fresh replica processes (``replica --probe``) one after
    another, timed from ``Popen`` to the line printed after the first prediction;
-6. serving overhead per (model, device, threads): a fresh serving replica (``replica --serve``)
-   sent isolated batches of one item, timed as a router sees them (:func:`measure_serving`);
-7. fit the service-time model of every (model, device, threads) and write the profile atomically
+6. fit the service-time model of every (model, device, threads) and write the profile atomically
    (:mod:`simscale.profiler.assemble`), with the machine's speed score measured before step 2
-   and after step 7 (:mod:`simscale.profiler.speed`; ``machine.speed``: the median round of
+   and after step 6 (:mod:`simscale.profiler.speed`; ``machine.speed``: the median round of
    both runs and each run's score; the score is also cached for later commands' checks).
 
 The measurement steps themselves are in :mod:`simscale.profiler.steps`; the names other modules
@@ -32,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,7 @@ from simscale.profiler.progress import (
     timing_weight,
     total_weight,
 )
+from simscale.profiler.rounds import time_in_rounds
 from simscale.profiler.schema import ColdStart, Preprocessing, Profile
 from simscale.profiler.speed import measure_speed, profile_speed, remember_speed
 from simscale.profiler.steps import (
@@ -71,6 +76,8 @@ from simscale.profiler.steps import (
     SERVING_GAP_S,
     SERVING_GAPS_S,
     ProfilerError,
+    ServingReplica,
+    config_timer,
     measure_cold_start,
     measure_config,
     measure_memory,
@@ -153,41 +160,78 @@ def _build(
     return trained, pre
 
 
-def _time_configs(
+def _label(cfg: Config) -> str:
+    return f"{cfg.model} {cfg.device} {cfg.threads}t"
+
+
+def _serving_batches(plan: RunPlan, rounds: int, r: int) -> int:
+    """Batches per idle gap of serving round ``r`` of ``rounds``: ``plan.serving_batches`` in
+    all, spread evenly."""
+    n = plan.serving_batches
+    return n * (r + 1) // rounds - n * r // rounds
+
+
+def _timing_and_serving(
     configs: Sequence[Config], trained: Mapping[str, TrainedModel], plan: RunPlan,
     bar: ProgressBar, wall_t0: float,
-) -> tuple[dict[Config, Timings], dict[str, list[float]]]:
-    """Time every configuration's batches in this process; return the timings and, per
-    configuration timed twice, its two run-queue wait shares.
+) -> tuple[dict[Config, Timings], dict[str, list[float]], dict[Config, ServedByGap]]:
+    """Time every configuration's batches in this process and its serving replica, in timing
+    rounds that take turns (:func:`~simscale.profiler.rounds.time_in_rounds`): round ``r`` of
+    every configuration, then round ``r`` of every serving replica, then round ``r + 1``.
+    Returns the timings, per configuration timed twice its two run-queue wait shares, and the
+    serving round trips.
 
     A configuration that other processes disturbed (their run-queue wait was more than
-    ``plan.retry_wait_share`` of its wall time) is timed once more, while the time budget
-    (``plan.retry_until_s`` from ``wall_t0``) lasts; the less disturbed of the two is kept.
+    ``plan.retry_wait_share`` of its wall time) is timed once more (all its rounds, taking
+    turns with the other disturbed ones), while the time budget (``plan.retry_until_s`` from
+    ``wall_t0``) lasts; the less disturbed of the two is kept.
     """
-    timings: dict[Config, Timings] = {}
-    for cfg in configs:
-        weight = timing_weight(plan, cfg)
-        bar.step(f"timing {cfg.model} {cfg.device} {cfg.threads}t b={list(cfg.batch_sizes)}")
-        timings[cfg] = measure_config(
-            cfg, trained[cfg.model].artifact, plan.timing_for(cfg), bar.partial(bar.done, weight)
-        )
-        bar.step(advance=weight)
+    arts = {c: trained[c.model].artifact for c in configs}
+    bar.step("loading the models and starting a serving replica per configuration")
+    timers = [config_timer(c, arts[c], plan.timing_for(c), seed=i) for i, c in enumerate(configs)]
+    rounds = max(t.rounds for t in timers)
+    weights = [timing_weight(plan, c) / timers[i].rounds for i, c in enumerate(configs)]
+    pending = [0.0]
+
+    def on_step(c: int, r: int) -> None:
+        bar.step(f"timing round {r + 1}/{rounds}: {_label(configs[c])} "
+                 f"b={list(configs[c].batch_sizes)}", advance=pending[0])
+        pending[0] = weights[c]
+
+    with ExitStack() as stack:
+        replicas = [stack.enter_context(ServingReplica(c.model, c.device, c.threads, arts[c],
+                                                       seed=i).spawn())
+                    for i, c in enumerate(configs)]
+        for rep in replicas:
+            rep.ready()
+
+        def after_round(r: int) -> None:
+            bar.step(advance=pending[0])
+            pending[0] = 0.0
+            for c, rep in zip(configs, replicas, strict=True):
+                bar.step(f"serving round {r + 1}/{rounds}: {_label(c)}")
+                rep.run_round(_serving_batches(plan, rounds, r))
+                bar.step(advance=serve_weight(plan, c) / rounds)
+
+        found = time_in_rounds(timers, after_round=after_round, on_step=on_step)
+        served = {c: rep.by_gap for c, rep in zip(configs, replicas, strict=True)}
+    timings = dict(zip(configs, found, strict=True))
     retried: dict[str, list[float]] = {}
-    for cfg in configs:
-        share = timings[cfg].contention()["wait_share_of_wall_time"]
-        if (
-            plan.retry_wait_share is None
-            or share <= plan.retry_wait_share
-            or time.perf_counter() - wall_t0 > plan.retry_until_s
-        ):
-            continue
-        bar.step(f"re-timing {cfg.model} {cfg.device} {cfg.threads}t (machine was busy)")
-        again = measure_config(cfg, trained[cfg.model].artifact, plan.timing_for(cfg), None)
-        share2 = again.contention()["wait_share_of_wall_time"]
-        retried[f"{cfg.model}/{cfg.device}/{cfg.threads}"] = [share, share2]
-        if share2 < share:
-            timings[cfg] = again
-    return timings, retried
+    busy = [i for i, c in enumerate(configs)
+            if plan.retry_wait_share is not None
+            and timings[c].contention()["wait_share_of_wall_time"] > plan.retry_wait_share]
+    if busy and time.perf_counter() - wall_t0 <= plan.retry_until_s:
+        bar.step("re-timing " + ", ".join(_label(configs[i]) for i in busy)
+                 + " (the machine was busy)")
+        again = time_in_rounds([timers[i].fresh() for i in busy])
+        for i, t2 in zip(busy, again, strict=True):
+            cfg = configs[i]
+            share = timings[cfg].contention()["wait_share_of_wall_time"]
+            share2 = t2.contention()["wait_share_of_wall_time"]
+            retried[f"{cfg.model}/{cfg.device}/{cfg.threads}"] = [share, share2]
+            if share2 < share:
+                timings[cfg] = t2
+    return timings, retried, served
 
 
 def _measure_memory_all(
@@ -224,21 +268,6 @@ def _measure_cold_starts(
         )
         bar.step(advance=PROBE_WEIGHT_S[name] * plan.cold_start_samples)
     return cold
-
-
-def _measure_serving_all(
-    configs: Sequence[Config], trained: Mapping[str, TrainedModel], plan: RunPlan,
-    bar: ProgressBar,
-) -> dict[Config, ServedByGap]:
-    """Per configuration, round trips through a fresh serving replica after each idle gap."""
-    served: dict[Config, ServedByGap] = {}
-    for cfg in configs:
-        bar.step(f"serving {cfg.model} {cfg.device} {cfg.threads}t "
-                 f"({plan.serving_batches} batches after each idle gap)")
-        served[cfg] = measure_serving(cfg.model, cfg.device, cfg.threads,
-                                      trained[cfg.model].artifact, plan.serving_batches)
-        bar.step(advance=serve_weight(plan, cfg))
-    return served
 
 
 # -- the whole run ----------------------------------------------------------------------------
@@ -298,14 +327,12 @@ def run_profile(
     with _artifact_dir() as art_dir, ProgressBar(progress, total, console) as bar:
         trained, pre = _build(model_list, configs, plan, art_dir, weights, bar)
         clock.phase("build_and_preprocessing")
-        timings, retried = _time_configs(configs, trained, plan, bar, wall_t0)
-        clock.phase("timing")
+        timings, retried, served = _timing_and_serving(configs, trained, plan, bar, wall_t0)
+        clock.phase("timing_and_serving")
         memory = _measure_memory_all(mem_jobs, trained, plan, bar)
         clock.phase("memory")
         cold = _measure_cold_starts(model_list, cold_threads, trained, plan, bar)
         clock.phase("cold_start")
-        served = _measure_serving_all(configs, trained, plan, bar)
-        clock.phase("serving")
         bar.step("fitting service-time models")
         measured = Measurements(trained=trained, preprocessing=pre, timings=timings,
                                 retried=retried, memory=memory, cold=cold, served=served)

@@ -88,6 +88,11 @@ class LatencyStats(_Strict):
     p99_ms: NonNeg
     items_per_s: NonNeg
     peak_memory_mb: NonNeg | None = None
+    round_p50_ms: list[NonNeg] | None = Field(
+        default=None, description="the median (ms) of this batch size in each timing round, in "
+        "the order the rounds ran; p50_ms is their median, and samples_ms (so every statistic "
+        "and the fit) are the samples of all rounds scaled so that their median is p50_ms. "
+        "None: one round (older profiles)")
 
 
 class NoiseFit(_Strict):
@@ -398,7 +403,7 @@ class Profile(_Strict):
 
 
 #: what :meth:`Profile.rescaled` multiplies in a batch's statistics and a serving measurement
-_BATCH_MS = ("samples_ms", "mean_ms", "std_ms", "p50_ms", "p95_ms", "p99_ms")
+_BATCH_MS = ("samples_ms", "mean_ms", "std_ms", "p50_ms", "p95_ms", "p99_ms", "round_p50_ms")
 _SERVING_MS = ("roundtrip_ms_p50", "roundtrip_ms_p95", "predict_ms_p50", "overhead_ms",
                "backtoback_predict_ms_p50", "idle_overhead_ms", "idle_roundtrip_ms_p50")
 

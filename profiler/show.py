@@ -118,17 +118,27 @@ def config_table(model: ModelProfile, cfg: ConfigProfile) -> Table:
         title_justify="left",
         caption_justify="left",
     )
-    for col in ("batch", "n", "p50 ms", "p95 ms", "p99 ms", "mean ± std ms", "items/s",
-                "peak MB"):
+    rounds = any(b.round_p50_ms for b in cfg.batches)
+    for col in ("batch", "n", "p50 ms", *(("rounds p50 ms",) if rounds else ()), "p95 ms",
+                "p99 ms", "mean ± std ms", "items/s", "peak MB"):
         table.add_column(col, justify="right")
     for b in cfg.batches:
         mem = f"{b.peak_memory_mb:,.0f}" if b.peak_memory_mb is not None else "-"
         table.add_row(
-            str(b.batch_size), str(len(b.samples_ms)), _fmt_ms(b.p50_ms), _fmt_ms(b.p95_ms),
+            str(b.batch_size), str(len(b.samples_ms)), _fmt_ms(b.p50_ms),
+            *((describe_rounds(b.round_p50_ms),) if rounds else ()), _fmt_ms(b.p95_ms),
             _fmt_ms(b.p99_ms), f"{_fmt_ms(b.mean_ms)} ± {_fmt_ms(b.std_ms)}",
             _fmt_rate(b.items_per_s), mem,
         )
     return table
+
+
+def describe_rounds(round_p50_ms: list[float] | None) -> str:
+    """The spread of a batch size's timing rounds: ``75.2..83.4 (6)``: the smallest and the
+    largest round median (ms) and the number of rounds (``-`` without rounds)."""
+    if not round_p50_ms:
+        return "-"
+    return f"{_fmt_ms(min(round_p50_ms))}..{_fmt_ms(max(round_p50_ms))} ({len(round_p50_ms)})"
 
 
 def summary_table(profile: Profile) -> Table:
@@ -214,9 +224,33 @@ def speed_note(profile: Profile) -> str | None:
             + "; simulations inherit that uncertainty: measure again on a quiet machine")
 
 
+def rounds_note(profile: Profile) -> str | None:
+    """A warning when, for a batch slower than :data:`SPEED_CHECK_MIN_MS`, the largest median
+    of a timing round exceeds the smallest by more than :data:`SPEED_CHANGE_LIMIT`: the
+    machine's speed changed during the timing (the profile keeps the median of the rounds)."""
+    off = []
+    for m in profile.models.values():
+        for cfg in m.configs:
+            for b in cfg.batches:
+                r = b.round_p50_ms
+                if not r or b.p50_ms < SPEED_CHECK_MIN_MS or min(r) <= 0:
+                    continue
+                spread = max(r) / min(r) - 1.0
+                if spread > SPEED_CHANGE_LIMIT:
+                    off.append((spread, f"{m.name}/{cfg.device}/{cfg.threads} b={b.batch_size} "
+                                        f"{describe_rounds(r)} ms (+{spread:.0%})"))
+    if not off:
+        return None
+    worst = [text for _, text in sorted(off, reverse=True)[:3]]
+    more = f" and {len(off) - 3} more" if len(off) > 3 else ""
+    return ("note: the machine's speed changed during the timing rounds (round medians "
+            + "; ".join(worst) + more + "); the profile keeps the median of the rounds")
+
+
 def profile_notes(profile: Profile) -> list[str]:
     """The warnings about how ``profile`` was measured (contention, a speed change)."""
-    return [n for n in (contention_note(profile), speed_note(profile)) if n]
+    return [n for n in (contention_note(profile), speed_note(profile), rounds_note(profile))
+            if n]
 
 
 def show_profile(profile: Profile, console: Any = None) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from simscale.errors import UserError
 from simscale.profiler.measure import (
     MAX_STORED_SAMPLES,
+    BatchTimer,
     TimingPlan,
     Timings,
     subsample,
@@ -158,75 +159,152 @@ def measure_memory(
     return float(reply["peak_rss_mb"])
 
 
+class ServingReplica:
+    """A real serving replica process (``python -m simscale.profiler.replica --serve``) of one
+    (model, device, threads), timed as a router sees it, a round at a time.
+
+    :meth:`spawn` starts its process and :meth:`ready` waits until it has loaded the model (a
+    ``with`` block does both, and :meth:`close` at its end: the replica never outlives it). Each
+    :meth:`run_round` first sends one untimed batch (past the costs of the idle time before the
+    round), then ``batches`` passes, each a batch of one item after every idle gap of ``gaps_s``
+    (0: back to back) in a fresh random order, so that drift spreads over all the gaps.
+    :attr:`by_gap` holds ``{gap_s: (roundtrip_ms, predict_ms)}``: per batch, the time from
+    writing the batch to the replica's stdin to reading its answer, and the replica's own time
+    around ``predict``.
+    """
+
+    def __init__(self, model: str, device: str, threads: int, artifact: Path,
+                 gaps_s: Sequence[float] = SERVING_GAPS_S, seed: int = 0) -> None:
+        import random
+
+        from simscale.profiler.replica import replica_command
+
+        self.threads = threads
+        self.cmd = replica_command(model, threads, device, artifact, mode=("--serve",))
+        self.by_gap: dict[float, tuple[list[float], list[float]]] = {
+            float(g): ([], []) for g in gaps_s}
+        self._rng = random.Random(seed)
+        self._proc: subprocess.Popen[str] | None = None
+        self._err: Any = None
+        self._watchdog: threading.Timer | None = None
+
+    def spawn(self) -> ServingReplica:
+        """Start the replica's process (without waiting for it: see :meth:`ready`)."""
+        if self._proc is None:
+            self._err = tempfile.TemporaryFile(mode="w+")
+            self._proc = subprocess.Popen(
+                self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
+                env=thread_env(self.threads), text=True, bufsize=1)
+        return self
+
+    def ready(self) -> ServingReplica:
+        """Wait for the replica's ready line (loaded, first prediction done)."""
+        try:
+            self._reply()
+        except BaseException:
+            self.close(kill=True)
+            raise
+        return self
+
+    def __enter__(self) -> ServingReplica:
+        return self.spawn().ready() if self._proc is None else self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(kill=exc_type is not None)
+
+    def _reply(self) -> dict[str, Any]:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        self._arm()
+        try:
+            line = proc.stdout.readline()
+        finally:
+            self._disarm()
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            proc.kill()
+            proc.wait()
+            self._err.seek(0)
+            tail = " | ".join(self._err.read().strip().splitlines()[-3:])
+            raise ProfilerError(f"serving replica failed (exit {proc.returncode}): "
+                                f"{' '.join(self.cmd[2:])}: {tail}") from None
+        if msg.get("event") == "error":
+            raise UserError(msg.get("message", "replica failed"))
+        return msg
+
+    def _arm(self) -> None:
+        """A replica that does not answer within :data:`PROBE_TIMEOUT_S` is killed."""
+        assert self._proc is not None
+        self._watchdog = threading.Timer(PROBE_TIMEOUT_S, self._proc.kill)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _disarm(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _one(self) -> tuple[float, float]:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        t0 = time.perf_counter()
+        proc.stdin.write("1\n")
+        proc.stdin.flush()
+        done = self._reply()
+        return (time.perf_counter() - t0) * 1000.0, float(done["service_ms"])
+
+    def run_round(self, batches: int) -> None:
+        """One untimed batch, then ``batches`` timed rounds over the idle gaps."""
+        if batches < 1:
+            return
+        self._one()  # past the first call's costs, and the idle time before this round
+        for _ in range(batches):
+            order = list(self.by_gap)
+            self._rng.shuffle(order)
+            for gap in order:
+                if gap > 0:
+                    time.sleep(gap)
+                rt, pred = self._one()
+                self.by_gap[gap][0].append(rt)
+                self.by_gap[gap][1].append(pred)
+
+    def close(self, kill: bool = False) -> None:
+        """Stop the replica (end of its input; killed when it has not exited 30 s later, or at
+        once with ``kill``) and reap it."""
+        self._disarm()
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                if not kill:
+                    proc.stdin.close()  # type: ignore[union-attr]
+                    proc.wait(timeout=30.0)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            finally:  # never leave a replica behind (timeout, Ctrl-C)
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                for pipe in (proc.stdin, proc.stdout):
+                    try:
+                        pipe.close()  # type: ignore[union-attr]
+                    except OSError:
+                        pass
+        if self._err is not None:
+            self._err.close()
+            self._err = None
+
+
 def measure_serving(
     model: str, device: str, threads: int, artifact: Path, batches: int,
     gaps_s: Sequence[float] = SERVING_GAPS_S, seed: int = 0,
 ) -> dict[float, tuple[list[float], list[float]]]:
-    """Time batches of one item through a real serving replica process (``python -m
-    simscale.profiler.replica --serve``) after each idle gap of ``gaps_s`` (0: back to back),
-    ``batches`` per gap, as a router sees them. The gaps are interleaved: every round sends one
-    batch after each gap, in a fresh random order, so that drift spreads over all of them.
-
-    Returns ``{gap_s: (roundtrip_ms, predict_ms)}``: per batch, the time from writing the batch
-    to the replica's stdin to reading its answer, and the replica's own time around ``predict``.
-    """
-    import random
-
-    from simscale.profiler.replica import replica_command
-
-    cmd = replica_command(model, threads, device, artifact, mode=("--serve",))
-    rng = random.Random(seed)
-    out: dict[float, tuple[list[float], list[float]]] = {float(g): ([], []) for g in gaps_s}
-    with tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                env=thread_env(threads), text=True, bufsize=1)
-        watchdog = threading.Timer(PROBE_TIMEOUT_S, proc.kill)  # a hung replica is killed
-        watchdog.daemon = True
-        watchdog.start()
-        assert proc.stdin is not None and proc.stdout is not None
-
-        def reply() -> dict[str, Any]:
-            line = proc.stdout.readline()  # type: ignore[union-attr]
-            try:
-                msg = json.loads(line)
-            except json.JSONDecodeError:
-                proc.kill()
-                proc.wait()
-                err.seek(0)
-                tail = " | ".join(err.read().strip().splitlines()[-3:])
-                raise ProfilerError(f"serving replica failed (exit {proc.returncode}): "
-                                    f"{' '.join(cmd[2:])}: {tail}") from None
-            if msg.get("event") == "error":
-                raise UserError(msg.get("message", "replica failed"))
-            return msg
-
-        def one() -> tuple[float, float]:
-            t0 = time.perf_counter()
-            proc.stdin.write("1\n")  # type: ignore[union-attr]
-            proc.stdin.flush()  # type: ignore[union-attr]
-            done = reply()
-            return (time.perf_counter() - t0) * 1000.0, float(done["service_ms"])
-
-        try:
-            reply()  # ready: loaded, first prediction done
-            one()  # past the first call's costs
-            for _ in range(batches):
-                order = list(out)
-                rng.shuffle(order)
-                for gap in order:
-                    if gap > 0:
-                        time.sleep(gap)
-                    rt, pred = one()
-                    out[gap][0].append(rt)
-                    out[gap][1].append(pred)
-            proc.stdin.close()
-            proc.wait(timeout=30.0)
-        finally:  # never leave a replica behind (timeout, Ctrl-C)
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return out
+    """Time batches of one item through a real serving replica process after each idle gap of
+    ``gaps_s`` (0: back to back), ``batches`` per gap, in one round of a
+    :class:`ServingReplica`; returns its ``by_gap``."""
+    with ServingReplica(model, device, threads, artifact, gaps_s, seed) as replica:
+        replica.run_round(batches)
+    return replica.by_gap
 
 
 def serving_overhead(by_gap: Mapping[float, tuple[Sequence[float], Sequence[float]]],
@@ -254,14 +332,23 @@ def serving_overhead(by_gap: Mapping[float, tuple[Sequence[float], Sequence[floa
     )
 
 
-def measure_config(
-    cfg: Config, artifact: Path, plan: TimingPlan, on_round: Callable[[float], None] | None
-) -> Timings:
-    """Load ``cfg.model`` in this process with ``cfg.threads`` threads and time its batches."""
-    from simscale.profiler.measure import time_interleaved
-    from simscale.profiler.zoo import load_model
+def config_timer(cfg: Config, artifact: Path, plan: TimingPlan, seed: int = 0) -> BatchTimer:
+    """Load ``cfg.model`` in this process and return a :class:`BatchTimer` of its batches that
+    sets ``cfg.threads`` (process-wide) before each of its rounds."""
+    from simscale.profiler.zoo import load_model, set_threads
 
     model = load_model(cfg.model, cfg.threads, cfg.device, artifact)
     batches = {b: model.make_inputs(b) for b in cfg.batch_sizes}
-    return time_interleaved(model.predict, batches, plan, on_round=on_round)
+    return BatchTimer(model.predict, batches, plan, seed=seed,
+                      activate=lambda: set_threads(cfg.threads))
 
+
+def measure_config(
+    cfg: Config, artifact: Path, plan: TimingPlan, on_round: Callable[[float], None] | None
+) -> Timings:
+    """Load ``cfg.model`` in this process with ``cfg.threads`` threads and time its batches
+    (every timing round back to back)."""
+    timer = config_timer(cfg, artifact, plan)
+    for _ in range(timer.rounds):
+        timer.run_round(on_round)
+    return timer.timings()
