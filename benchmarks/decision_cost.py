@@ -26,7 +26,10 @@ the pass over the slab's requests; the queue, in-flight and per-replica figures 
 compiled call with its own cursors; a leaner slab loop (running bin sums in registers);
 ``Decision`` and ``Step`` built without ``object.__setattr__``. ``second`` measured 49.6 /
 52.8 / 32.0 (threshold / hpa / kpa) at the start of the session of ``now`` (load average
-about 2.2), ``now`` at its end (load average about 0.9).
+about 2.2), ``now`` at its end (load average about 0.9). For ``cost_aware`` and ``oracle``,
+``now`` is the solver that searches replica counts one at a time in scalars and stops at the
+first meeting the SLO (bit-identical decisions), measured 2026-12-03 on a quiet machine, when
+threshold / hpa / kpa measured 49.5 / 33.1 / 21.9.
 
 ============  =========  ==========  ======  =====  ======================================
 strategy      before     first pass  second  now    now, per service (linear_regression /
@@ -35,8 +38,8 @@ strategy      before     first pass  second  now    now, per service (linear_reg
 threshold        311.9       107.9     48.0   48.4  62.2 / 45.5 / 34.6
 hpa              320.9       109.8     51.6   33.3  35.7 / 31.6 / 31.7
 kpa              227.4        48.4     32.2   21.4  22.0 / 20.5 / 21.4
-cost_aware      1258.9       583.9      --     --   (not measured again)
-oracle          1734.7       223.5      --     --   (not measured again)
+cost_aware      1258.9       583.9      --    175.3  182.0 / 174.1 / 166.2
+oracle          1734.7       223.5      --    149.0  160.8 / 131.1 / 150.8
 ============  =========  ==========  ======  =====  ======================================
 
 linear_regression and xgboost (720 000 and 360 000 requests) run the compiled request plane
