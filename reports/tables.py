@@ -466,6 +466,14 @@ def bounds_summary_text(summary: Mapping[str, Any], service: str) -> str | None:
     return text
 
 
+def _meets(v: Any) -> str:
+    """Whether runs reached the SLO target: yes / no, or the share of replications that did."""
+    v = float(v)
+    if not math.isfinite(v):
+        return "–"
+    return "yes" if v == 1.0 else "no" if v == 0.0 else f"{v:.0%} of replications"
+
+
 def bounds_table_html(summary: Mapping[str, Any], service: str) -> str | None:
     """The bounds table of ``service`` for the report (``None`` without bounds)."""
     frame = bounds_frame(summary, service)
@@ -475,7 +483,7 @@ def bounds_table_html(summary: Mapping[str, Any], service: str) -> str | None:
         return f"{float(v):,.2f}x" if np.isfinite(float(v)) else "–"
 
     formats = {"cost $": lambda v: _usd(float(v)), "SLO met": lambda v: _pct(2)(float(v)),
-               "meets target": lambda v: _pct(0)(float(v)),
+               "meets target": _meets,
                "cost/hindsight": ratio, "cost/lower bound": ratio}
     note = html.escape(bounds_summary_text(summary, service) or "")
     return (frame_table_html(frame, formats=formats)
