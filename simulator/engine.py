@@ -433,6 +433,7 @@ class _ServiceSim:
     def apply(self, d: Decision, counts: ReplicaCounts | None = None) -> None:
         """Carry out ``d`` now. ``counts``: the replica counts now when the caller has them
         (the observation ``d`` was decided on, made at this instant: nothing ran between)."""
+        counts = self.counts() if counts is None else counts
         for k, v in (getattr(d, "info", None) or {}).items():
             try:
                 fv = float(v)
@@ -451,7 +452,7 @@ class _ServiceSim:
         new_maxb = self.maxb if d.max_batch_size is None else max(1, int(d.max_batch_size))
         if (new_size.threads, new_size.device) != (self.size.threads, self.size.device) \
                 or new_maxb != self.maxb:
-            n = self.counts().desired_total
+            n = counts.desired_total
             ev = self._event("resize", n, n, "strategy")
             ev["threads"] = int(new_size.threads)
             self.events.append(ev)
@@ -460,10 +461,9 @@ class _ServiceSim:
                 self.env.process(self._resize_later(delay, new_size, new_maxb))
             else:
                 self._resize(new_size, new_maxb)
+                counts = self.counts()  # (freed room may have placed pending replicas)
         # count
         want = min(max(int(d.replicas), self.svc.replicas.min), self.svc.replicas.max)
-        if counts is None or new_size is not self.size:
-            counts = self.counts()
         have = counts.desired_total
         if want > have:
             for _ in range(want - have):

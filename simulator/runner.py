@@ -422,18 +422,12 @@ def _release_memory() -> None:
     ``malloc_trim``; nothing elsewhere): a long run frees hundreds of thousands of small objects
     (replica records, events) that would otherwise stay in the process's resident memory."""
     import ctypes
-    import ctypes.util
     import gc
 
     gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)
-        if trim is not None:
-            trim(0)
-    except OSError:
-        pass
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # (the process's own symbols)
+    if trim is not None:
+        trim(0)
 
 
 def _decisions_wall_s(scenario: Scenario, spec: StrategySpec) -> float:
