@@ -138,9 +138,6 @@ def _solve_lp(counts: np.ndarray, tail: np.ndarray, windows: list[tuple[int, int
     of bin k's met requests placed in bin j, in units of ``per_request_usd``) and C_j (cost of
     bin j): C_j >= floor_j, C_j >= sum_k f_kj, sum_j f_kj >= n_k, n_k + u_k <= N_k,
     sum n + target * sum u >= need (= target * N). Returns USD (NaN when the solver fails)."""
-    from scipy.optimize import linprog
-    from scipy.sparse import coo_matrix
-
     nb = len(floor_per_bin)
     if per_request_usd <= 0 or need <= 0:
         return float(floor_per_bin.sum())
@@ -184,17 +181,49 @@ def _solve_lp(counts: np.ndarray, tail: np.ndarray, windows: list[tuple[int, int
     vals += [-1.0] * nk + [-target] * nu
     b_ub = np.append(b_ub, -need)
     r += 1
-    a_ub = coo_matrix((vals, (rows, cols)), shape=(r, nvar)).tocsr()
     cost = np.zeros(nvar)
     cost[o_c:] = 1.0
-    bounds = np.zeros((nvar, 2))
-    bounds[:, 1] = np.inf
-    bounds[:nk, 1] = counts[ks]
-    bounds[o_c:, 0] = floor_per_bin * scale
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
-    if res.status != 0:
+    upper = np.full(nvar, math.inf)
+    upper[:nk] = counts[ks]
+    lower = np.zeros(nvar)
+    lower[o_c:] = floor_per_bin * scale
+    value = _highs_min(cost, lower, upper, np.asarray(rows), np.asarray(cols),
+                       np.asarray(vals, dtype=float), b_ub)
+    return value / scale
+
+
+def _highs_min(cost: np.ndarray, lower: np.ndarray, upper: np.ndarray, rows: np.ndarray,
+               cols: np.ndarray, vals: np.ndarray, b_ub: np.ndarray) -> float:
+    """``min cost @ x`` subject to ``A x <= b_ub`` (``A`` given by its entries ``rows, cols,
+    vals``) and ``lower <= x <= upper``, solved by HiGHS (the solver behind scipy's
+    ``linprog(method="highs")``, called through its own binding: importing scipy.optimize
+    takes longer than a small simulation). NaN when HiGHS finds no optimum."""
+    import highspy
+
+    order = np.lexsort((cols, rows))
+    n_row = len(b_ub)
+    lp = highspy.HighsLp()
+    lp.num_col_ = len(cost)
+    lp.num_row_ = n_row
+    lp.col_cost_ = cost
+    lp.col_lower_ = lower
+    lp.col_upper_ = np.where(np.isinf(upper), highspy.kHighsInf, upper)
+    lp.row_lower_ = np.full(n_row, -highspy.kHighsInf)
+    lp.row_upper_ = np.asarray(b_ub, dtype=float)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.num_col_ = len(cost)
+    lp.a_matrix_.num_row_ = n_row
+    lp.a_matrix_.start_ = np.searchsorted(rows[order], np.arange(n_row + 1)).astype(np.int32)
+    lp.a_matrix_.index_ = cols[order].astype(np.int32)
+    lp.a_matrix_.value_ = vals[order]
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.passModel(lp)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return math.nan
-    return float(res.fun) / scale
+    return float(h.getInfo().objective_function_value)
 
 
 class ArrivalCounts:

@@ -273,13 +273,34 @@ def test_decisions_are_the_vectorised_ones(monkeypatch: pytest.MonkeyPatch, name
 def test_gamma_quantile_and_cdf_are_scipy_stats_bit_for_bit(mean_s: float, scv: float, p: float,
                                                             xs: list[float]) -> None:
     """The service-time quantile and CDF come from scipy.special (no scipy.stats import) and
-    equal scipy.stats.gamma's ppf and cdf exactly."""
+    equal scipy.stats.gamma's ppf and cdf exactly; exponential service times (SCV 1) use the
+    closed forms, equal to a few units in the last place."""
     from scipy import stats
 
     queueing.service_quantile_s.cache_clear()
     want = float(stats.gamma.ppf(p, a=1.0 / scv, scale=mean_s * scv))
     got = queueing.service_quantile_s(mean_s, scv, p)
-    assert got == want or (math.isnan(got) and math.isnan(want))
     x = np.asarray([0.0, *xs])
-    np.testing.assert_array_equal(queueing._service_cdf(x, mean_s, scv),
-                                  stats.gamma.cdf(x, a=1.0 / scv, scale=mean_s * scv))
+    cdf_want = stats.gamma.cdf(x, a=1.0 / scv, scale=mean_s * scv)
+    if scv == 1.0:
+        assert got == pytest.approx(want, rel=1e-13, abs=0.0)
+        np.testing.assert_allclose(queueing._service_cdf(x, mean_s, scv), cdf_want,
+                                   rtol=1e-13, atol=0.0)
+        return
+    assert got == want or (math.isnan(got) and math.isnan(want))
+    np.testing.assert_array_equal(queueing._service_cdf(x, mean_s, scv), cdf_want)
+
+
+@pytest.mark.parametrize("p", [0.0, 1e-12, 0.5, 0.95, 0.99, 1.0 - 1e-12, 1.0])
+def test_exponential_quantile_and_cdf_closed_forms(p: float) -> None:
+    """SCV 1 (the hypothesis test above rarely draws exactly 1.0): the closed forms against
+    scipy.stats.expon, ends included (quantile 0 at p = 0, infinite at p = 1)."""
+    from scipy import stats
+
+    queueing.service_quantile_s.cache_clear()
+    got = queueing.service_quantile_s(0.25, 1.0, p)
+    want = float(stats.expon.ppf(p, scale=0.25))
+    assert got == pytest.approx(want, rel=1e-13, abs=0.0)
+    x = np.array([-1.0, 0.0, 1e-9, 0.1, 0.25, 3.0, 1e3])
+    np.testing.assert_allclose(queueing._service_cdf(x, 0.25, 1.0),
+                               stats.expon.cdf(x, scale=0.25), rtol=1e-13, atol=0.0)
