@@ -17,11 +17,13 @@ def profile_command(
     quick: bool,
     output: Path,
     weights: Path | None,
+    colocation: bool | None = None,
 ) -> Profile:
     """Measure, show a progress bar (stderr) and a summary table (stdout), write ``output``.
 
     ``None`` for models/devices/threads/batch_sizes means the defaults of
-    :func:`~simscale.profiler.runner.run_profile`. Bad arguments raise
+    :func:`~simscale.profiler.runner.run_profile` (``colocation`` too: measured unless
+    ``quick``). Bad arguments raise
     :class:`~simscale.errors.UserError` before anything is measured or written.
     """
     from simscale.profiler.runner import run_profile
@@ -38,6 +40,7 @@ def profile_command(
         weights_path=weights,
         progress=True,
         console=err,
+        colocation=colocation,
     )
     out = Console()
     out.print(summary_table(profile))

@@ -29,11 +29,36 @@ REQUIRED_MODULES = ("torch", "torchvision", "xgboost", "sklearn", "threadpoolctl
 
 
 @dataclass(frozen=True)
+class ColocationPlan:
+    """How the co-location slowdown of a configuration is measured
+    (:mod:`simscale.profiler.colocation`).
+
+    ``rounds``: rounds per number ``k`` of replicas busy at once, taking turns across ``k``
+    (an even number: the order reverses every other round). Per step (one round of one ``k``):
+    each replica first runs ``warmup_batches`` batches, then the step lasts until every replica
+    ran at least ``min_batches`` batches while all ``k`` were busy and all were busy for at least
+    ``min_window_s`` seconds, or ``max_step_s`` seconds passed. The batch size is the
+    configuration's largest measured one up to ``max_batch_size`` (its smallest when none is);
+    ``k`` runs from 1 to ``max_replicas`` (``None``: the host's cores, ``os.cpu_count()``).
+    """
+
+    rounds: int = 4
+    min_batches: int = 5
+    min_window_s: float = 0.5
+    max_step_s: float = 60.0
+    warmup_batches: int = 1
+    max_batch_size: int = 4
+    max_replicas: int | None = None
+
+
+@dataclass(frozen=True)
 class RunPlan:
     """How much to measure: timing plans per model kind and the number of fresh-process probes.
 
     ``serving_batches``: batches per idle gap sent to each serving replica, spread over the
     timing rounds.
+
+    ``colocation``: how the co-location slowdown is measured (when the run measures it).
 
     ``retry_wait_share``: a configuration whose timing lost more than this share of its wall time
     to other processes is timed again (once, and only within ``retry_until_s`` of the start).
@@ -48,6 +73,7 @@ class RunPlan:
     serving_batches: int = 20
     retry_wait_share: float | None = None
     retry_until_s: float = 0.0
+    colocation: ColocationPlan = ColocationPlan()
 
     def timing_for(self, cfg: Config) -> TimingPlan:
         """The timing plan of configuration ``cfg`` (ResNet50 by device, the rest tabular)."""
@@ -85,6 +111,7 @@ class RunPlan:
             preprocessing_samples=20,
             memory_parallel=2,
             serving_batches=8,
+            colocation=ColocationPlan(rounds=2, min_batches=3, min_window_s=0.2),
         )
 
 

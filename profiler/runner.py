@@ -14,6 +14,8 @@ The order of work:
    timed as a router sees them: :class:`~simscale.profiler.steps.ServingReplica`), then round
    ``r + 1`` in the reverse order of configurations; a drift of the machine's speed so reaches
    every configuration and both measurements alike;
+   then, unless turned off, the co-location slowdown of every CPU configuration: k replicas
+   of it busy at once, k = 1 up to the host's cores (:mod:`simscale.profiler.colocation`);
 4. peak memory per (model, device, threads, batch size), each in a fresh replica process
    (``replica --memory-batch B``), two at a time on CPU;
 5. cold start per (model, device): fresh replica processes (``replica --probe``) one after
@@ -37,6 +39,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,13 @@ from simscale.profiler.assemble import (
     model_profiles,
     run_settings,
 )
+from simscale.profiler.colocation import (
+    colocation_weight,
+    describe_method,
+    max_replicas,
+    measure_colocation,
+)
+from simscale.profiler.colocation_schema import Colocation
 from simscale.profiler.measure import Timings
 from simscale.profiler.plan import (
     DEVICES,
@@ -69,7 +79,7 @@ from simscale.profiler.progress import (
     total_weight,
 )
 from simscale.profiler.rounds import time_in_rounds
-from simscale.profiler.schema import ColdStart, Preprocessing, Profile
+from simscale.profiler.schema import ColdStart, ModelProfile, Preprocessing, Profile
 from simscale.profiler.speed import measure_speed, profile_speed, remember_speed
 from simscale.profiler.steps import (
     PROBE_TIMEOUT_S,
@@ -234,6 +244,43 @@ def _timing_and_serving(
     return timings, retried, served
 
 
+def _measure_colocation_all(
+    configs: Sequence[Config], trained: Mapping[str, TrainedModel], plan: RunPlan,
+    bar: ProgressBar,
+) -> dict[Config, Colocation]:
+    """The co-location slowdown of every CPU configuration of ``configs`` (CUDA ones share a
+    GPU, not the host's cores, and are left out), one configuration after another."""
+    out: dict[Config, Colocation] = {}
+    for cfg in configs:
+        if cfg.device != "cpu":
+            continue
+        per_step = colocation_weight(plan.colocation, cfg) / (
+            plan.colocation.rounds * max_replicas(plan.colocation))
+
+        def on_step(k: int, r: int, cfg: Config = cfg, per_step: float = per_step) -> None:
+            bar.step(f"co-location {_label(cfg)}: {k} busy, round {r + 1}/"
+                     f"{plan.colocation.rounds}", advance=per_step)
+
+        bar.step(f"co-location {_label(cfg)}: starting replicas")
+        out[cfg] = measure_colocation(cfg, trained[cfg.model].artifact, plan.colocation,
+                                      on_step=on_step)
+    return out
+
+
+def _with_colocation(profiles: Mapping[str, ModelProfile], configs: Sequence[Config],
+                     colocation: Mapping[Config, Colocation]) -> dict[str, ModelProfile]:
+    """``profiles`` with each configuration's measured co-location set (configurations in
+    the order of ``configs``, as :func:`~simscale.profiler.assemble.model_profiles` makes
+    them)."""
+    out = {}
+    for name, mp in profiles.items():
+        cfgs = [c for c in configs if c.model == name]
+        updated = [cp.model_copy(update={"colocation": colocation.get(c)})
+                   for c, cp in zip(cfgs, mp.configs, strict=True)]
+        out[name] = mp.model_copy(update={"configs": updated})
+    return out
+
+
 def _measure_memory_all(
     jobs: Sequence[tuple[Config, int]], trained: Mapping[str, TrainedModel], plan: RunPlan,
     bar: ProgressBar,
@@ -283,6 +330,7 @@ def run_profile(
     weights_path: str | Path | None = None,
     progress: bool = True,
     console: Any = None,
+    colocation: bool | None = None,
 ) -> Profile:
     """Measure the models on this machine and return the profile (also written to ``output``).
 
@@ -304,6 +352,9 @@ def run_profile(
         A torchvision ResNet50 state dict to use instead of random weights.
     progress:
         Show a rich progress bar (on stderr, or on ``console``).
+    colocation:
+        Measure the co-location slowdown of every CPU configuration (k replicas busy at once,
+        k = 1 up to the host's cores); ``None``: yes, except with ``quick``.
 
     Raises :class:`UserError` for bad arguments before anything is measured or written.
     """
@@ -317,10 +368,13 @@ def run_profile(
     if weights is not None and not weights.is_file():
         raise UserError("weights file not found", source=weights)
     plan = RunPlan.quick() if quick else RunPlan.full()
+    with_colocation = (not quick) if colocation is None else bool(colocation)
+    coloc_configs = [c for c in configs if c.device == "cpu"] if with_colocation else []
     load_before = _loadavg()
     cold_threads = {(c.model, c.device): c.threads for c in reversed(configs)}  # the smallest
     mem_jobs = [(c, b) for c in configs for b in c.batch_sizes]
-    total = total_weight(plan, model_list, configs, mem_jobs, list(cold_threads))
+    total = total_weight(plan, model_list, configs, mem_jobs, list(cold_threads)) + sum(
+        colocation_weight(plan.colocation, c) for c in coloc_configs)
 
     clock = _PhaseClock()
     speed_start = measure_speed()  # the machine's speed score at the start and at the end
@@ -329,6 +383,9 @@ def run_profile(
         clock.phase("build_and_preprocessing")
         timings, retried, served = _timing_and_serving(configs, trained, plan, bar, wall_t0)
         clock.phase("timing_and_serving")
+        coloc = _measure_colocation_all(coloc_configs, trained, plan, bar)
+        if coloc_configs:
+            clock.phase("colocation")
         memory = _measure_memory_all(mem_jobs, trained, plan, bar)
         clock.phase("memory")
         cold = _measure_cold_starts(model_list, cold_threads, trained, plan, bar)
@@ -336,7 +393,8 @@ def run_profile(
         bar.step("fitting service-time models")
         measured = Measurements(trained=trained, preprocessing=pre, timings=timings,
                                 retried=retried, memory=memory, cold=cold, served=served)
-        profiles = model_profiles(model_list, configs, measured)
+        profiles = _with_colocation(model_profiles(model_list, configs, measured), configs,
+                                    coloc)
         clock.phase("fit")
         bar.step("done")
 
@@ -345,6 +403,9 @@ def run_profile(
         measured=measured, cold_threads=cold_threads, weights=weights, load_before=load_before,
         load_after=_loadavg(), phases_s=clock.phases_s, wall_t0=wall_t0,
     )
+    settings["colocation"] = {"measured": with_colocation, **(
+        {"plan": asdict(plan.colocation), "method": describe_method(plan.colocation)}
+        if with_colocation else {})}
     speed = profile_speed(speed_start, measure_speed())
     remember_speed(speed.score)  # this machine's score now, for the checks of later commands
     profile = build_profile(quick, settings, profiles, speed)

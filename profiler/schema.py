@@ -57,6 +57,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from simscale.errors import UserError, pydantic_error_to_user_error
+from simscale.profiler.colocation_schema import Colocation
 from simscale.safeload import MAX_JSON_BYTES, load_json, read_text
 
 SCHEMA = "simscale.profile/1"
@@ -177,6 +178,8 @@ class ConfigProfile(_Strict):
     batches: Annotated[list[LatencyStats], Field(min_length=1)]
     fit: ServiceTimeFit
     serving: ServingOverhead | None = None
+    #: co-location slowdown (see :mod:`simscale.profiler.colocation_schema`); None: not measured
+    colocation: Colocation | None = None
 
     @property
     def overhead_ms(self) -> float:
@@ -351,10 +354,10 @@ class Profile(_Strict):
         """A copy whose CPU times are multiplied by ``factor`` (> 0; the profile's speed score /
         this machine's, so > 1 on a slower machine): of every ``cpu`` configuration the fit's
         ``alpha_ms``, ``beta_ms`` and knots, the measured batch latencies (``items_per_s``
-        divided), the serving overheads and round trips (idle gaps kept), ResNet50's
-        preprocessing and, with ``cold_starts``, the CPU cold starts. The noise, ``fit_scale``,
-        memory and every CUDA figure are kept. ``machine.speed_rescale`` records the factor (the
-        product of all factors, for a copy of a copy)."""
+        divided), the serving overheads and round trips (idle gaps kept), the co-location
+        medians, ResNet50's preprocessing and, with ``cold_starts``, the CPU cold starts. The
+        noise, ``fit_scale``, co-location factors, memory and every CUDA figure are kept.
+        ``machine.speed_rescale`` records the factor (the product of all factors)."""
         f = float(factor)
         if not (np.isfinite(f) and f > 0):
             raise UserError(f"a rescale factor must be finite and positive, not {factor!r}",
@@ -366,6 +369,7 @@ class Profile(_Strict):
                             for b in cfg.batches],
                 "fit": _scaled(cfg.fit, f, ("alpha_ms", "beta_ms", "knots")),
                 "serving": None if cfg.serving is None else _scaled(cfg.serving, f, _SERVING_MS),
+                "colocation": cfg.colocation and cfg.colocation.scaled(f),
             }) for cfg in mp.configs]
             cold = [_scaled(c, f, ("samples_s", "mean_s", "p50_s", "p95_s"))
                     if cold_starts and c.device == "cpu" else c for c in mp.cold_start]
@@ -562,11 +566,8 @@ def load_profile(path: str | Path | None = None, *, warn: bool = True) -> Profil
     if not isinstance(data, dict):
         raise UserError("a profile must be a JSON object", source=path)
     if data.get("schema") != SCHEMA:
-        raise UserError(
-            f"unsupported schema {data.get('schema')!r} (expected '{SCHEMA}')",
-            source=path,
-            field="schema",
-        )
+        raise UserError(f"unsupported schema {data.get('schema')!r} (expected '{SCHEMA}')",
+                        source=path, field="schema")
     try:
         profile = Profile.model_validate({**data, "source": str(path)})
     except ValidationError as exc:
@@ -574,11 +575,8 @@ def load_profile(path: str | Path | None = None, *, warn: bool = True) -> Profil
     if warn and not _is_default(path):
         diffs = profile.fingerprint_differences()
         if diffs:
-            warnings.warn(
-                f"{path}: profile was measured elsewhere: " + "; ".join(diffs),
-                ProfileMismatchWarning,
-                stacklevel=2,
-            )
+            warnings.warn(f"{path}: profile was measured elsewhere: " + "; ".join(diffs),
+                          ProfileMismatchWarning, stacklevel=2)
     return profile
 
 

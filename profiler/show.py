@@ -109,12 +109,27 @@ def describe_serving_change(cfg: ConfigProfile) -> str:
     return f"{scale}+{cfg.overhead_ms:.2f} ms"
 
 
+def describe_colocation(cfg: ConfigProfile) -> str:
+    """One line: the co-location slowdown per number of other batches in service on the host
+    (a line saying so when not measured), with a note when a factor is below 1."""
+    co = cfg.colocation
+    if co is None:
+        return "co-location: not measured (no slowdown simulated)"
+    factors = " ".join(f"{n}:x{f:.3f}" for n, f in enumerate(co.slowdown_by_others))
+    text = (f"co-location (b={co.batch_size}, {co.host_cores}-core host): slowdown by other "
+            f"batches in service {factors}; alone p50 {_fmt_ms(co.p50_ms[0])} ms")
+    if any(f < 1.0 for f in co.slowdown_by_others):
+        text += " (a factor below 1 is stored as measured: noise or a faster clock)"
+    return text
+
+
 def config_table(model: ModelProfile, cfg: ConfigProfile) -> Table:
     """One (model, device, threads): per batch size latency percentiles, throughput, memory."""
     plural = "s" if cfg.threads != 1 else ""
     table = Table(
         title=f"{model.name} on {cfg.device}, {cfg.threads} thread{plural}",
-        caption=describe_fit(cfg.fit) + "\n" + describe_serving(cfg),
+        caption=describe_fit(cfg.fit) + "\n" + describe_serving(cfg)
+        + ("\n" + describe_colocation(cfg) if cfg.colocation is not None else ""),
         title_justify="left",
         caption_justify="left",
     )

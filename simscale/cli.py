@@ -72,10 +72,13 @@ def cli() -> None:
               default=Path("profile.json"), show_default=True, help="Where to write the profile.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
               help="A local ResNet50 weights file (default: weights=None, no download).")
+@click.option("--colocation/--no-colocation", default=None,
+              help="Measure the co-location slowdown (k replicas busy at once on this host, "
+              "k = 1 up to its cores) of every CPU configuration (default: yes; no with --quick).")
 @click.pass_context
 def profile(ctx: click.Context, models: str | None, devices: tuple[str, ...],
             threads: str | None, batch_sizes: str | None, quick: bool, output: Path,
-            weights: Path | None) -> None:
+            weights: Path | None, colocation: bool | None) -> None:
     """Measure the real models on this machine and write a profile.
 
     \b
@@ -92,6 +95,7 @@ def profile(ctx: click.Context, models: str | None, devices: tuple[str, ...],
         quick=quick,
         output=output,
         weights=weights,
+        colocation=colocation,
     )
     try:
         from simscale.profiler.command import profile_command
