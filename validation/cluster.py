@@ -9,8 +9,10 @@
 * a **control loop** (the calling thread) that builds
   :class:`~simscale.strategies.base.Observation` values from what was *measured* on the real
   cluster, calls the strategy's ``decide`` every ``sync_period_s`` seconds (the decision
-  normalised by :func:`simscale.strategies.base.normalize_decision`, as in the simulator) and
-  starts or drains replica processes;
+  normalised by :func:`simscale.strategies.base.normalize_decision`, as in the simulator),
+  starts or drains replica processes, and carries on rolling updates (resizes: replicas
+  restarted at the new size one at a time, see :mod:`simscale.validation.router`) between
+  ticks;
 * a **warm-up** before ``t = 0``: isolated batches of one item on each initial replica measure
   the IPC overhead, the round trip and the predict time (ms) just before the run.
 
@@ -46,6 +48,7 @@ from simscale.validation.records import (
     RealRunResult,
     RealServiceRecord,
     RealServiceSpec,
+    rollout_notes,
 )
 from simscale.validation.replica import (
     BATCH_TIMEOUT_S,
@@ -107,6 +110,11 @@ class RealCluster:
     def now(self) -> float:
         """Seconds since ``t = 0`` of the run (negative during the warm-up)."""
         return time.perf_counter() - self.t0
+
+    def wake(self) -> None:
+        """Wake the control loop now (a surge replica is ready: the rolling update goes on);
+        the crash check reads :attr:`crashes`, not the event."""
+        self._crash_event.set()
 
     def report_crash(self, message: str) -> None:
         """Record a replica crash (``message`` names it) and wake the control loop."""
@@ -215,6 +223,8 @@ class RealCluster:
             now = self.now()
             if now >= self.duration_s:
                 break
+            for svc in self.services:
+                svc.roll(now)  # rolling updates go on between ticks
             upcoming = min([*next_tick, self.duration_s])
             if now < upcoming:
                 self._crash_event.wait(min(upcoming - now, 0.25))
@@ -349,6 +359,8 @@ class RealCluster:
                 for r in svc.replicas:
                     if r.stop_s is None:
                         r.stop_s = max(end, self.duration_s) if graceful else end
+                for ro in svc.rollouts:
+                    ro.ended = ro.ended or "unfinished"
 
     # -- results ----------------------------------------------------------------------------
     def _result(self, warm: dict[str, dict[str, float]], wall_s: float,
@@ -372,7 +384,8 @@ class RealCluster:
             replicas = []
             for r in svc.replicas:
                 replicas.append({
-                    "replica": r.index, "pid": r.pid, "state": r.state,
+                    "replica": r.index, "pid": r.pid, "state": r.state, "threads": r.threads,
+                    "device": r.device, "replaces": -1 if r.replaces is None else r.replaces,
                     "spawn_s": r.spawn_s, "ready_s": _nan(r.ready_s), "drain_s": _nan(r.drain_s),
                     "stop_s": _nan(r.stop_s), "crashed": r.state == "crashed",
                     "exit_code": r.exit_code if r.exit_code is not None else r.proc.returncode,
@@ -385,7 +398,9 @@ class RealCluster:
                 name=name, threads=svc.spec.threads, arrival_s=svc.arrival_s.copy(),
                 start_s=start, end_s=end, drop=codes, batch_size=svc.batch_size.copy(),
                 replica=svc.replica.copy(), enqueue_s=svc.enqueue_s.copy(), replicas=replicas,
-                events=list(svc.events), decisions=list(svc.decisions), notes=list(svc.notes),
+                events=list(svc.events), decisions=list(svc.decisions),
+                notes=[*svc.notes, *rollout_notes(svc.rollouts, replicas, T)],
+                size_timeline=list(svc.size_timeline), rollouts=list(svc.rollouts),
                 batches=pd.DataFrame(svc.batches, columns=["start_s", "end_s", "batch_size",
                                                            "service_ms", "replica"]),
                 overhead={

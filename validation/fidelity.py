@@ -15,6 +15,10 @@
   slowdown, queueing); :func:`compare` adds an *a posteriori* simulation fed the run's own
   service-time ratio and overhead, which separates the error of the inputs from the error of
   the queueing/scaling model.
+- Resizes: the real cluster restarts replicas at the new size one at a time (a rolling
+  update, :mod:`simscale.validation.router`), the simulator resizes them in place after the
+  decision's ``resize_delay_s``; ``diagnosis.resizes`` lists both runs' resizes side by side,
+  and the run's notes say how long each real rollout took against that delay.
 
 Figures are named as in ``summary.json``, dotted (``latency_ms.p50``); times in ms unless the
 name says otherwise.
@@ -137,7 +141,25 @@ def diagnose(scenario: Scenario, name: str, prof: Any, real: RealRunResult,
         run = next((r for r in summary["runs"] if r["service"] == name), None)
         if run is not None:
             out[f"queue_wait_ms_p50_{which}"] = float(run["queue_wait_ms"]["p50"])
+    resizes = _resizes(rec, next((r for r in sim.summary["runs"] if r["service"] == name), {}))
+    if resizes["real"] or resizes["simulated"]:
+        out["resizes"] = resizes
     return out
+
+
+def _resizes(rec: Any, sim_run: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The resizes of both runs, side by side (times in s from the start): the real cluster's
+    rolling restarts (``decided_s``, ``done_after_s`` = done minus decided, NaN when it did
+    not finish; ``replaced`` replicas; how it ``ended``; ``sim_delay_s`` = the decision's
+    ``resize_delay_s``) and the simulator's in-place resizes (``decided_s``; every replica
+    serves at ``to_threads`` ``resize_delay_s`` later, no replica added)."""
+    real = [{"decided_s": ro.decided_s, "from_threads": ro.from_threads,
+             "to_threads": ro.to_threads, "ended": ro.ended, "replaced": ro.replaced,
+             "done_after_s": (ro.done_s - ro.decided_s) if ro.done_s is not None else math.nan,
+             "sim_delay_s": ro.sim_delay_s} for ro in getattr(rec, "rollouts", [])]
+    sim = [{"decided_s": float(e["time_s"]), "to_threads": int(e["threads"])}
+           for e in sim_run.get("events") or [] if e.get("action") == "resize"]
+    return {"real": real, "simulated": sim}
 
 
 def _contention(real: RealRunResult, name: str, b: pd.DataFrame, stm: Any) -> dict[str, Any]:

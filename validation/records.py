@@ -8,6 +8,9 @@
 - :func:`summarize_real`: the real run as the simulator's results (RESULTS.md), its figures
   computed by the simulator's own :func:`~simscale.simulator.metrics.run_figures`, so real and
   simulated figures have one definition; :func:`save_real` writes it as a result folder.
+- :class:`Rollout`, :func:`rollout_notes`: a rolling update (resize) of a service's replicas
+  on the real cluster (:mod:`simscale.validation.router`), and how it compares with the
+  simulator's in-place resize.
 
 Times are seconds from the start of the run (``t = 0`` when the load generator starts).
 """
@@ -33,8 +36,10 @@ __all__ = [
     "RealRunResult",
     "RealServiceRecord",
     "RealServiceSpec",
+    "Rollout",
     "cold_starts",
     "real_service_run",
+    "rollout_notes",
     "save_real",
     "summarize_real",
 ]
@@ -42,6 +47,66 @@ __all__ = [
 
 #: drop reasons by code (the simulator's request-plane codes)
 DROP_REASONS: tuple[str, ...] = ("", "queue_full", "timeout", "crash")
+
+
+@dataclass
+class Rollout:
+    """One rolling update (resize) of a service. Times in seconds from the start of the run.
+
+    ``sim_delay_s``: the decision's ``resize_delay_s`` (what the simulator waits before it
+    resizes in place; the real cluster does not wait it). ``replaced``: old replicas drained
+    for a ready surge; ``last_drain_s``: when the last of them was; ``done_s``: when no replica
+    of another size counted any more; ``ended``: ``""`` while running, then ``done``,
+    ``superseded`` (another resize came first), ``failed`` (a surge replica crashed) or
+    ``unfinished`` (the run ended first).
+    """
+
+    decided_s: float
+    from_threads: int
+    to_threads: int
+    from_device: str
+    to_device: str
+    sim_delay_s: float
+    replaced: int = 0
+    last_drain_s: float | None = None
+    done_s: float | None = None
+    ended: str = ""
+
+
+def rollout_notes(rollouts: list[Rollout], replicas: list[dict[str, Any]] | None = None,
+                  duration_s: float = math.nan) -> list[str]:
+    """One line per rolling update of a service: what the real cluster did, and how that
+    differs from the simulator's in-place resize (every replica switches size
+    ``resize_delay_s`` after the decision, with no replica added), quantitatively: how long
+    after its decision the real rollout was done, against that delay, and (given the replica
+    records, :attr:`RealServiceRecord.replicas`, and the run's ``duration_s``) how many
+    replica-seconds each replacement existed beside the replica it replaced (spawn to the old
+    one's exit), which the simulation has not: its share of the mean replica count."""
+    out = []
+    by = {int(r["replica"]): r for r in replicas or []}
+    for j, ro in enumerate(rollouts):
+        until = rollouts[j + 1].decided_s if j + 1 < len(rollouts) else math.inf
+        extra_s = sum(min(float(by[r["replaces"]]["stop_s"]), duration_s) - float(r["spawn_s"])
+                      for r in by.values() if int(r.get("replaces", -1)) in by
+                      and ro.decided_s <= float(r["spawn_s"]) < until)
+        head = (f"t={ro.decided_s:.1f} s: resize {ro.from_threads} -> {ro.to_threads} "
+                "thread(s) by a rolling restart (maxSurge 1, maxUnavailable 0)")
+        sim = (f"the simulator resizes every replica in place {ro.sim_delay_s:g} s after its "
+               "decision, with no replacement replica")
+        if extra_s > 0 and math.isfinite(extra_s) and duration_s > 0:
+            sim += (f" (the replacements overlapped the replicas they replaced for "
+                    f"{extra_s:.1f} replica-s: +{extra_s / duration_s:.2f} mean replicas)")
+        if ro.ended == "done" and ro.done_s is not None:
+            took = ro.done_s - ro.decided_s
+            out.append(f"{head}: {ro.replaced} replica(s) replaced, done {took:.1f} s after "
+                       f"the decision ({took - ro.sim_delay_s:+.1f} s against the simulation's "
+                       f"in-place delay); {sim}")
+        else:
+            why = {"superseded": "superseded by the next resize",
+                   "failed": "stopped: a surge replica crashed",
+                   "unfinished": "not finished when the run ended"}.get(ro.ended, ro.ended)
+            out.append(f"{head}: {ro.replaced} replica(s) replaced, {why}; {sim}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,7 +152,11 @@ class RealServiceRecord:
     duration for a batch that finished after it); ``drop`` the code of
     :data:`DROP_REASONS`; ``enqueue_s`` when the load generator actually handed it to the
     router (NaN if never). ``replicas``: one dict per replica process (times in s from the
-    start; ``cold_start_s`` = spawn to ready). ``overhead``: measured IPC overhead per batch
+    start; ``cold_start_s`` = spawn to ready; ``threads`` and ``device``: its size, fixed for
+    its life; ``replaces``: the replica it replaced in a rolling update, -1 if none).
+    ``size_timeline``: ``(time_s, threads)`` of the size new replicas get, from ``t = 0`` (a
+    resize decision adds one); ``rollouts``: the rolling updates. ``overhead``: measured IPC
+    overhead per batch
     (ms) and the replicas' own mean service time. ``batches``: one row per served batch
     (``start_s, end_s, batch_size, service_ms, replica``; ``service_ms`` is the time the
     replica measured around ``predict``, the rest of ``end_s - start_s`` is overhead: pipe,
@@ -109,6 +178,8 @@ class RealServiceRecord:
     batches: pd.DataFrame
     overhead: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    size_timeline: list[tuple[float, int]] = field(default_factory=list)
+    rollouts: list[Rollout] = field(default_factory=list)
 
     def requests(self) -> pd.DataFrame:
         """RESULTS.md ``requests.parquet`` columns (without the run's identifying columns),
@@ -157,19 +228,22 @@ class RealRunResult:
 # --------------------------------------------------------------------------- real summary
 def real_service_run(svc: Service, rec: RealServiceRecord, duration_s: float) -> Any:
     """The real run of one service as the engine's ``ServiceRun``, so that the simulator's own
-    :func:`~simscale.simulator.metrics.run_figures` computes its figures (same definitions)."""
+    :func:`~simscale.simulator.metrics.run_figures` computes its figures (same definitions).
+    Each replica is billed at its own threads (``cost_per_replica_hour * threads /
+    service.threads``, the simulator's rule) for every second it exists."""
     from simscale.simulator.engine import ReplicaRecord, ServiceRun
 
     records = []
     for r in rec.replicas:
         placed = max(0.0, float(r["spawn_s"]))
         stop = float(r["stop_s"])
-        rr = ReplicaRecord(rid=int(r["replica"]), requested_s=placed, threads=rec.threads,
-                           cores=float(rec.threads), placed_s=placed,
+        threads = int(r.get("threads", rec.threads))
+        rr = ReplicaRecord(rid=int(r["replica"]), requested_s=placed, threads=threads,
+                           cores=float(threads), placed_s=placed,
                            ready_s=float(r["ready_s"]), drain_s=float(r["drain_s"]),
                            stop_s=stop, state="stopped" if stop == stop else str(r["state"]),
                            crashed=bool(r["crashed"]))
-        rr.sizes = [(placed, rec.threads)]
+        rr.sizes = [(placed, threads)]
         records.append(rr)
     plane = SimpleNamespace(arrival_s=rec.arrival_s, start_s=rec.start_s, end_s=rec.end_s,
                             drop=rec.drop, batch_size=np.maximum(rec.batch_size, 0),
@@ -184,7 +258,8 @@ def real_service_run(svc: Service, rec: RealServiceRecord, duration_s: float) ->
             if math.isfinite(fv):
                 info_sum.setdefault(k, []).append(fv)
     info = {k: float(np.mean(v)) for k, v in info_sum.items()}
-    return ServiceRun(svc, plane, records, rec.events, info, [(0.0, rec.threads)], duration_s,
+    return ServiceRun(svc, plane, records, rec.events, info,
+                      list(rec.size_timeline) or [(0.0, rec.threads)], duration_s,
                       svc.cost_per_replica_hour / svc.threads)
 
 

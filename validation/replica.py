@@ -111,11 +111,24 @@ class _Replica:
     States: ``starting`` (spawned, model loading) -> ``ready`` (serving) -> ``draining`` (takes
     no new batch, exits after the current one and its own queue) -> ``stopped``; ``removed``
     (scaled down while starting: killed); or ``crashed`` from any state.
+
+    ``threads`` and ``device`` are the replica's size, fixed for its life (its thread pools are
+    sized when the process starts: the process gets ``--threads`` and the thread-pool
+    environment variables); ``None`` takes the service's size now. ``surge``: spawned by a
+    rolling update as the replacement of a replica of the old size (it does not count towards
+    the desired replicas until it is ready and the replica it replaces drains); ``replaces``:
+    the index of the replica it replaced (set when that one was drained), ``None`` otherwise.
     """
 
-    def __init__(self, service: _Service, index: int, now_s: float) -> None:
+    def __init__(self, service: _Service, index: int, now_s: float, *,
+                 threads: int | None = None, device: str | None = None,
+                 surge: bool = False) -> None:
         self.service = service
         self.index = index
+        self.threads = int(service.threads if threads is None else threads)
+        self.device = str(service.device if device is None else device)
+        self.surge = surge
+        self.replaces: int | None = None
         self.state = "starting"
         self.spawn_s = now_s
         self.ready_s: float | None = None
@@ -134,10 +147,10 @@ class _Replica:
         spec = service.spec
         from simscale.profiler.replica import replica_command
 
-        cmd = replica_command(spec.model, spec.threads, spec.device, spec.weights_path,
+        cmd = replica_command(spec.model, self.threads, self.device, spec.weights_path,
                               mode=("--serve",))
         cmd[0] = service.cluster.python
-        env = _thread_env(spec.threads)
+        env = _thread_env(self.threads)
         self.proc: subprocess.Popen[bytes] = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,
@@ -242,8 +255,9 @@ class _Replica:
         return out
 
     def describe(self) -> str:
-        """Name the replica in messages: index, service and pid."""
-        return f"replica {self.index} of service '{self.service.spec.name}' (pid {self.pid})"
+        """Name the replica in messages: index, service, size and pid."""
+        return (f"replica {self.index} of service '{self.service.spec.name}' "
+                f"({self.threads} thread(s), pid {self.pid})")
 
 
 def _thread_env(threads: int) -> dict[str, str]:

@@ -3,6 +3,8 @@
 - :func:`print_fidelity`: the rich table (one row per figure and service) and one line of
   calibration and diagnosis per service;
 - :func:`overlay_figures`: plotly figures of one service, real vs simulated;
+- :func:`size_figure`: when either run resized, one service's ready replicas per size (threads)
+  over time, real (rolling restart: both sizes serve for a while) vs simulated (in place);
 - :func:`write_report`: ``OUTDIR/report.html`` (built with :mod:`simscale.reports`).
 
 The input is the fidelity document of :func:`simscale.validation.command.validate` (the
@@ -15,12 +17,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from simscale.simulator.scenario import Scenario
 from simscale.validation.fidelity import FIGURES, SHORT, TARGETS
 
-__all__ = ["overlay_figures", "print_fidelity", "write_report"]
+__all__ = ["overlay_figures", "print_fidelity", "size_figure", "write_report"]
 
 
 def print_fidelity(doc: dict[str, Any], console: Any) -> None:
@@ -93,6 +96,8 @@ def print_fidelity(doc: dict[str, Any], console: Any) -> None:
                       f"{cpu.get('others_cores', math.nan):.2f} of the {doc.get('cores')} cores "
                       "busy during the run: the real latencies include that interference, "
                       "which no simulation models; rerun on a quiet machine[/yellow]")
+    for note in doc.get("notes") or []:
+        console.print(f"[dim]note: {note}[/dim]")
     lag = doc.get("generator_lag_ms") or {}
     if lag:
         console.print(f"[dim]load generator lag: median {lag.get('median_ms', math.nan):.2f} ms,"
@@ -159,6 +164,54 @@ def overlay_figures(real_ts: pd.DataFrame, sim_ts: pd.DataFrame, *, service: str
     ]
 
 
+def size_figure(real_replicas: pd.DataFrame, sim_ts: pd.DataFrame, *, service: str,
+                duration_s: float) -> Any | None:
+    """Ready replicas per size (threads) over time of one service, real vs simulated; ``None``
+    when neither run had more than one size.
+
+    ``real_replicas``: the real run's ``replicas.csv`` rows (``service``, ``threads``,
+    ``ready_s``, ``drain_s``, ``stop_s``; a replica takes work from ready until it drains or
+    stops); ``sim_ts``: the simulation's ``timeseries.parquet`` (its replicas all have the
+    ``threads`` of the bin: it resizes in place).
+    """
+    from simscale.reports.figure_style import add_trace, base_figure, scatter, update_axis
+
+    reps = real_replicas[real_replicas["service"] == service] if len(real_replicas) else None
+    sim = sim_ts[sim_ts["service"] == service] if len(sim_ts) else sim_ts
+    if "replication" in sim:
+        sim = sim[sim["replication"] == sim["replication"].min()]
+    real_sizes = sorted(set(reps["threads"])) if reps is not None and "threads" in reps else []
+    sim_sizes = sorted(set(sim["threads"])) if len(sim) else []
+    if len(real_sizes) < 2 and len(sim_sizes) < 2:
+        return None
+    fig = base_figure(f"{service}: ready replicas by size, real (rolling restart) vs "
+                      "simulated (in place)", hovermode="x unified")
+    palette = ["#111827", "#dc2626", "#16a34a", "#9333ea"]
+    for j, th in enumerate(sorted(set(real_sizes) | set(sim_sizes))):
+        color = palette[j % len(palette)]
+        if th in real_sizes:
+            own = reps[reps["threads"] == th]
+            start = own["ready_s"].to_numpy(float)
+            end = np.fmin(own["drain_s"].to_numpy(float), own["stop_s"].to_numpy(float))
+            end = np.where(np.isnan(end), duration_s, end)
+            t = np.unique(np.clip(np.concatenate([[0.0, duration_s], start, end]), 0.0,
+                                  duration_s))
+            t = t[np.isfinite(t)]
+            n = [int(np.sum((start <= x) & (x < end))) for x in t]
+            add_trace(fig, scatter(x=t.tolist(), y=n, mode="lines", name=f"real, {th} threads",
+                                   line={"color": color, "shape": "hv"}))
+        if th in sim_sizes:
+            y = np.where(sim["threads"].to_numpy() == th, sim["replicas_ready"].to_numpy(), 0)
+            times = sim["time_s"].to_numpy(float)
+            bin_s = float(np.diff(np.unique(times))[0]) if len(np.unique(times)) > 1 else 1.0
+            add_trace(fig, scatter(x=np.minimum(times + bin_s, duration_s).tolist(),
+                                   y=y.tolist(), mode="lines", name=f"simulated, {th} threads",
+                                   line={"color": color, "shape": "hv", "dash": "dot"}))
+    update_axis(fig, "xaxis", title="time (s)")
+    update_axis(fig, "yaxis", title="ready replicas", rangemode="tozero", dtick=1)
+    return fig
+
+
 def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: Any, sim: Any
                  ) -> Path:
     """``OUTDIR/report.html``: the fidelity table, the overlay figures per service and the
@@ -187,11 +240,15 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
                 "a posteriori (diagnosis)": _fmt(f, (ap.get("simulated") or {}).get(f, math.nan)),
             })
     sections: list[tuple[str, list[Any]]] = [("Fidelity", [frame_table_html(pd.DataFrame(rows))])]
+    path = outdir / "real" / "replicas.csv"
+    real_replicas = pd.read_csv(path) if path.is_file() else pd.DataFrame()
     for svc in scenario.services:
         figs = overlay_figures(real.timeseries, sim.timeseries, service=svc.name,
                                slo_ms=svc.slo_ms, real_requests=real.requests,
                                sim_requests=getattr(sim, "requests", None))
-        sections.append((svc.name, [Wide(f) for f in figs]))
+        sized = size_figure(real_replicas, sim.timeseries, service=svc.name,
+                            duration_s=float(scenario.duration_s))
+        sections.append((svc.name, [Wide(f) for f in [*figs, *([sized] if sized else [])]]))
     facts = []
     for name, c in (doc.get("calibration") or {}).items():
         for k, v in c.items():
@@ -219,6 +276,9 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
                           "in service", f"{c['service_over_profile_median']:.2f} "
                           f"({c['batches']} batches)"))
     sections.append(("Measured overheads and diagnosis", [key_value_table_html(facts)]))
+    if doc.get("notes"):
+        sections.append(("Notes", [key_value_table_html(
+            [(str(j + 1), str(n)) for j, n in enumerate(doc["notes"])])]))
     load = doc.get("load_average") or [math.nan] * 3
     others = (doc.get("cpu_cores_busy") or {}).get("others_cores", math.nan)
     header = [("scenario", scenario.name), ("strategy", str(doc.get("label"))),

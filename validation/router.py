@@ -11,6 +11,18 @@ The parent process holds everything but the inference, as the simulator does:
   ``max_wait_ms`` or the batch fills);
 * **scaling** to a strategy's decision: new replica processes, or the simulator's scale-down
   order (:func:`simscale.simulator.serving.scale_down_victims`);
+* **resizing** by a **rolling restart**, as a Kubernetes Deployment does when its pod's CPU
+  changes (a torch/BLAS thread pool is sized when its process starts). The size a decision asks
+  for (resolved as the simulator does: the nearest measured thread count) becomes the service's
+  at once: new replicas get it. Each replica of another size is then replaced one at a time
+  (maxSurge 1, maxUnavailable 0): a *surge* replica of the new size starts; when it is ready,
+  the old replica with the fewest outstanding requests drains (as in a scale-down) and the next
+  surge starts; an old replica still starting is replaced at once. A surge replica counts
+  (towards the decision and in the observation) only once ready; a scale-down during a rollout
+  takes old-size replicas first. Events ``resize`` (decided), ``resize_done`` (the last old
+  replica drains) and ``resize_failed`` (a surge crashed), with ``from_threads`` and
+  ``to_threads``. ``resize_delay_s`` (the simulator's in-place delay) is not waited:
+  :func:`~simscale.validation.records.rollout_notes` compares it with the real rollout;
 * **metrics**: an :class:`~simscale.strategies.base.Observation` built only from what was
   measured on the real cluster, by the simulator's own
   :func:`simscale.simulator.serving.build_observation`.
@@ -27,6 +39,7 @@ Package-internal: :class:`_Service` is driven by
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import random
 import subprocess
@@ -43,7 +56,8 @@ from simscale.simulator.serving import (
     percentiles_or_nan,
     scale_down_victims,
 )
-from simscale.strategies.base import Decision, Observation, ReplicaCounts
+from simscale.strategies.base import Decision, Observation, ReplicaCounts, SizeOption
+from simscale.validation.records import Rollout
 from simscale.validation.replica import BATCH_TIMEOUT_S, EXIT_TIMEOUT_S, _Replica, exit_text
 
 if TYPE_CHECKING:
@@ -83,11 +97,21 @@ class _Service:
         self.stopping = False
         #: what the real cluster could not do as asked (reported with the results)
         self.notes: list[str] = []
+        #: the size of the replicas spawned from now on (the service's desired size)
+        self.threads = spec.threads
+        self.device = spec.device
+        self.size: SizeOption = spec.size
+        #: (time_s, threads) of the size new replicas get, from t = 0
+        self.size_timeline: list[tuple[float, int]] = [(0.0, spec.threads)]
+        self.rollouts: list[Rollout] = []
+        self._noted: set[str] = set()
 
     # -- life cycle -------------------------------------------------------------------------
-    def spawn(self, now_s: float) -> _Replica:
-        """Start a new replica process (state ``starting``), spawned at ``now_s`` (s)."""
-        rep = _Replica(self, self.next_index, now_s)
+    def spawn(self, now_s: float, surge: bool = False) -> _Replica:
+        """Start a new replica process (state ``starting``) of the service's current size,
+        spawned at ``now_s`` (s); ``surge``: a rolling update's replacement (not counted until
+        ready)."""
+        rep = _Replica(self, self.next_index, now_s, surge=surge)
         self.next_index += 1
         with self.cond:
             self.replicas.append(rep)
@@ -103,9 +127,42 @@ class _Service:
             rep.state = "ready"
             rep.ready_s = now
             rep.idle_since = now
-            if self.cluster.started:
-                self.start_dispatcher(rep)
+            surge, stale = rep.surge, rep.surge and not self._current(rep)
+            if stale:  # a surge of a size superseded meanwhile: not needed any more
+                rep.surge = False
+                rep.state = "draining"
+                rep.drain_s = now
+            else:
+                if surge:
+                    self._replace_locked(rep, now)
+                if self.cluster.started:
+                    self.start_dispatcher(rep)
             self.cond.notify_all()
+        if stale:
+            rep.close_stdin()
+        if surge:
+            self.cluster.wake()  # the control loop spawns the next surge
+
+    def _current(self, rep: _Replica) -> bool:
+        """Whether ``rep`` has the service's current size."""
+        return (rep.threads, rep.device) == (self.threads, self.device)
+
+    def _replace_locked(self, rep: _Replica, now_s: float) -> None:
+        """Surge replica ``rep`` is ready: it counts from now on, and the ready replica of
+        another size with the fewest outstanding requests (ties: newest) drains. With none
+        left (they crashed meanwhile), ``rep`` stays as their replacement."""
+        rep.surge = False
+        old = [(r.index, r.state, _outstanding(r)) for r in self.replicas
+               if r.state == "ready" and not self._current(r)]
+        if not old:
+            return
+        victim = next(r for r in self.replicas if r.index == scale_down_victims(1, old)[0])
+        victim.state = "draining"
+        victim.drain_s = now_s
+        rep.replaces = victim.index
+        ro = self.rollouts[-1]
+        ro.replaced += 1
+        ro.last_drain_s = now_s
 
     def start_dispatcher(self, rep: _Replica) -> None:
         """Start the serving thread of ready replica ``rep``."""
@@ -140,13 +197,18 @@ class _Service:
                 rep.current = None
             while rep.own_queue:
                 self._drop(rep.own_queue.popleft(), "crash", now)
-            before = self._desired_locked() + 1
+            after = self._desired_locked()
             self.events.append({
-                "time_s": now, "action": "crash", "from_replicas": before,
-                "to_replicas": before - 1, "threads": self.spec.threads,
-                "reason": f"{exit_text(code)} while {old_state}"
+                "time_s": now, "action": "crash",
+                "from_replicas": after + (0 if rep.surge else 1), "to_replicas": after,
+                "threads": rep.threads, "reason": f"{exit_text(code)} while {old_state}"
                 + (f": {rep.error}" if rep.error else ""),
             })
+            ro = self.rollouts[-1] if self.rollouts else None
+            if rep.surge and ro is not None and not ro.ended:
+                ro.ended = "failed"
+                self.events.append({**self._resize_event(ro, now, "resize_failed"),
+                                    "reason": f"surge replica {rep.index} crashed"})
             self.cond.notify_all()
         tail = " | ".join(list(rep.stderr_tail)[-3:])
         self.cluster.report_crash(
@@ -291,46 +353,57 @@ class _Service:
 
     # -- scaling ----------------------------------------------------------------------------
     def _desired_locked(self) -> int:
-        """Replicas counted towards the decision: starting or ready (not draining)."""
-        return sum(1 for r in self.replicas if r.state in ("starting", "ready"))
+        """Replicas counted towards the decision: starting or ready (not draining), surge
+        replicas of a rolling update not counted until ready."""
+        return sum(1 for r in self.replicas if r.state in ("starting", "ready") and not r.surge)
 
     def counts_locked(self) -> ReplicaCounts:
-        """Replicas by state, as the observation reports them (none is ever pending here)."""
-        c = collections.Counter(r.state for r in self.replicas)
+        """Replicas by state, as the observation reports them (none is ever pending here; a
+        starting surge replica is the rollout's, not counted)."""
+        c = collections.Counter(r.state for r in self.replicas if not r.surge)
         return ReplicaCounts(pending=0, starting=c["starting"], ready=c["ready"],
                              draining=c["draining"])
 
     def apply(self, decision: Decision, now_s: float, reason: str) -> None:
-        """Scale to ``decision.replicas`` (clamped to the bounds): start new replica processes,
-        or stop starting ones (newest first), then drain ready ones (fewest outstanding
-        requests first, ties: newest), as the simulator's control plane does."""
+        """Carry out ``decision`` at ``now_s`` (s), in the simulator's order: the size first
+        (a rolling update, see the module docstring), then the count: scale to
+        ``decision.replicas`` (clamped to the bounds) by starting new replica processes, or by
+        stopping starting ones (newest first), then draining ready ones (fewest outstanding
+        requests first, ties: newest), as the simulator's control plane does; during a
+        rollout, replicas of the old size go first."""
         spec = self.spec
-        if decision.max_batch_size is not None:
-            with self.cond:
-                self.max_batch_size = max(1, int(decision.max_batch_size))
-        wants_size = ((decision.threads is not None and decision.threads != spec.threads)
-                      or (decision.device is not None and decision.device != spec.device))
-        if wants_size and not self.notes:
-            self.notes.append(f"t={now_s:.1f} s: the strategy asked for replicas of another "
-                              "size (threads/device); the real cluster keeps the scenario's "
-                              "size (in-place resizing is not implemented)")
-        target = min(max(int(decision.replicas), spec.min_replicas), spec.max_replicas)
+        size = self._resolve_size(decision, now_s)
         with self.cond:
+            if decision.max_batch_size is not None:
+                self.max_batch_size = max(1, int(decision.max_batch_size))
+            if size is not None and (size.threads, size.device) != (self.threads, self.device):
+                self._start_rollout_locked(size, decision, now_s, reason)
+            self.size = dataclasses.replace(size or self.size,
+                                            max_batch_size=self.max_batch_size)
             current = self._desired_locked()
-        if target == current:
-            return
+        target = min(max(int(decision.replicas), spec.min_replicas), spec.max_replicas)
+        if target != current:
+            self._scale(current, target, now_s, reason)
+        self.roll(now_s)
+
+    def _scale(self, current: int, target: int, now_s: float, reason: str) -> None:
+        """Scale from ``current`` counted replicas to ``target`` at ``now_s`` (s)."""
         action = "scale_up" if target > current else "scale_down"
         self.events.append({"time_s": now_s, "action": action, "from_replicas": current,
-                            "to_replicas": target, "threads": spec.threads, "reason": reason})
+                            "to_replicas": target, "threads": self.threads, "reason": reason})
         if target > current:
             for _ in range(target - current):
                 self.spawn(now_s)
             return
         with self.cond:
             by_index = {r.index: r for r in self.replicas}
-            live = [(r.index, r.state, _outstanding(r) if r.state == "ready" else 0)
-                    for r in self.replicas if r.state in ("starting", "ready")]
-            victims = [by_index[i] for i in scale_down_victims(current - target, live)]
+            k = current - target
+            victims = []
+            for old in (False, True):  # the old size first, then the current one
+                live = [(r.index, r.state, _outstanding(r) if r.state == "ready" else 0)
+                        for r in self.replicas if r.state in ("starting", "ready")
+                        and not r.surge and self._current(r) is old]
+                victims += [by_index[i] for i in scale_down_victims(k - len(victims), live)]
             for r in victims:
                 if r.state == "starting":
                     r.state = "removed"
@@ -343,6 +416,108 @@ class _Service:
         for r in victims:
             if r.state == "removed":
                 r.kill()
+
+    def _resolve_size(self, decision: Decision, now_s: float) -> SizeOption | None:
+        """The size ``decision`` asks for, resolved as the simulator does: on a device the
+        profile measured, the nearest measured thread count (ties: fewer). Without profile
+        sizes (``spec.size_options`` empty) any thread count on the service's device. ``None``
+        when it asks for no size, or for one that cannot be had (noted)."""
+        if decision.threads is None and decision.device is None:
+            return None
+        device = decision.device or self.device
+        threads = int(decision.threads if decision.threads is not None else self.threads)
+        options = self.spec.size_options
+        if not options:
+            if device != self.spec.device:
+                self._note_once("device", f"t={now_s:.1f} s: the strategy asked for device "
+                                f"{device}, which the profile did not measure; the replicas "
+                                "keep theirs")
+                return None
+            per_thread = self.spec.size.price_per_hour_usd / max(1, self.spec.threads)
+            return dataclasses.replace(self.size, threads=threads,
+                                       price_per_hour_usd=per_thread * threads)
+        same = [o for o in options if o.device == device]
+        if not same:
+            self._note_once("device", f"t={now_s:.1f} s: the strategy asked for device "
+                            f"{device}, which the profile did not measure; the replicas keep "
+                            "theirs (as in the simulation)")
+            return None
+        opt = min(same, key=lambda o: (abs(o.threads - threads), o.threads))
+        if opt.threads != threads:
+            self._note_once(f"threads {threads}", f"t={now_s:.1f} s: the strategy asked for "
+                            f"{threads} threads; the profile measured "
+                            f"{sorted(o.threads for o in same)}, so {opt.threads} was used "
+                            "(as in the simulation)")
+        return opt
+
+    def _note_once(self, key: str, text: str) -> None:
+        """Add note ``text`` unless a note of the same ``key`` was made (no repeats per tick)."""
+        if key not in self._noted:
+            self._noted.add(key)
+            self.notes.append(text)
+
+    def _start_rollout_locked(self, size: SizeOption, decision: Decision, now_s: float,
+                              reason: str) -> None:
+        """Make ``size`` the service's size and start its rolling update (a running one of
+        another size is superseded: its surge replica goes, its replicas are old now)."""
+        if self.rollouts and not self.rollouts[-1].ended:
+            self.rollouts[-1].ended = "superseded"
+        ro = Rollout(now_s, self.threads, size.threads, self.device, size.device,
+                      float(decision.resize_delay_s or 0.0))
+        self.rollouts.append(ro)
+        self.events.append({**self._resize_event(ro, now_s, "resize"), "reason": reason})
+        self.threads, self.device = size.threads, size.device
+        self.size_timeline.append((now_s, size.threads))
+
+    def _resize_event(self, ro: Rollout, t_s: float, action: str) -> dict[str, Any]:
+        """An event of rollout ``ro`` at ``t_s`` (s); ``threads`` is the new size, as in the
+        simulator's ``resize`` event."""
+        n = self._desired_locked()
+        return {"time_s": t_s, "action": action, "from_replicas": n, "to_replicas": n,
+                "threads": ro.to_threads, "from_threads": ro.from_threads,
+                "to_threads": ro.to_threads, "reason": "rolling restart"}
+
+    def roll(self, now_s: float) -> None:
+        """One step of the running rolling update at ``now_s`` (s); called by the control
+        thread only (after each decision and on every pass of its loop), so that at most one
+        surge replica is ever starting. Old-size replicas still starting are replaced at once;
+        with an old-size replica ready and no surge starting, a surge is spawned; with none
+        left, the rollout is done (``resize_done`` at the last old replica's drain)."""
+        kill: list[_Replica] = []
+        plain = 0
+        surge = False
+        with self.cond:
+            ro = self.rollouts[-1] if self.rollouts else None
+            if ro is None or ro.ended or self.stopping:
+                return
+            live = [r for r in self.replicas if r.state in ("starting", "ready")]
+            for r in live:
+                if r.state == "starting" and not self._current(r):
+                    r.state = "removed"
+                    r.stop_s = now_s
+                    kill.append(r)
+                    plain += 0 if r.surge else 1
+            old_ready = any(r.state == "ready" and not self._current(r) for r in live)
+            surging = [r for r in live if r.surge and r.state == "starting"]
+            if not old_ready:
+                for r in surging:  # nothing left to replace (scaled down or crashed)
+                    r.state = "removed"
+                    r.stop_s = now_s
+                    kill.append(r)
+                ro.ended = "done"
+                ro.done_s = ro.last_drain_s if ro.last_drain_s is not None else now_s
+                self.events.append({**self._resize_event(ro, ro.done_s, "resize_done"),
+                                    "replaced": ro.replaced,
+                                    "duration_s": ro.done_s - ro.decided_s})
+            elif not surging:
+                surge = True
+            self.cond.notify_all()
+        for r in kill:
+            r.kill()
+        for _ in range(plain):
+            self.spawn(now_s)
+        if surge:
+            self.spawn(now_s, surge=True)
 
     # -- metrics ----------------------------------------------------------------------------
     def observation(self, t: float, lag_s: float, history_s: int, window_s: float) -> Observation:
@@ -397,7 +572,7 @@ class _Service:
         infl = int(np.count_nonzero(upto & not_full & (finish > t_obs)))
         return build_observation(
             t_s=t, lag_s=lag_s, service=spec.name, slo_ms=spec.slo_ms,
-            min_replicas=spec.min_replicas, max_replicas=spec.max_replicas, size=spec.size,
+            min_replicas=spec.min_replicas, max_replicas=spec.max_replicas, size=self.size,
             size_options=spec.size_options, counts=counts, arrivals_per_s=arrivals,
             completions_per_s=completions, busy_per_s=busy, serving_per_s=ready_time,
             replica_busy_last_s=per_replica, queue_length=qlen, in_flight=infl,
