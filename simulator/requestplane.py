@@ -190,6 +190,9 @@ class RequestPlane:
         self._inputs = (np.ascontiguousarray(arrival_s, dtype=np.float64),
                         np.ascontiguousarray(unit_service, dtype=np.float64), route_u)
         self._in_base = 0
+        #: how many of the held inputs' first entries are filled (fed planes read into
+        #: buffers with room to spare)
+        self._in_len = len(self._inputs[0])
         self.arrival_s, self.unit_service = self._inputs[0], self._inputs[1]
         if len(self.unit_service) != len(self.arrival_s):
             raise ValueError("unit_service must have one value per arrival")
@@ -427,23 +430,43 @@ class RequestPlane:
         """Point ``arrival_s``, ``unit_service`` and ``route_u`` at the inputs from
         :attr:`base` on."""
         arr, unit, ru = self._inputs
-        off = self.base - self._in_base
-        self.arrival_s = arr[off:]
-        self.unit_service = unit[off:]
-        self.route_u = None if ru is None else ru[off:]
+        off, end = self.base - self._in_base, self._in_len
+        self.arrival_s = arr[off:end]
+        self.unit_service = unit[off:end]
+        self.route_u = None if ru is None else ru[off:end]
 
     def _read_inputs(self, t_s: float) -> None:
         """Fed from a spool: read chunks until the inputs held include every arrival before
         ``t_s`` (and the one after it, when there is one), forgetting those before
-        :attr:`base`."""
+        :attr:`base`.
+
+        The inputs live in buffers reused from read to read: the requests not yet forgotten
+        move to the front and the next chunk is read in behind them (fresh memory is dear:
+        concatenating into new arrays each read cost more than the reads). The views
+        ``arrival_s`` etc. are taken anew after each read; nothing may keep an older one."""
         feed = self._feed
         while not feed.done and (len(self.arrival_s) == 0 or self.arrival_s[-1] < t_s):
-            a, u, r = feed.read()
-            arr, unit, ru = self._inputs
+            k = feed.next_count()
             off = self.base - self._in_base
-            self._inputs = (np.concatenate((arr[off:], a)), np.concatenate((unit[off:], u)),
-                            r if ru is None else np.concatenate((ru[off:], r)))
+            live = self._in_len - off
+            bufs = self._inputs
+            draws = feed.spool.draws
+            if len(bufs[0]) < live + k:  # (first read, or a window longer than before)
+                size = 2 * (live + k)
+                ru_shape = () if draws == 1 else (draws,)
+                bufs = (_moved(bufs[0], off, live, size, ()),
+                        _moved(bufs[1], off, live, size, ()),
+                        _moved(bufs[2], off, live, size, ru_shape) if draws else None)
+                self._inputs = bufs
+            elif off:
+                for b in bufs:
+                    if b is not None:
+                        b[:live] = b[off:off + live]  # (numpy copies overlapping ranges safely)
+            arr, unit, ru = bufs
+            feed.read_into(arr[live:live + k], unit[live:live + k],
+                           None if ru is None else ru[live:live + k])
             self._in_base = self.base
+            self._in_len = live + k
             self._view_inputs()
 
     # ------------------------------------------------------------------ advancing
@@ -1005,6 +1028,16 @@ class RequestPlane:
             idx = d[:, 0].astype(np.int64)
             self.drop[idx] = d[:, 1].astype(np.int8)
             self.end_s[idx] = d[:, 2]
+
+
+def _moved(buf: np.ndarray | None, off: int, live: int, size: int,
+           row: tuple[int, ...]) -> np.ndarray:
+    """A new float64 buffer of ``size`` rows of shape ``row`` holding ``buf[off:off + live]``
+    at its front (nothing to hold when ``buf`` is ``None`` or ``live`` is 0)."""
+    out = np.empty((size, *row), dtype=np.float64)
+    if live and buf is not None:
+        out[:live] = buf[off:off + live]
+    return out
 
 
 def _padded(values: list[float], width: int, fill: float) -> list[float]:

@@ -162,6 +162,26 @@ class SpoolReader:
         self.pos += k
         return arr, unit, ru
 
+    def next_count(self, k: int | None = None) -> int:
+        """How many requests the next :meth:`read` of ``k`` (default :data:`READ_CHUNK`)
+        returns."""
+        return max(0, min(READ_CHUNK if k is None else int(k), self.n - self.pos))
+
+    def read_into(self, arrival_s: np.ndarray, unit_service: np.ndarray,
+                  route_u: np.ndarray | None = None) -> None:
+        """Read the next ``len(arrival_s)`` requests into the given (contiguous float64)
+        arrays, as :meth:`read` would return them, without allocating: ``route_u`` has
+        ``draws`` values a request (``None`` without routing draws)."""
+        k = len(arrival_s)
+        if k > self.n - self.pos:
+            raise ValueError(f"only {self.n - self.pos} requests left to read, not {k}")
+        outs = [arrival_s, unit_service] + ([route_u] if self.spool.draws else [])
+        for f, out in zip(self._files, outs, strict=True):
+            want = out.nbytes
+            if len(out) != k or f.readinto(memoryview(out).cast("B")) != want:
+                raise OSError(f"input spool {self.spool.folder} was cut short")
+        self.pos += k
+
     def close(self) -> None:
         """Close the files (the spool itself stays)."""
         for f in self._files:
