@@ -223,7 +223,8 @@ class RequestFigures:
         if done.any():
             gd = g[done]
             g0 = int(gd.min())
-            self.p95[g0:upto] = grouped_quantile(gd - g0, lat[done], 0.95, upto - g0)
+            self.p95[g0:upto] = grouped_quantile(gd - g0, lat[done], 0.95, upto - g0,
+                                                 compiled=self.compiled)
             keep = ~done
             g, lat = g[keep], lat[keep]
         self._pend_g, self._pend_l = ([g], [lat]) if len(g) else ([], [])

@@ -41,25 +41,22 @@ from simscale.simulator.schema import TIMESERIES_COLUMN_NAMES
 __all__ = ["CHUNK_REQUESTS", "busy_cumulative", "grouped_quantile", "request_figures",
            "run_figures"]
 
-def grouped_quantile(groups: np.ndarray, values: np.ndarray, q: float, n_groups: int
-                     ) -> np.ndarray:
+def grouped_quantile(groups: np.ndarray, values: np.ndarray, q: float, n_groups: int, *,
+                     compiled: bool = False) -> np.ndarray:
     """The ``q`` quantile (numpy's linear method) of ``values`` within each integer group
-    ``0..n_groups-1``; NaN for empty groups."""
+    ``0..n_groups-1`` (``groups``: int64); NaN for empty groups. Exact: each group's two order
+    statistics around ``q * (count - 1)``, interpolated as ``np.quantile`` does. With
+    ``compiled``, :func:`simscale.simulator._kernels_accumulate.grouped_quantile` selects them
+    without sorting (the same numbers)."""
+    if compiled:
+        from simscale.simulator._kernels_accumulate import grouped_quantile as kernel
+
+        return kernel(np.ascontiguousarray(groups, dtype=np.int64),
+                      np.ascontiguousarray(values, dtype=np.float64), float(q), int(n_groups))
     out = np.full(n_groups, np.nan)
     if len(values) == 0:
         return out
-    # one sort on (group, value): the value is scaled into [0, 0.5) and added to the group;
-    # near-equal values may swap (by < 1e-9 of the value range), never across groups
-    vmin = float(values.min())
-    span = float(values.max()) - vmin
-    if span > 0:
-        key = values - vmin
-        key *= 0.5 / span
-        key += groups
-    else:
-        key = groups.astype(np.float64)
-    order = np.argsort(key)
-    del key
+    order = np.lexsort((values, groups))  # by group, then value
     counts = np.bincount(groups, minlength=n_groups)[:n_groups]
     offsets = np.concatenate(([0], np.cumsum(counts)[:-1]))
     has = counts > 0

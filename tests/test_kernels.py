@@ -162,3 +162,26 @@ def test_requests_that_cannot_start_meet_the_capacity_before_their_timeout(cap, 
         elif cap == 0:
             assert full > 1000 and timed_out == 0  # none may wait, so none times out
     _assert_same(*outs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.lists(st.tuples(st.integers(0, 12), st.floats(0.0, 1e4)), max_size=400),
+       n_groups=st.integers(1, 14), q=st.sampled_from([0.0, 0.5, 0.95, 0.99, 1.0]),
+       rounded=st.booleans())
+def test_grouped_quantile_compiled_equals_numpy_and_np_quantile(data, n_groups, q, rounded):
+    """The per-bin latency p95 of the time series: the compiled selection gives the same
+    numbers as the numpy version (bit for bit), and both are ``np.quantile`` of each group
+    (ties included: ``rounded`` makes many equal values)."""
+    from simscale.simulator.metrics import grouped_quantile
+
+    groups = np.asarray([g % n_groups for g, _ in data], dtype=np.int64)
+    values = np.asarray([round(v) if rounded else v for _, v in data], dtype=np.float64)
+    got = grouped_quantile(groups, values, q, n_groups)
+    np.testing.assert_array_equal(grouped_quantile(groups, values, q, n_groups, compiled=True),
+                                  got)
+    for k in range(n_groups):
+        mine = values[groups == k]
+        if len(mine) == 0:
+            assert np.isnan(got[k])
+        else:
+            assert got[k] == pytest.approx(float(np.quantile(mine, q)), rel=1e-12, abs=1e-12)
