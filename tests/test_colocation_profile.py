@@ -259,17 +259,29 @@ def test_colocation_refuses_bad_values(change):
 
 
 def _with_colocation_doc(co: Colocation) -> dict:
-    """The shipped profile's JSON with ``co`` set on linear regression's first configuration."""
+    """The shipped profile's JSON with ``co`` set on linear regression's first configuration
+    and no co-location anywhere else."""
     doc = json.loads(Path(load_profile().source).read_text())
+    for m in doc["models"].values():  # (the others as before co-location was measured)
+        for c in m["configs"]:
+            c.pop("colocation", None)
     doc["models"]["linear_regression"]["configs"][0]["colocation"] = co.model_dump(mode="json")
     return doc
 
 
 def test_profile_round_trip_and_old_profiles_still_load(tmp_path):
-    shipped = load_profile()  # the shipped profile has no colocation field: it loads
+    shipped = load_profile()  # measured on this kind of machine: every CPU configuration
+    assert all(c.colocation is not None and c.colocation.slowdown_by_others[0] == 1.0
+               for m in shipped.models.values() for c in m.configs if c.device == "cpu")
+    # a profile from before the field (the shipped one without it) still loads
     doc = json.loads(Path(shipped.source).read_text())
-    assert all("colocation" not in c for m in doc["models"].values() for c in m["configs"])
-    assert all(c.colocation is None for m in shipped.models.values() for c in m.configs)
+    for m in doc["models"].values():
+        for c in m["configs"]:
+            c.pop("colocation", None)
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    assert all(c.colocation is None for m in load_profile(old, warn=False).models.values()
+               for c in m.configs)
     co = colocation([1.0, 1.25])
     path = tmp_path / "p.json"
     path.write_text(json.dumps(_with_colocation_doc(co)))
