@@ -58,6 +58,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from simscale.errors import UserError, pydantic_error_to_user_error
 from simscale.profiler.colocation_schema import Colocation
+from simscale.profiler.noise import NoiseDistribution
 from simscale.safeload import MAX_JSON_BYTES, load_json, read_text
 
 SCHEMA = "simscale.profile/1"
@@ -97,7 +98,8 @@ class LatencyStats(_Strict):
 
 
 class NoiseFit(_Strict):
-    """Multiplicative noise ``X`` (median 1) as a frozen scipy.stats distribution."""
+    """Multiplicative noise ``X`` (median 1): a scipy.stats family and its parameters, as
+    :mod:`simscale.profiler.noise` (``distribution``) or scipy.stats itself (``frozen``)."""
 
     dist: Literal["lognorm", "gamma", "weibull_min", "fisk", "norm"]
     params: list[Finite]
@@ -106,13 +108,17 @@ class NoiseFit(_Strict):
     @model_validator(mode="after")
     def _usable(self) -> NoiseFit:
         try:
-            q = np.asarray(self.frozen.ppf([0.01, 0.5, 0.99]), dtype=np.float64)
+            q = np.asarray(self.distribution.ppf([0.01, 0.5, 0.99]), dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{self.dist}{tuple(self.params)} is not a distribution: {exc}"
                              ) from None
         if not np.all(np.isfinite(q)) or not q[1] > 0:
             raise ValueError(f"{self.dist}{tuple(self.params)} has no finite positive median")
         return self
+
+    @functools.cached_property
+    def distribution(self) -> NoiseDistribution:
+        return NoiseDistribution(self.dist, self.params)
 
     @functools.cached_property
     def frozen(self) -> Any:
@@ -448,11 +454,9 @@ class ServiceTimeModel:
         if idle_overhead_ms:
             pts = sorted(idle_overhead_ms)
             self.idle_overhead_s = ([g / 1000.0 for g, _ in pts], [o / 1000.0 for _, o in pts])
-        self._noise = fit.noise.frozen
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # scipy's higher moments
-            self._noise_mean = float(self._noise.mean())
-            self._noise_var = float(self._noise.var())
+        self._noise = fit.noise.distribution
+        with np.errstate(all="ignore"):  # (a family without a mean or variance: NaN)
+            self._noise_mean, self._noise_var = float(self._noise.mean()), float(self._noise.var())
         if fit.knots:
             kb, km = zip(*sorted(fit.knots), strict=True)
             self._knot_b = np.asarray(kb, dtype=float)
@@ -572,11 +576,9 @@ def load_profile(path: str | Path | None = None, *, warn: bool = True) -> Profil
         profile = Profile.model_validate({**data, "source": str(path)})
     except ValidationError as exc:
         raise pydantic_error_to_user_error(exc, path) from None
-    if warn and not _is_default(path):
-        diffs = profile.fingerprint_differences()
-        if diffs:
-            warnings.warn(f"{path}: profile was measured elsewhere: " + "; ".join(diffs),
-                          ProfileMismatchWarning, stacklevel=2)
+    if warn and not _is_default(path) and (diffs := profile.fingerprint_differences()):
+        warnings.warn(f"{path}: profile was measured elsewhere: " + "; ".join(diffs),
+                      ProfileMismatchWarning, stacklevel=2)
     return profile
 
 

@@ -52,6 +52,7 @@ import heapq
 import importlib.util
 import math
 import os
+import sys
 from array import array
 from bisect import bisect_right
 from collections import deque
@@ -94,13 +95,17 @@ def resolve_kernels(kernels: str = "auto", n_requests: int | None = None) -> str
 
     ``"auto"`` reads ``SIMSCALE_KERNELS`` (``auto``/``compiled``/``python``); still ``auto``, it
     picks compiled when numba can be imported and the plane has at least
-    :data:`COMPILED_MIN_REQUESTS` requests."""
+    :data:`COMPILED_MIN_REQUESTS` requests, or when this process has loaded the compiled
+    loops already (:func:`prepare_kernels`: the runner does when a command's runs have that
+    many requests in all, however small each plane; nothing is left to pay then, and both
+    loops give the same results)."""
     if kernels == "auto":
         kernels = os.environ.get("SIMSCALE_KERNELS", "auto").strip().lower() or "auto"
     if kernels not in KERNELS:
         raise ValueError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
     if kernels == "auto":
-        big = n_requests is None or n_requests >= COMPILED_MIN_REQUESTS
+        big = (n_requests is None or n_requests >= COMPILED_MIN_REQUESTS
+               or "simscale.simulator._kernels" in sys.modules)
         kernels = ("compiled" if big and importlib.util.find_spec("numba") is not None
                    else "python")
     return kernels

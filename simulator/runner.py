@@ -26,7 +26,7 @@ from simscale.simulator.inputs import (
     service_seed_sequences,
 )
 from simscale.simulator.metrics import run_figures
-from simscale.simulator.requestplane import prepare_kernels
+from simscale.simulator.requestplane import COMPILED_MIN_REQUESTS, prepare_kernels
 from simscale.simulator.results import SimulationResult, aggregate_runs
 from simscale.simulator.scenario import Scenario, StrategySpec
 from simscale.simulator.serving import select_strategies
@@ -332,6 +332,24 @@ def replication_inputs(scenario: Scenario, seed_r: int, prof: Profile | None,
     return inputs
 
 
+def command_requests(scenario: Scenario, n_requests: dict[str, int], n_specs: int,
+                     replications: int, bounds: bool) -> int:
+    """About how many requests a ``simulate`` command's request planes process in all:
+    every service's ``n_requests`` once per (strategy, replication), and, with ``bounds``, up
+    to :data:`~simscale.simulator.bounds.HINDSIGHT_RUNS` more exact runs per replication of
+    the services the hindsight search takes. What decides whether loading the compiled loops
+    pays (:data:`~simscale.simulator.requestplane.COMPILED_MIN_REQUESTS`): the shipped flash
+    crowd's planes are each smaller than that, but its 7 strategies and the hindsight runs
+    take 19 passes over 190,000 requests."""
+    from simscale.simulator.bounds import HINDSIGHT_MAX_REQUESTS, HINDSIGHT_RUNS
+
+    total = sum(n_requests.values()) * n_specs * replications
+    if bounds:
+        small = sum(n for n in n_requests.values() if n <= HINDSIGHT_MAX_REQUESTS)
+        total += small * HINDSIGHT_RUNS * replications
+    return int(total)
+
+
 def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int,
                 base_seed: int, prof: Profile | None, bar: _ProgressBar,
                 runs: list[dict[str, Any]], ts_parts: list[pd.DataFrame],
@@ -345,7 +363,9 @@ def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int
         seed_r = base_seed + rep
         inputs = replication_inputs(scenario, seed_r, prof, spool=True)
         if loops is None:  # compile (first run) or load the loops once, measured
-            loops = prepare_kernels(max(i.n_requests for i in inputs.values()))
+            loops = prepare_kernels(command_requests(
+                scenario, {k: i.n_requests for k, i in inputs.items()}, len(specs),
+                replications, bounds_out is not None))
         for spec in specs:
             wall = _run_spec(scenario, spec, rep, seed_r, inputs, prof, runs, ts_parts,
                              requests, on_progress=bar.callback)
@@ -376,6 +396,9 @@ class _SimJob:
     run_token: str = ""
     #: compute replication ``rep``'s bounds instead of running ``spec``
     bounds: bool = False
+    #: load the compiled loops before running (the runs' requests in all make it pay; the
+    #: worker's planes then use them however small each is)
+    compiled: bool = False
 
 
 #: the inputs a worker generated last: ``((run token, seed), inputs)``; jobs go out
@@ -395,6 +418,8 @@ def _execute_sim_job(job: _SimJob) -> dict[str, Any]:
         from simscale.simulator.requesttable import RequestStore
 
         req = RequestStore(job.requests_dir)
+    if job.compiled:
+        prepare_kernels(COMPILED_MIN_REQUESTS)  # (loaded once per worker process)
     try:
         if _WORKER_INPUTS[0] != (job.run_token, job.seed):
             _WORKER_INPUTS[:] = [None, None]  # free the previous ones first
@@ -451,17 +476,24 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
     from simscale.simulator.workloads import expected_arrivals
     from simscale.sweeps.executors import ray_session, run_local, run_ray
 
-    n_max = max(int(expected_arrivals(s.workload, scenario.duration_s,
-                                      base_dir=scenario.base_dir)) for s in scenario.services)
-    loops = prepare_kernels(n_max)  # compiled once here: the workers load numba's cache
+    expected = {s.name: int(expected_arrivals(s.workload, scenario.duration_s,
+                                              base_dir=scenario.base_dir))
+                for s in scenario.services}
+    # compiled once here (the workers load numba's cache) when each worker's share of the runs
+    # has enough requests in all
+    loops = prepare_kernels(command_requests(scenario, expected, len(specs), replications,
+                                             bounds_out is not None) // max(1, workers))
+    compiled = loops["loops"] == "compiled"
     token = uuid.uuid4().hex
     jobs = [_SimJob(f"{spec.display_label}#{rep}", spec.display_label, base_seed + rep,
                     rep * len(specs) + k, rep, spec, scenario, prof,
-                    None if requests is None else str(requests.folder), token)
+                    None if requests is None else str(requests.folder), token,
+                    compiled=compiled)
             for rep in range(replications) for k, spec in enumerate(specs)]
     if bounds_out is not None:
         jobs += [_SimJob(f"bounds#{rep}", "bounds", base_seed + rep,
-                         len(jobs) + rep, rep, specs[0], scenario, prof, None, token, bounds=True)
+                         len(jobs) + rep, rep, specs[0], scenario, prof, None, token, bounds=True,
+                         compiled=compiled)
                  for rep in range(replications)]
     # longest first (list scheduling's LPT rule): runs differ mostly in their decisions' time
     # (how often they decide, how long a decision takes), so those start first and the others
