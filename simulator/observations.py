@@ -132,59 +132,25 @@ class Monitor:
             self._n_recs = len(recs)
         a = self.t_done
         fin0 = self.fin
-        # one pass over the records: the counts by state and, for the slab [a, t_obs), each
-        # replica's ready-or-draining time in it (:meth:`_serve`, which it inlines)
-        pending = starting = draining = 0
-        ready = []
-        if t_obs > a:
-            whole = 0  # replicas serving all of [a, t_obs)
-            keep = []
-            serve_bins = self.serve_bins
-            for rec in self._recs:
-                state = rec.state
-                r = rec.ready_s
-                if state == "stopped":
-                    stop = rec.stop_s
-                    if not stop > a:  # (NaN: never served)
-                        continue
-                    keep.append(rec)
-                    if r < t_obs and r <= a and stop >= t_obs:
-                        whole += 1
-                    elif r < t_obs:
-                        _add_span(serve_bins, r if r > a else a, stop if stop < t_obs else t_obs, 1)
-                    continue
-                keep.append(rec)
-                if state == "ready":
-                    ready.append(rec)
-                elif state == "starting":
-                    starting += 1
-                elif state == "pending":
-                    pending += 1
-                elif state == "draining":
-                    draining += 1
-                if r < t_obs:  # (NaN: not ready yet)
-                    if r <= a:
-                        whole += 1
-                    else:
-                        _add_span(serve_bins, r, t_obs, 1)
-            self._recs = keep
-            if whole:
-                _add_span(serve_bins, a, t_obs, whole)
+        if t_obs > a:  # the slab [a, t_obs)
+            self._serve(a, t_obs)
             self.t_done = t_obs
             fin = int(t_obs)
             self.fin = fin if fin < self.n_bins else self.n_bins
-        else:
-            for rec in self._recs:
-                state = rec.state
-                if state == "ready":
-                    ready.append(rec)
-                elif state == "starting":
-                    starting += 1
-                elif state == "pending":
-                    pending += 1
-                elif state == "draining":
-                    draining += 1
         window_s = latency_window_of(sim.strategy)
+        # counts of the records by state; per-replica busy fraction over the last second
+        pending = starting = draining = 0
+        ready = []
+        for rec in self._recs:
+            state = rec.state
+            if state == "ready":
+                ready.append(rec)
+            elif state == "starting":
+                starting += 1
+            elif state == "pending":
+                pending += 1
+            elif state == "draining":
+                draining += 1
         key = (pending, starting, len(ready), draining)
         if key != self._counts_key:  # (the same counts: the same immutable value)
             self._counts_key = key
@@ -231,6 +197,27 @@ class Monitor:
             replica_busy_last_s=per_rep, queue_length=qlen, in_flight=infl,
             latency_window_s=window_s, latency_percentiles_ms=latency,
             max_wait_ms=sim.max_wait_s * 1000.0)
+
+    def _serve(self, a: float, b: float) -> None:
+        """Add each replica's ready-or-draining time in ``[a, b)`` to the serving bins."""
+        whole = 0  # replicas serving all of [a, b)
+        keep = []
+        for rec in self._recs:
+            ready = rec.ready_s
+            stopped = rec.state == "stopped"
+            stop = rec.stop_s if stopped else math.inf
+            if stopped and not stop > a:  # (NaN: never served)
+                continue
+            keep.append(rec)
+            if not ready < b:  # (NaN: not ready yet)
+                continue
+            if ready <= a and stop >= b:
+                whole += 1
+            else:
+                _add_span(self.serve_bins, max(ready, a), min(stop, b), 1)
+        self._recs = keep
+        if whole:
+            _add_span(self.serve_bins, a, b, whole)
 
 
 def _monitor_kernels(plane: Any) -> str:
