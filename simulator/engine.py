@@ -7,8 +7,9 @@ on all services of a scenario (one strategy object per service).
 
 Semantics (times in seconds):
 
-- Replica life cycle: ``pending`` (does not fit the cluster: ``threads`` cores and the profiled
-  peak memory per replica; placement is first-come first-served over all services) ->
+- Replica life cycle: ``pending`` (fits no node of the cluster: ``threads`` cores and the
+  profiled peak memory on one node; first fit in request order over all services, the node
+  by ``placement``: :mod:`~simscale.simulator.cluster`) ->
   ``starting`` (cold start) -> ``ready`` -> ``draining`` -> stopped. The ``initial`` replicas
   are warm: ready at time 0 (when they fit). Billing covers every second a replica exists
   (starting, ready, draining), at ``cost_per_replica_hour * threads / service.threads``.
@@ -23,7 +24,11 @@ Semantics (times in seconds):
 - ``Decision.threads``/``device``/``max_batch_size``: applied in place to every live replica
   after ``resize_delay_s`` (default 0); a batch in service keeps its time. Thread counts the
   profile has not measured are replaced by the nearest measured one. With a distribution as
-  service time, only the service's own size exists. Resizing does not re-check cluster room.
+  service time, only the service's own size exists. A resize to more cores or memory than its
+  node has free is deferred until room is released (KEP 1287).
+- Co-location (a cluster of hosts with ``colocation``, :mod:`~simscale.simulator.colocation`):
+  a batch progresses at ``1 / s(n)``, ``n`` the other batches in service on its node, so its
+  end moves whenever a neighbour's batch starts or ends; all services advance together.
 - Observations (:mod:`simscale.simulator.observations`): histories are whole seconds ending at
   ``t - metrics.lag_s`` (at most ``metrics.history_s`` of them); queue length, in-flight and
   latency percentiles are taken at ``t - lag_s``; replica counts are the controller's current
@@ -52,11 +57,13 @@ import simpy
 
 from simscale.simulator.accumulate import RequestFigures, timeseries_bin_s
 from simscale.simulator.cluster import ClusterRoom
+from simscale.simulator.colocation import ColocatedPlane, HostLoop, slowdown_table
 from simscale.simulator.inputs import ServiceInputs
 from simscale.simulator.observations import Monitor
 from simscale.simulator.requestplane import RequestPlane
 from simscale.simulator.scenario import Distribution, Scenario, Service
 from simscale.simulator.serving import scale_down_victims, service_context
+from simscale.simulator.sizes import size_options
 from simscale.simulator.streaming import STREAM_CHUNK, RequestStream, streams
 from simscale.strategies.base import (
     Decision,
@@ -97,6 +104,8 @@ class ReplicaRecord:
     stop_s: float = math.nan
     state: str = "pending"
     crashed: bool = False
+    #: the cluster node it is placed on (-1: not placed, or no cluster)
+    node: int = -1
     #: an initial replica, ready at once when placed at time 0
     warm: bool = False
     #: (time_s, threads) from placement on
@@ -123,55 +132,12 @@ class ServiceRun:
     requests_file: Path | None = None
 
 
-# ============================================================================ sizes
-def _cold_start_mean(svc: Service, profile: Profile | None) -> float:
-    cs = svc.cold_start_s
-    if cs == "profile":
-        return float(profile.cold_start(svc.model, svc.device).mean_s)
-    if isinstance(cs, Distribution):
-        return cs.mean_seconds
-    return float(cs)
-
-
-def size_options(svc: Service, profile: Profile | None, max_batch_size: int
-                 ) -> tuple[SizeOption, ...]:
-    """The replica sizes of ``svc``: one per measured thread count of (model, device) when the
-    service time comes from the profile; only the service's own size for a distribution."""
-    price = svc.cost_per_replica_hour / svc.threads
-    cold = _cold_start_mean(svc, profile)
-    if isinstance(svc.service_time, Distribution):
-        d = svc.service_time
-        m_ms = d.mean_seconds * 1000.0 / svc.cpu_speed
-        return (SizeOption(svc.device, svc.threads, m_ms, 0.0, 1.0, d.effective_cv ** 2,
-                           max_batch_size, price * svc.threads, cold),)
-    opts = []
-    for t in profile.threads_available(svc.model, svc.device):
-        cfg = profile.config(svc.model, svc.device, t)
-        # The queueing models take one noise figure: the measured mean/median ratio and squared
-        # coefficient of variation of the smallest batch (the fitted noise may have heavy tails
-        # with no finite variance; the measurements always have one).
-        # Serving (the profile's serving model): the fit's times scale by ``k``; the overhead
-        # (a constant per batch) adds to the median and the mean, not to the spread. The
-        # queueing models size replicas for load, where batches run back to back: the overhead
-        # after no idle time.
-        b0 = min(cfg.batches, key=lambda st: st.batch_size)
-        stm = profile.service_model(svc.model, svc.device, t)
-        k = stm.fit_scale
-        oh = float(stm.overhead_after_idle_s(0.0)) * 1000.0
-        mean_factor = (k * b0.mean_ms + oh) / (k * b0.p50_ms + oh) if b0.p50_ms > 0 else 1.0
-        scv = (k * b0.std_ms / (k * b0.mean_ms + oh)) ** 2 if b0.mean_ms > 0 else 1.0
-        opts.append(SizeOption(svc.device, t, (k * float(cfg.fit.alpha_ms) + oh) / svc.cpu_speed,
-                               k * float(cfg.fit.beta_ms) / svc.cpu_speed,
-                               float(mean_factor), float(scv), max_batch_size, price * t, cold))
-    return tuple(opts)
-
-
 # ============================================================================ one service
 class _ServiceSim:
     def __init__(self, env: simpy.Environment, scenario: Scenario, svc: Service,
                  strategy: Any, inputs: ServiceInputs, profile: Profile | None,
                  cluster: ClusterRoom | None, stream: bool | None = None,
-                 requests_file: Path | None = None) -> None:
+                 requests_file: Path | None = None, hosts: HostLoop | None = None) -> None:
         self.env = env
         self.svc = svc
         self.scenario = scenario
@@ -184,20 +150,27 @@ class _ServiceSim:
         self.faults = scenario.faults
         self.maxb = svc.batching.max_batch_size
         self.max_wait_s = svc.batching.max_wait_ms / 1000.0
-        spooled = inputs.spool is not None and stream is not False
+        #: the joint loop of a co-located run (its planes keep every request: no streaming)
+        self.hosts = hosts
+        spooled = inputs.spool is not None and stream is not False and hosts is None
         if spooled:
             arrival_s = unit_service = np.empty(0)
             route_u = None
         else:  # (a run told not to stream reads a spool whole)
             arrival_s, unit_service, route_u = inputs.arrays()
-        self.plane = RequestPlane(
-            arrival_s, unit_service, routing=svc.routing,
+        plane_kw: dict[str, Any] = dict(
+            routing=svc.routing,
             max_batch_size=self.maxb, max_wait_s=self.max_wait_s,
             capacity=svc.queue.capacity,
             timeout_s=None if svc.queue.timeout_ms is None else svc.queue.timeout_ms / 1000.0,
-            route_u=route_u,
-            window=STREAM_CHUNK if spooled or streams(stream, inputs.n_requests) else None,
-            feed=inputs.spool.reader() if spooled else None)
+            route_u=route_u)
+        if hosts is not None:
+            self.plane: RequestPlane = ColocatedPlane(hosts, arrival_s, unit_service, **plane_kw)
+        else:
+            self.plane = RequestPlane(
+                arrival_s, unit_service, **plane_kw,
+                window=STREAM_CHUNK if spooled or streams(stream, inputs.n_requests) else None,
+                feed=inputs.spool.reader() if spooled else None)
         writer: RequestWriter | None = None
         if requests_file is not None and self.plane.windowed:
             from simscale.simulator.requesttable import RequestWriter
@@ -337,6 +310,8 @@ class _ServiceSim:
         now = self.env.now
         rec.state = "ready"
         rec.ready_s = now
+        if self.hosts is not None:
+            self._set_host(rec)
         self.plane.add_replica(rec.rid, now, *self._factors(self.size_of(rec), rec.slowdown,
                                                             self.maxb))
         f = self.faults
@@ -346,6 +321,12 @@ class _ServiceSim:
 
     def size_of(self, rec: ReplicaRecord) -> SizeOption:
         return self._option(self.size.device, rec.threads) or self.size
+
+    def _set_host(self, rec: ReplicaRecord) -> None:
+        """A co-located run: the plane learns ``rec``'s node and its size's factor table."""
+        size = self.size_of(rec)
+        self.plane.set_host(rec.rid, rec.node, slowdown_table(  # type: ignore[attr-defined]
+            self.scenario.cluster, self.svc, self.profile, size.device, size.threads))
 
     def _crash_after(self, rec: ReplicaRecord, delay_s: float):  # noqa: ANN202
         yield self.env.timeout(delay_s)
@@ -382,11 +363,20 @@ class _ServiceSim:
 
     def _await_stop(self, rec: ReplicaRecord, stop_s: float | None):  # noqa: ANN202
         if stop_s is not None:
-            yield self.env.timeout(stop_s - self.env.now)
-            if rec.state == "draining":
+            while True:
+                yield self.env.timeout(stop_s - self.env.now)
+                if rec.state != "draining":
+                    return
                 self.sync()
-                if rec.state == "draining":
-                    self._stop(rec, stop_s)
+                if rec.state != "draining":
+                    return
+                # co-located: the last batch's end is a projection that neighbours may have
+                # moved later (earlier ends stop it in sync)
+                f = self.plane.free_at.get(rec.rid, stop_s)
+                if f <= self.env.now:
+                    break
+                stop_s = f
+            self._stop(rec, stop_s)
             return
         while rec.state == "draining":
             f = self.plane.free_at.get(rec.rid, self.env.now)
@@ -505,15 +495,14 @@ class _ServiceSim:
         if rec.threads != size.threads or rec.memory_mb != mem:
             cl = self.cluster
             d_cores, d_mb = float(size.threads) - rec.cores, mem - rec.memory_mb
-            if cl is not None and placed and not cl.has_room(d_cores, d_mb):
+            if cl is not None and placed and not cl.has_room(rec.node, d_cores, d_mb):
                 cl.deferred[(id(self), rec.rid)] = (self, rec)
                 ok = False
             else:
                 if cl is not None:
                     cl.deferred.pop((id(self), rec.rid), None)
                 if cl is not None and placed:
-                    cl.free_cores -= d_cores
-                    cl.free_mb -= d_mb
+                    cl.grow(rec, d_cores, d_mb)
                 if placed and rec.threads != size.threads:
                     rec.sizes.append((now, size.threads))
                 rec.cores = float(size.threads)
@@ -526,6 +515,8 @@ class _ServiceSim:
                 self.plane.advance(now)
             self.plane.set_factors(rec.rid, *self._factors(self.size_of(rec), rec.slowdown,
                                                            self.maxb))
+            if self.hosts is not None:
+                self._set_host(rec)
         return ok
 
     def _scale_down(self, k: int) -> None:
@@ -572,14 +563,14 @@ def run_strategy(
     ``on_progress(dt_s)``: called with each further stretch of simulated seconds done (the run
     pauses :data:`PROGRESS_STEPS` times; pausing SimPy changes no event's order)."""
     env = simpy.Environment()
-    cluster = (ClusterRoom(scenario.cluster.cores, scenario.cluster.memory_mb)
-               if scenario.cluster is not None else None)
+    cluster = ClusterRoom.of(scenario.cluster) if scenario.cluster is not None else None
+    hosts = HostLoop() if scenario.cluster is not None and scenario.cluster.colocated else None
     sims = []
     for svc in scenario.services:
         strat = strategies[svc.name]
         sim = _ServiceSim(env, scenario, svc, strat, inputs[svc.name], profile, cluster,
                           stream, None if requests_dir is None
-                          else Path(requests_dir) / f"{len(sims)}-{svc.name}.parquet")
+                          else Path(requests_dir) / f"{len(sims)}-{svc.name}.parquet", hosts)
         ctx = service_context(scenario, svc, sim.size, sim.options,
                               inputs[svc.name].true_rate_rps)
         if callable(getattr(strat, "setup", None)):

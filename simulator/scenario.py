@@ -138,10 +138,69 @@ class Service(_Model):
 # ---------------------------------------------------------------------------- the rest
 class Cluster(_Model):
     """Room for replicas: each takes ``threads`` cores and its profiled peak memory. A replica that
-    does not fit waits as pending (like an unschedulable pod)."""
+    does not fit waits as pending (like an unschedulable pod).
 
-    cores: PositiveFloat
-    memory_mb: PositiveFloat
+    Two forms, never mixed: one pool ``{cores, memory_mb}`` (no hosts, no co-location), or hosts
+    ``{nodes, cores_per_node, memory_per_node_mb, placement, colocation, slowdown_by_others}``:
+    a replica needs its cores and memory on one node; ``placement`` ``spread`` (default, like
+    Kubernetes' LeastAllocated scoring: the node with the most free cores that fits, ties the
+    lowest index) or ``pack`` (the node with the fewest free cores that fits, ties the lowest
+    index); ``colocation`` (default true) slows a batch while other batches are in service on
+    its node by the factor ``slowdown_by_others[n]`` of ``n`` others (the override given here for
+    every replica, else the profile's measured factors of the replica's size, else 1; see
+    :mod:`simscale.simulator.colocation`)."""
+
+    cores: PositiveFloat | None = None
+    memory_mb: PositiveFloat | None = None
+    nodes: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    cores_per_node: PositiveFloat | None = None
+    memory_per_node_mb: PositiveFloat | None = None
+    #: ``None``: ``spread`` (the host form only)
+    placement: Literal["spread", "pack"] | None = None
+    #: ``None``: true in the host form (the host form only)
+    colocation: bool | None = None
+    #: ``[n]``: the factor on a batch's time while ``n`` other batches are in service on its
+    #: node, for every replica (beyond the list: extrapolated as the profile's factors are);
+    #: ``[0]`` must be 1
+    slowdown_by_others: Annotated[list[Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]],
+                                  Field(min_length=1, max_length=4096)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Cluster:
+        pool = [k for k in ("cores", "memory_mb") if getattr(self, k) is not None]
+        hosts = [k for k in ("nodes", "cores_per_node", "memory_per_node_mb", "placement",
+                             "colocation", "slowdown_by_others") if getattr(self, k) is not None]
+        if pool and hosts:
+            raise ValueError(f"{hosts[0]}: give either one pool (cores, memory_mb) or "
+                             "hosts (nodes, cores_per_node, memory_per_node_mb, ...), not both")
+        form = "host" if hosts else "pool"
+        need = ("nodes", "cores_per_node", "memory_per_node_mb") if hosts else (
+            "cores", "memory_mb")
+        for k in need:
+            if getattr(self, k) is None:
+                raise ValueError(f"{k}: missing (the {form} form needs {', '.join(need)})")
+        s = self.slowdown_by_others
+        if s is not None and s[0] != 1.0:
+            raise ValueError("slowdown_by_others: [0] must be 1 (no other batch in service)")
+        if s is not None and self.colocation is False:
+            raise ValueError("slowdown_by_others: needs colocation (it is false)")
+        return self
+
+    @property
+    def hosts(self) -> bool:
+        """Whether this is the host form (``nodes`` ...)."""
+        return self.nodes is not None
+
+    @property
+    def colocated(self) -> bool:
+        """Whether batches slow each other on a node (the host form with ``colocation``)."""
+        return self.hosts and self.colocation is not False
+
+    def node_room(self) -> list[tuple[float, float]]:
+        """``(cores, memory_mb)`` of each node (the pool form: one node holding it all)."""
+        if self.hosts:
+            return [(float(self.cores_per_node), float(self.memory_per_node_mb))] * self.nodes
+        return [(float(self.cores), float(self.memory_mb))]
 
 
 class Faults(_Model):
