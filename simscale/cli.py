@@ -528,8 +528,11 @@ def tune(scenario: str, strategy: str, service: str | None, target: str, trials:
               help="Output folder (default: results/validate/<scenario name>).")
 @click.option("--profile", "profile_path",
               help="Simulate with this profile instead of profiling the models first.")
+@click.option("--colocation/--no-colocation", default=True, show_default=True,
+              help="Simulate this machine as one host whose replicas' batches slow each other "
+                   "(the profile's co-location factors), and also without, to compare.")
 def validate(scenario: str, strategy: str | None, duration_s: float | None,
-             outdir: Path | None, profile_path: str | None) -> None:
+             outdir: Path | None, profile_path: str | None, colocation: bool) -> None:
     """Run SCENARIO against real inference here and compare it with the simulation."""
     try:
         from simscale.validation.command import validate_command
@@ -548,7 +551,7 @@ def validate(scenario: str, strategy: str | None, duration_s: float | None,
 
         _warn_line(speed_warning(load_profile(profile_path, warn=False)))
     validate_command(scenario, strategy=strategy, duration_s=duration_s, outdir=outdir,
-                     profile=profile_path)
+                     profile=profile_path, colocation=colocation)
 
 
 # --------------------------------------------------------------------------- entry point

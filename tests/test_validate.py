@@ -187,6 +187,46 @@ def test_prepare_scenario_picks_strategy_and_cuts(tmp_path: Path) -> None:
         prepare_scenario(sc, "nope", None)
 
 
+def test_prepare_scenario_simulates_this_machine_as_one_colocated_host() -> None:
+    """With co-location, the validated scenario's cluster is this machine as one host on which
+    every replica the real run may start is placed (the real run never waits for room), with
+    co-location on; without, no cluster (as before). The scenario's own cluster is replaced
+    either way."""
+    data = {**TINY, "cluster": {"cores": 1, "memory_mb": 10}}
+    sc = load_scenario(data)
+    on, _ = prepare_scenario(sc, None, None, colocation=True)
+    off, _ = prepare_scenario(sc, None, None)
+    assert off.cluster is None
+    c = on.cluster
+    assert c.nodes == 1 and c.colocated
+    assert c.cores_per_node >= sum(s.threads * s.replicas.max for s in on.services)
+    assert c.cores_per_node >= (os.cpu_count() or 1)
+
+
+def test_print_fidelity_shows_the_run_without_colocation(capsys) -> None:
+    from rich.console import Console
+
+    from simscale.validation.report import print_fidelity
+
+    def run(p50: float) -> dict[str, Any]:
+        return {"service": "s", "label": "static", "replication": 0,
+                "latency_ms": {"p50": p50, "p95": 2 * p50, "p99": 3 * p50},
+                "slo_attainment": 0.9, "completed": 100, "dropped": 0, "mean_replicas": 1.0,
+                "scale_events": 2}
+
+    doc = fidelity({"runs": [run(100.0)]}, {"runs": [run(104.0)]}, label="static")
+    off = fidelity({"runs": [run(100.0)]}, {"runs": [run(80.0)]}, label="static")
+    svc = doc["services"]["s"]
+    svc["uncalibrated"] = {"simulated": svc["simulated"], "error": svc["error"]}
+    svc["colocation_off"] = {"simulated": off["services"]["s"]["simulated"],
+                             "error": off["services"]["s"]["error"]}
+    doc.update({"scenario": "x", "label": "static", "duration_s": 10, "cores": 2,
+                "load_average": [0.1, 0.1, 0.1], "colocation": {"nodes": 1}})
+    print_fidelity(doc, Console(width=200, force_terminal=False))
+    out = capsys.readouterr().out
+    assert "no co-loc." in out and "-20.0%" in out and "+4.0%" in out
+
+
 def test_profile_adjusted_scales_the_fit_and_replaces_the_overhead() -> None:
     prof = Profile.model_validate(synthetic_profile())
     sc = load_scenario(TINY)

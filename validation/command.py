@@ -96,7 +96,8 @@ __all__ = [
 # --------------------------------------------------------------------------- entry points
 def validate_command(scenario_path: str | Path, strategy: str | None = None,
                      duration_s: float | None = None, outdir: Path | str = Path("validate"),
-                     *, profile: str | Path | None = None) -> dict[str, Any]:
+                     *, profile: str | Path | None = None, colocation: bool = True
+                     ) -> dict[str, Any]:
     """The CLI command: validate, print the fidelity table (rich) and return ``fidelity.json``'s
     content. Bad input raises :class:`UserError`; a replica crash raises
     :class:`~simscale.validation.replica.ReplicaCrashError` (a ``UserError``)."""
@@ -109,7 +110,7 @@ def validate_command(scenario_path: str | Path, strategy: str | None = None,
         console.print(f"[dim]{time.strftime('%H:%M:%S')} {msg}[/dim]")
 
     result = validate(scenario, strategy=strategy, duration_s=duration_s, outdir=Path(outdir),
-                      profile=profile, progress=progress)
+                      profile=profile, progress=progress, colocation=colocation)
     print_fidelity(result, console)
     console.print(f"[dim]results: {outdir}/fidelity.json, real/, simulated/, report.html; "
                   f"wall {result['wall_s']:.1f} s[/dim]")
@@ -124,8 +125,13 @@ def validate(
     profile: Profile | str | Path | None = None,
     on_crash: str = "abort",
     progress: Callable[[str], None] | None = None,
+    colocation: bool = True,
 ) -> dict[str, Any]:
     """Validate ``scenario`` (see the module docstring) and return the fidelity document.
+
+    ``colocation``: simulate this machine as one host on which the replicas' batches slow each
+    other (:func:`this_host`; the profile's measured co-location factors), and also simulate
+    without it (``colocation_off`` per service in the document) to show what it changes.
 
     ``strategy`` is a strategy name or label of the scenario (default: its first); it may also
     be a built-in name not in the scenario (default parameters). ``duration_s`` cuts the
@@ -137,7 +143,7 @@ def validate(
     say = progress or (lambda msg: None)
     outdir = Path(outdir)
     original = scenario
-    scenario, spec = prepare_scenario(scenario, strategy, duration_s)
+    scenario, spec = prepare_scenario(scenario, strategy, duration_s, colocation=colocation)
     for note in _notes(original, None):
         say(f"note: {note}")
     outdir.mkdir(parents=True, exist_ok=True)
@@ -164,9 +170,13 @@ def validate(
     sim.save(outdir / "simulated", save_requests=True)
     sim_raw = simulate(scenario, spec, prof)
     sim_raw.save(outdir / "simulated_uncalibrated", save_requests=False)
+    sim_off = None
+    if colocation:  # the same without co-location: what modelling it changes
+        sim_off = simulate(scenario.model_copy(update={"cluster": None}), spec, calibrated)
+        sim_off.save(outdir / "simulated_no_colocation", save_requests=False)
 
     # 4. compare
-    doc = compare(scenario, spec, real, real_summary, calibrated, sim, sim_raw)
+    doc = compare(scenario, spec, real, real_summary, calibrated, sim, sim_raw, sim_off)
     doc.update({
         "scenario": scenario.name,
         "strategy": spec.name,
@@ -188,6 +198,8 @@ def validate(
         "cold_start_s": cold_starts(real),
         "targets": {k: {"kind": kind, "limit": lim} for k, (kind, lim) in TARGETS.items()},
         "calibration": calibration,
+        "colocation": None if scenario.cluster is None else scenario.cluster.model_dump(
+            mode="json", exclude_none=True),
         "notes": _notes(original, real),
     })
     doc["wall_s"] = time.perf_counter() - wall0
@@ -225,10 +237,12 @@ def _run_real(scenario: Scenario, spec: StrategySpec, prof: Profile, on_crash: s
 
 
 # --------------------------------------------------------------------------- preparation
-def prepare_scenario(scenario: Scenario, strategy: str | None, duration_s: float | None
-                     ) -> tuple[Scenario, StrategySpec]:
+def prepare_scenario(scenario: Scenario, strategy: str | None, duration_s: float | None,
+                     *, colocation: bool = False) -> tuple[Scenario, StrategySpec]:
     """The scenario as validated: cut to ``duration_s``, one strategy (by name or label),
-    service and cold-start times from the profile, and the chosen strategy spec."""
+    service and cold-start times from the profile, the scenario's cluster replaced by this
+    machine as one host with co-location (``colocation``; :func:`this_host`) or by none, and
+    the chosen strategy spec."""
     if strategy is None:
         spec = scenario.strategies[0]
     elif strategy in BUILTINS and not any(strategy in (s.display_label, s.name)
@@ -260,8 +274,21 @@ def prepare_scenario(scenario: Scenario, strategy: str | None, duration_s: float
     # run the same scenario: injected faults, and the cluster's placement limits (the real
     # replicas share this machine however many there are)
     update["faults"] = None
-    update["cluster"] = None
+    update["cluster"] = this_host(services) if colocation else None
     return scenario.model_copy(update=update), spec
+
+
+def this_host(services: list[Service]) -> Any:
+    """This machine as the simulation's one host (the cluster's host form with co-location):
+    every replica of every service is placed on it, as the real run starts them all here
+    (its cores as the replicas' threads at their most, so that placement never waits: the real
+    run does not either), and a batch is slowed by the profile's measured factor for the
+    number of other batches in service at the moment, whichever service's."""
+    from simscale.simulator.scenario import Cluster
+
+    cores = sum(s.threads * s.replicas.max for s in services)
+    return Cluster(nodes=1, cores_per_node=float(max(cores, os.cpu_count() or 1)),
+                   memory_per_node_mb=1e12, colocation=True)  # (room is not validated)
 
 
 #: a run is flagged as not representative when other processes kept more than this share
@@ -284,8 +311,8 @@ def _notes(original: Scenario, real: RealRunResult | None) -> list[str]:
     if original.faults is not None:
         notes.append("the scenario's faults are not injected (real or simulated)")
     if original.cluster is not None:
-        notes.append("the scenario's cluster limits are ignored (real and simulated): the "
-                     "replicas share this machine")
+        notes.append("the scenario's cluster is replaced (real and simulated): the replicas "
+                     "share this machine, simulated as one host")
     if any(s.service_time != "profile" or s.cold_start_s != "profile"
            for s in original.services):
         notes.append("service and cold-start times come from the profile measured here, not "

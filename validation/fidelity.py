@@ -344,20 +344,28 @@ def simulate(scenario: Scenario, spec: StrategySpec, prof: Any) -> Any:
 
 
 def compare(scenario: Scenario, spec: StrategySpec, real: RealRunResult,
-            real_summary: dict[str, Any], calibrated: Any, sim: Any, sim_raw: Any
-            ) -> dict[str, Any]:
+            real_summary: dict[str, Any], calibrated: Any, sim: Any, sim_raw: Any,
+            sim_off: Any = None) -> dict[str, Any]:
     """The fidelity document of a validation, before its run facts are added:
     :func:`fidelity` of the calibrated simulation ``sim`` (profile ``calibrated``) against the
     real run's summary, per service with the ``uncalibrated`` simulation ``sim_raw``'s figures
-    and errors, and a ``diagnosis`` (:func:`diagnose`) that holds the ``a_posteriori``
+    and errors (and ``colocation_off``: the calibrated simulation without co-location,
+    ``sim_off``, when given), and a ``diagnosis`` (:func:`diagnose`) that holds the ``a_posteriori``
     simulation (the calibrated profile fed the run's own predict-time ratio and mean per-batch
     overhead, ms; a diagnosis, not a prediction)."""
     doc = fidelity(real_summary, sim.summary, label=spec.display_label)
     doc_raw = fidelity(real_summary, sim_raw.summary, label=spec.display_label)
+    doc_off = None if sim_off is None else fidelity(real_summary, sim_off.summary,
+                                                    label=spec.display_label)
     for name, svc_doc in doc["services"].items():
         raw = doc_raw["services"][name]
         svc_doc["uncalibrated"] = {"simulated": raw["simulated"], "error": raw["error"],
                                    "within_target": raw["within_target"]}
+        if doc_off is not None:
+            off = doc_off["services"][name]
+            svc_doc["colocation_off"] = {"simulated": off["simulated"], "error": off["error"],
+                                         "abs_error": off["abs_error"],
+                                         "within_target": off["within_target"]}
         svc_doc["diagnosis"] = diagnose(scenario, name, calibrated, real, real_summary, sim)
     # a posteriori (a diagnosis, not a prediction): the simulator fed the predict times and
     # per-batch overheads the replicas showed during the run; what is left of the error is

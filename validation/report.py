@@ -26,6 +26,14 @@ from simscale.validation.fidelity import FIGURES, SHORT, TARGETS
 __all__ = ["overlay_figures", "print_fidelity", "size_figure", "write_report"]
 
 
+def _error_text(f: str, real: float, sim: float) -> str:
+    """A simulated figure's error against the real one: absolute for the figures whose target
+    is absolute (mean replicas), else relative."""
+    if f in TARGETS and TARGETS[f][0] == "abs":
+        return f"{sim - real:+.2f}" if sim == sim and real == real else "—"
+    return _pct((sim - real) / abs(real) if real == real and real != 0 else math.nan)
+
+
 def print_fidelity(doc: dict[str, Any], console: Any) -> None:
     """Print the fidelity table with rich (one row per figure, per service; the headline
     ``simulated`` column, then the simulation with the profile as measured, uncalibrated), and
@@ -36,29 +44,31 @@ def print_fidelity(doc: dict[str, Any], console: Any) -> None:
     table = Table(title=f"fidelity — {doc.get('scenario')} · {doc.get('label')} · "
                   f"{doc.get('duration_s', 0):g} s · load {load[0]:.2f}/{load[1]:.2f} on "
                   f"{doc.get('cores')} cores", title_justify="left")
-    for col in ("service", "figure", "real", "sim", "error", "target", "uncal.", "error "):
+    off_too = any("colocation_off" in svc for svc in doc["services"].values())
+    cols = ["service", "figure", "real", "sim", "error", "target", "uncal.", "error "]
+    if off_too:
+        cols += ["no co-loc.", "error  "]
+    for col in cols:
         table.add_column(col, justify="left" if col in ("service", "figure") else "right")
     for name, svc in doc["services"].items():
         for f in FIGURES:
-            r, s, e = svc["real"][f], svc["simulated"][f], svc["error"][f]
-            unc = svc.get("uncalibrated") or {}
-            so = (unc.get("simulated") or {}).get(f, math.nan)
-            eo = (unc.get("error") or {}).get(f, math.nan)
+            r, s = svc["real"][f], svc["simulated"][f]
             target = ""
             if f in svc.get("within_target", {}):
                 target = "[green]ok[/green]" if svc["within_target"][f] else "[red]off[/red]"
-            if f in TARGETS and TARGETS[f][0] == "abs":
-                e_txt = f"{svc['abs_error'][f]:+.2f}"
-                eo_txt = f"{so - r:+.2f}" if so == so and r == r else "—"
-            else:
-                e_txt, eo_txt = _pct(e), _pct(eo)
-            table.add_row(name, SHORT.get(f, f), _fmt(f, r), _fmt(f, s), e_txt, target,
-                          _fmt(f, so), eo_txt)
+            row = [name, SHORT.get(f, f), _fmt(f, r), _fmt(f, s), _error_text(f, r, s), target]
+            for other in ("uncalibrated", "colocation_off")[:2 if off_too else 1]:
+                so = ((svc.get(other) or {}).get("simulated") or {}).get(f, math.nan)
+                row += [_fmt(f, so), _error_text(f, r, so)]
+            table.add_row(*row)
         table.add_section()
     table.caption = ("error: relative (simulated - real) / real; replicas: absolute. "
                      "target: p50, p95 within 10 %, mean replicas within 0.25. "
                      "sim: the profile calibrated to the machine's speed in the warm-up, before "
-                     "t = 0; uncal.: the profile as measured.")
+                     "t = 0" + ("" if not doc.get("colocation") else
+                                ", this machine one host on which batches slow each other "
+                                "(co-location)") + "; uncal.: the profile as measured"
+                     + ("; no co-loc.: calibrated, without co-location." if off_too else "."))
     console.print(table)
     for name, svc in doc["services"].items():
         d = svc.get("diagnosis") or {}
@@ -237,6 +247,11 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
                                          or {}).get(f, math.nan)),
                 "relative error ": _pct(((svc.get("uncalibrated") or {}).get("error")
                                          or {}).get(f, math.nan)),
+                **({} if "colocation_off" not in svc else {
+                    "without co-location": _fmt(f, svc["colocation_off"]["simulated"].get(
+                        f, math.nan)),
+                    "relative error  ": _error_text(f, svc["real"][f], svc["colocation_off"][
+                        "simulated"].get(f, math.nan))}),
                 "a posteriori (diagnosis)": _fmt(f, (ap.get("simulated") or {}).get(f, math.nan)),
             })
     sections: list[tuple[str, list[Any]]] = [("Fidelity", [frame_table_html(pd.DataFrame(rows))])]
