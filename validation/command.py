@@ -150,7 +150,7 @@ def validate(
 
     # 1. profile
     t = time.perf_counter()
-    prof, profile_source = _get_profile(scenario, profile, outdir, say)
+    prof, profile_source = _get_profile(scenario, profile, outdir, say, colocation=colocation)
     profile_s = time.perf_counter() - t
 
     # 2. the real run
@@ -325,10 +325,12 @@ def _notes(original: Scenario, real: RealRunResult | None) -> list[str]:
 
 
 def _get_profile(scenario: Scenario, profile: Profile | str | Path | None, outdir: Path,
-                 say: Callable[[str], None]) -> tuple[Profile, str]:
+                 say: Callable[[str], None], *, colocation: bool = False
+                 ) -> tuple[Profile, str]:
     """Step 1: ``(profile, its source)``. A :class:`~simscale.profiler.schema.Profile` or a
     path is used as given; ``None`` measures a quick profile of the scenario's models, threads
-    and devices now and saves it to ``OUTDIR/profile.json``."""
+    and devices now (their co-location factors too with ``colocation``) and saves it to
+    ``OUTDIR/profile.json``."""
     from simscale.profiler.schema import Profile, load_profile
 
     if isinstance(profile, Profile):
@@ -340,8 +342,10 @@ def _get_profile(scenario: Scenario, profile: Profile | str | Path | None, outdi
     models = sorted({s.model for s in scenario.services})
     threads = sorted({s.threads for s in scenario.services})
     devices = sorted({s.device for s in scenario.services})
-    say(f"quick profile of {', '.join(models)} (threads {threads}) on this machine")
-    prof = run_profile(models=models, quick=True, threads=threads, devices=devices)
+    say(f"quick profile of {', '.join(models)} (threads {threads}"
+        f"{', co-location' if colocation else ''}) on this machine")
+    prof = run_profile(models=models, quick=True, threads=threads, devices=devices,
+                       colocation=colocation)
     path = outdir / "profile.json"
     write_json_atomic(path, prof.model_dump(mode="json", by_alias=True))
     return prof, str(path)
