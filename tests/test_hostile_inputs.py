@@ -86,6 +86,11 @@ def strategy_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) 
          "services.0.replicas.max", "would take about"),
         ({"strategies": [{"name": "hpa", "sync_period_s": 1e-6}]},
          "strategies.hpa.sync_period_s", "decisions of hpa"),
+        # 200 million requests stream in a few GiB without co-location; a co-located run
+        # keeps every request and runs a Python loop
+        ({"duration_s": 2000, "svc_workload": {"kind": "constant", "rate_rps": 100_000},
+          "cluster": {"nodes": 2, "cores_per_node": 4, "memory_per_node_mb": 8000}},
+         "duration_s", "co-located"),
     ],
 )
 def test_runs_too_large_are_refused_before_any_work(tmp_path, capsys,
