@@ -556,7 +556,12 @@ class RequestPlane:
                 gaps = np.zeros((1, g))
                 over = np.zeros((1, g))
             rids = np.asarray(acc if acc else [0], dtype=np.int64)
-            self._layout = (m, rids, factors, offsets, gaps, over, glen)
+            # and the loop's per-call buffers (free times, heap slots and their start, the
+            # batch size each slot started last), refilled at each call instead of made anew
+            k = max(m, 1)
+            self._layout = (m, rids, factors, offsets, gaps, over, glen, np.zeros(k),
+                            np.empty(k, dtype=np.int64), np.arange(k, dtype=np.int64),
+                            np.empty(k, dtype=np.int64))
         return self._layout
 
     def _advance_compiled(self, T: float) -> None:
@@ -566,13 +571,16 @@ class RequestPlane:
         i0 = self.next_i
         i1 = int(self.arrival_s.searchsorted(T))
         self.next_i = i1
-        m, rids, factors, offsets, gaps, over, glen = self._slot_arrays()
+        m, rids, factors, offsets, gaps, over, glen, hf, hs, slots, nserv = self._slot_arrays()
         acc = self.accepting
-        fa = self.free_at
-        hf = np.array([fa[r] for r in acc] if m else [0.0], dtype=np.float64)
-        hs = np.arange(max(m, 1), dtype=np.int64)
+        if m:
+            fa = self.free_at
+            hf[:] = [fa[r] for r in acc]
+        else:
+            hf[0] = 0.0
+        hs[:] = slots
         K.heapify(hf, hs, m)
-        nserv = np.full(max(m, 1), -1, dtype=np.int64)
+        nserv.fill(-1)
         tmo = self.timeout_s
         self._qbuf, self._qhead, self._qlen = K.advance_shared(
             self.arrival_s, self.unit_service, self.start_s, self.end_s, self.batch_size,
@@ -581,7 +589,7 @@ class RequestPlane:
             -1 if self.capacity is None else int(self.capacity), tmo is not None,
             0.0 if tmo is None else float(tmo), self.now, i0, i1, T)
         if m:
-            for f, s in zip(hf.tolist()[:m], hs.tolist()[:m], strict=True):
+            for f, s in zip(hf.tolist(), hs.tolist(), strict=True):
                 fa[acc[s]] = f
             ns = self.nserv
             for s, b in enumerate(nserv.tolist()[:m]):
