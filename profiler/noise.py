@@ -94,24 +94,26 @@ class NoiseDistribution:
         if not self.valid:
             return math.nan
         mu, _ = self._moments()
-        return float(mu * np.asarray(self.scale) + np.asarray(self.loc))
+        return float((mu * np.full(1, self.scale) + np.full(1, self.loc))[0])
 
     def var(self) -> float:
         """The variance, as ``scipy.stats.<dist>(*params).var()``."""
         if not self.valid:
             return math.nan
         _, mu2 = self._moments()
-        scale = np.asarray(self.scale)
-        return float(mu2 * scale * scale)
+        scale = np.full(1, self.scale)
+        return float((mu2 * scale * scale)[0])
 
     def _moments(self) -> tuple[np.ndarray, np.ndarray]:
         """``(mu, mu2)`` of the standard form (loc 0, scale 1): each family's ``_stats``, or
-        ``_munp`` where it has none, as scipy.stats' ``stats()`` combines them."""
+        ``_munp`` where it has none, as scipy.stats' ``stats()`` combines them, on
+        one-element arrays as its argsreduce hands them over (a numpy scalar's ``** 2`` calls
+        ``pow`` and can differ in the last bit from an array's, which squares)."""
         from scipy import special as sc
 
-        s = np.asarray(self.shape)
+        s = np.full(1, self.shape)
         if self.dist == "norm":
-            return np.asarray(0.0), np.asarray(1.0)
+            return np.full(1, 0.0), np.full(1, 1.0)
         if self.dist == "lognorm":
             p = np.exp(s * s)
             return np.sqrt(p), p * (p - 1)
@@ -124,8 +126,7 @@ class NoiseDistribution:
                 return mu, np.where(~np.isinf(mu), mu2p - mu**2, np.inf)
         # fisk: burr's _stats with d = 1
         d = 1.0
-        nc = np.arange(1, 5).reshape(4, 1) / s.reshape(1)
+        nc = np.arange(1, 5).reshape(4, 1) / s
         e1, e2, _, _ = sc.beta(d + nc, 1. - nc) * d
         mu = np.where(s > 1.0, e1, np.nan)
-        mu2 = np.where(s > 2.0, e2 - mu**2, np.nan)
-        return mu[0], mu2[0]
+        return mu, np.where(s > 2.0, e2 - mu**2, np.nan)
