@@ -15,6 +15,7 @@ keeps them and multiplies only the times.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -77,13 +78,7 @@ class Colocation(BaseModel):
         n = int(n_others)
         if n < 0:
             raise ValueError(f"n_others must be >= 0, not {n_others!r}")
-        s = self.slowdown_by_others
-        if n < len(s):
-            return float(s[n])
-        if len(s) < 2:
-            return float(s[-1])
-        slope = max(0.0, float(s[-1]) - float(s[-2]))
-        return float(s[-1]) + slope * (n - (len(s) - 1))
+        return slowdown_factor(self.slowdown_by_others, n)
 
     def scaled(self, factor: float) -> Colocation:
         """A copy with the times (``p50_ms``, ``round_p50_ms``) multiplied by ``factor``; the
@@ -91,6 +86,18 @@ class Colocation(BaseModel):
         return self.model_copy(update={
             "p50_ms": [v * factor for v in self.p50_ms],
             "round_p50_ms": [[v * factor for v in r] for r in self.round_p50_ms]})
+
+
+def slowdown_factor(factors: Sequence[float], n: int) -> float:
+    """``factors[n]`` (the factor with ``n >= 0`` other batches in service), or beyond the list
+    its linear extrapolation from the last two, the slope held at 0 when negative (the rule of
+    :meth:`Colocation.slowdown`, shared with the simulator's factor tables)."""
+    if n < len(factors):
+        return float(factors[n])
+    last = float(factors[-1])
+    if len(factors) < 2:
+        return last
+    return last + max(0.0, last - float(factors[-2])) * (n - (len(factors) - 1))
 
 
 def colocation_slowdown(colocation: Colocation | None, n_others: int) -> float:

@@ -42,6 +42,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from simscale.profiler.colocation_schema import slowdown_factor
 from simscale.simulator.requestplane import (
     DROP_QUEUE_FULL,
     DROP_TIMEOUT,
@@ -65,7 +66,7 @@ class SlowdownTable:
     """A replica's co-location factors: :meth:`factor` ``(n)`` is the factor on its batch's time
     while ``n`` other batches are in service on its node. ``factors[n]`` for ``n`` within the
     list; beyond, extrapolated linearly from the last two, the slope held at 0 when negative
-    (the rule of :meth:`simscale.profiler.colocation_schema.Colocation.slowdown`)."""
+    (:func:`simscale.profiler.colocation_schema.slowdown_factor`, the profile's own rule)."""
 
     __slots__ = ("_f",)
 
@@ -76,12 +77,7 @@ class SlowdownTable:
 
     def factor(self, n: int) -> float:
         f = self._f
-        if n < len(f):
-            return f[n]
-        if len(f) < 2:
-            return f[-1]
-        slope = max(0.0, f[-1] - f[-2])
-        return f[-1] + slope * (n - (len(f) - 1))
+        return f[n] if n < len(f) else slowdown_factor(f, n)
 
     @property
     def trivial(self) -> bool:
