@@ -57,15 +57,14 @@ class NoiseDistribution:
         if self.valid:
             inner = (q > 0) & (q < 1)
             lo, hi = self._support()
-            out[self.valid & (q == 0)] = lo * self.scale + self.loc
-            out[self.valid & (q == 1)] = hi * self.scale + self.loc
+            out[q == 0] = lo * self.scale + self.loc
+            out[q == 1] = hi * self.scale + self.loc
             if np.any(inner):
                 # scipy's argsreduce: with every q inside, the parameters are broadcast to q's
                 # shape (contiguous copies); else they stay one-element arrays (numpy's power
                 # takes another loop for each, and the two can differ in the last bit)
-                n = int(np.count_nonzero(inner))
                 width = q.size if bool(np.all(inner)) else 1
-                shape, scale, loc = (np.full(width if width == 1 else n, v)
+                shape, scale, loc = (np.full(width, v)
                                      for v in (self.shape, self.scale, self.loc))
                 out[inner] = self._ppf(q[inner], shape) * scale + loc
         return out[()] if out.ndim == 0 else out

@@ -332,8 +332,8 @@ def replication_inputs(scenario: Scenario, seed_r: int, prof: Profile | None,
     return inputs
 
 
-def command_requests(scenario: Scenario, n_requests: dict[str, int], n_specs: int,
-                     replications: int, bounds: bool) -> int:
+def command_requests(n_requests: dict[str, int], n_specs: int, replications: int,
+                     bounds: bool) -> int:
     """About how many requests a ``simulate`` command's request planes process in all:
     every service's ``n_requests`` once per (strategy, replication), and, with ``bounds``, up
     to :data:`~simscale.simulator.bounds.HINDSIGHT_RUNS` more exact runs per replication of
@@ -364,8 +364,8 @@ def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int
         inputs = replication_inputs(scenario, seed_r, prof, spool=True)
         if loops is None:  # compile (first run) or load the loops once, measured
             loops = prepare_kernels(command_requests(
-                scenario, {k: i.n_requests for k, i in inputs.items()}, len(specs),
-                replications, bounds_out is not None))
+                {k: i.n_requests for k, i in inputs.items()}, len(specs), replications,
+                bounds_out is not None))
         for spec in specs:
             wall = _run_spec(scenario, spec, rep, seed_r, inputs, prof, runs, ts_parts,
                              requests, on_progress=bar.callback)
@@ -481,7 +481,7 @@ def _run_parallel(scenario: Scenario, specs: list[StrategySpec], replications: i
                 for s in scenario.services}
     # compiled once here (the workers load numba's cache) when each worker's share of the runs
     # has enough requests in all
-    loops = prepare_kernels(command_requests(scenario, expected, len(specs), replications,
+    loops = prepare_kernels(command_requests(expected, len(specs), replications,
                                              bounds_out is not None) // max(1, workers))
     compiled = loops["loops"] == "compiled"
     token = uuid.uuid4().hex

@@ -148,7 +148,7 @@ class SpoolReader:
         ``(arrival_s, unit_service, route_u)``;
         ``route_u`` is ``None`` without routing draws, of shape ``(k,)`` for one draw a
         request and ``(k, draws)`` for more."""
-        k = max(0, min(READ_CHUNK if k is None else int(k), self.n - self.pos))
+        k = self.next_count(k)
         d = self.spool.draws
         arr = np.fromfile(self._files[0], dtype=np.float64, count=k)
         unit = np.fromfile(self._files[1], dtype=np.float64, count=k)
