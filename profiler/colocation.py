@@ -33,7 +33,6 @@ models; it is the router's share of a real host.
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import threading
 import time
@@ -45,7 +44,6 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from simscale.errors import UserError
 from simscale.profiler.colocation_schema import Colocation
 from simscale.profiler.plan import ColocationPlan, Config
 from simscale.profiler.rounds import round_order
@@ -97,23 +95,11 @@ class ReplicaServer(ServingReplica):
         proc.stdin.flush()
 
     def receive(self) -> float:
+        # (no watchdog thread per answer, as ServingReplica._reply arms: a step reads
+        # thousands of answers of the tabular models, and max_step_s bounds it)
         proc = self._proc
         assert proc is not None and proc.stdout is not None
-        line = proc.stdout.readline()
-        try:
-            msg = json.loads(line)
-        except json.JSONDecodeError:
-            proc.kill()
-            proc.wait()
-            tail = ""
-            if self._err is not None:
-                self._err.seek(0)
-                tail = " | ".join(self._err.read().strip().splitlines()[-3:])
-            raise ProfilerError(f"co-location replica failed (exit {proc.returncode}): "
-                                f"{' '.join(self.cmd[2:])}: {tail}") from None
-        if msg.get("event") == "error":
-            raise UserError(msg.get("message", "replica failed"))
-        return float(msg["service_ms"])
+        return float(self._parse(proc.stdout.readline(), "co-location")["service_ms"])
 
     def kill(self) -> None:
         proc = self._proc

@@ -220,14 +220,24 @@ class ServingReplica:
             line = proc.stdout.readline()
         finally:
             self._disarm()
+        return self._parse(line)
+
+    def _parse(self, line: str, what: str = "serving") -> dict[str, Any]:
+        """The replica's answer ``line`` as a dict; a replica that died (no JSON) is reaped and
+        a :class:`ProfilerError` quotes its last lines of stderr; an ``error`` event is a
+        :class:`UserError`."""
+        proc = self._proc
+        assert proc is not None
         try:
             msg = json.loads(line)
         except json.JSONDecodeError:
             proc.kill()
             proc.wait()
-            self._err.seek(0)
-            tail = " | ".join(self._err.read().strip().splitlines()[-3:])
-            raise ProfilerError(f"serving replica failed (exit {proc.returncode}): "
+            tail = ""
+            if self._err is not None:
+                self._err.seek(0)
+                tail = " | ".join(self._err.read().strip().splitlines()[-3:])
+            raise ProfilerError(f"{what} replica failed (exit {proc.returncode}): "
                                 f"{' '.join(self.cmd[2:])}: {tail}") from None
         if msg.get("event") == "error":
             raise UserError(msg.get("message", "replica failed"))
