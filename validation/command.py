@@ -35,8 +35,10 @@ The steps, all on this machine:
    ``"representative": false``.
 
 ``fidelity.json``: ``{"services": {NAME: {"real": {...}, "simulated": {...}, "error": {...},
-"abs_error": {...}, "within_target": {...}, "uncalibrated": {"simulated": {...}, "error": {...}},
-"diagnosis": {...}}}, "calibration": {NAME: {...}}, "load_average": [1, 5, 15 min],
+"abs_error": {...}, "within_target": {...}, "uncalibrated": {"simulated", "error",
+"abs_error", "within_target"}, "colocation_off": {the same, with ``--colocation``},
+"diagnosis": {...}}}, "calibration": {NAME: {...}}, "colocation": {the simulated host} | null,
+"load_average": [1, 5, 15 min],
 "cpu_cores_busy": {...}, "representative": bool, "overhead": {...}, "warmup": {...},
 "cold_start_s": {...}, "notes": [...], ...}`` with the figures named as in ``summary.json``
 (dotted: ``latency_ms.p50``). Relative error is ``(simulated - real) / |real|`` (NaN when
@@ -58,7 +60,13 @@ import numpy as np
 
 from simscale.errors import UserError
 from simscale.io import write_json_atomic
-from simscale.simulator.scenario import Scenario, Service, StrategySpec, load_scenario
+from simscale.simulator.scenario import (
+    Cluster,
+    Scenario,
+    Service,
+    StrategySpec,
+    load_scenario,
+)
 from simscale.simulator.serving import select_strategies, service_context
 from simscale.strategies import BUILTINS
 from simscale.strategies.base import StrategyFailed, call_strategy
@@ -278,14 +286,12 @@ def prepare_scenario(scenario: Scenario, strategy: str | None, duration_s: float
     return scenario.model_copy(update=update), spec
 
 
-def this_host(services: list[Service]) -> Any:
+def this_host(services: list[Service]) -> Cluster:
     """This machine as the simulation's one host (the cluster's host form with co-location):
     every replica of every service is placed on it, as the real run starts them all here
     (its cores as the replicas' threads at their most, so that placement never waits: the real
     run does not either), and a batch is slowed by the profile's measured factor for the
     number of other batches in service at the moment, whichever service's."""
-    from simscale.simulator.scenario import Cluster
-
     cores = sum(s.threads * s.replicas.max for s in services)
     return Cluster(nodes=1, cores_per_node=float(max(cores, os.cpu_count() or 1)),
                    memory_per_node_mb=1e12, colocation=True)  # (room is not validated)

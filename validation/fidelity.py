@@ -357,15 +357,11 @@ def compare(scenario: Scenario, spec: StrategySpec, real: RealRunResult,
     doc_raw = fidelity(real_summary, sim_raw.summary, label=spec.display_label)
     doc_off = None if sim_off is None else fidelity(real_summary, sim_off.summary,
                                                     label=spec.display_label)
+    beside = ("simulated", "error", "abs_error", "within_target")
     for name, svc_doc in doc["services"].items():
-        raw = doc_raw["services"][name]
-        svc_doc["uncalibrated"] = {"simulated": raw["simulated"], "error": raw["error"],
-                                   "within_target": raw["within_target"]}
+        svc_doc["uncalibrated"] = {k: doc_raw["services"][name][k] for k in beside}
         if doc_off is not None:
-            off = doc_off["services"][name]
-            svc_doc["colocation_off"] = {"simulated": off["simulated"], "error": off["error"],
-                                         "abs_error": off["abs_error"],
-                                         "within_target": off["within_target"]}
+            svc_doc["colocation_off"] = {k: doc_off["services"][name][k] for k in beside}
         svc_doc["diagnosis"] = diagnose(scenario, name, calibrated, real, real_summary, sim)
     # a posteriori (a diagnosis, not a prediction): the simulator fed the predict times and
     # per-batch overheads the replicas showed during the run; what is left of the error is

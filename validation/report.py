@@ -26,12 +26,15 @@ from simscale.validation.fidelity import FIGURES, SHORT, TARGETS
 __all__ = ["overlay_figures", "print_fidelity", "size_figure", "write_report"]
 
 
-def _error_text(f: str, real: float, sim: float) -> str:
-    """A simulated figure's error against the real one: absolute for the figures whose target
-    is absolute (mean replicas), else relative."""
+def _error_text(f: str, block: dict[str, Any]) -> str:
+    """Figure ``f``'s error in ``block`` (a service's entry of the fidelity document, or its
+    ``uncalibrated`` / ``colocation_off`` entry, as :func:`~simscale.validation.fidelity.
+    compare` wrote them): absolute for the figures whose target is absolute (mean replicas),
+    else relative; ``—`` where there is none."""
     if f in TARGETS and TARGETS[f][0] == "abs":
-        return f"{sim - real:+.2f}" if sim == sim and real == real else "—"
-    return _pct((sim - real) / abs(real) if real == real and real != 0 else math.nan)
+        v = (block.get("abs_error") or {}).get(f, math.nan)
+        return f"{v:+.2f}" if v == v else "—"
+    return _pct((block.get("error") or {}).get(f, math.nan))
 
 
 def print_fidelity(doc: dict[str, Any], console: Any) -> None:
@@ -56,10 +59,11 @@ def print_fidelity(doc: dict[str, Any], console: Any) -> None:
             target = ""
             if f in svc.get("within_target", {}):
                 target = "[green]ok[/green]" if svc["within_target"][f] else "[red]off[/red]"
-            row = [name, SHORT.get(f, f), _fmt(f, r), _fmt(f, s), _error_text(f, r, s), target]
+            row = [name, SHORT.get(f, f), _fmt(f, r), _fmt(f, s), _error_text(f, svc), target]
             for other in ("uncalibrated", "colocation_off")[:2 if off_too else 1]:
-                so = ((svc.get(other) or {}).get("simulated") or {}).get(f, math.nan)
-                row += [_fmt(f, so), _error_text(f, r, so)]
+                block = svc.get(other) or {}
+                row += [_fmt(f, (block.get("simulated") or {}).get(f, math.nan)),
+                        _error_text(f, block)]
             table.add_row(*row)
         table.add_section()
     table.caption = ("error: relative (simulated - real) / real; replicas: absolute. "
@@ -250,8 +254,7 @@ def write_report(outdir: Path, doc: dict[str, Any], scenario: Scenario, real: An
                 **({} if "colocation_off" not in svc else {
                     "without co-location": _fmt(f, svc["colocation_off"]["simulated"].get(
                         f, math.nan)),
-                    "relative error  ": _error_text(f, svc["real"][f], svc["colocation_off"][
-                        "simulated"].get(f, math.nan))}),
+                    "relative error  ": _error_text(f, svc["colocation_off"])}),
                 "a posteriori (diagnosis)": _fmt(f, (ap.get("simulated") or {}).get(f, math.nan)),
             })
     sections: list[tuple[str, list[Any]]] = [("Fidelity", [frame_table_html(pd.DataFrame(rows))])]
