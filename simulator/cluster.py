@@ -58,10 +58,10 @@ class ClusterRoom:
         """The node a replica of ``cores`` and ``memory_mb`` would be placed on now, or
         ``None`` when none has room."""
         best: int | None = None
-        fc, fm = self.free_cores, self.free_mb
+        fc = self.free_cores
         pack = self.placement == "pack"
         for k in range(len(fc)):
-            if cores <= fc[k] + _EPS and memory_mb <= fm[k] + _EPS and (
+            if self.has_room(k, cores, memory_mb) and (
                     best is None or (fc[k] < fc[best] if pack else fc[k] > fc[best])):
                 best = k
         return best
