@@ -76,7 +76,9 @@ class Monitor:
         self.serve_bins = self._bins[2]
         self.fin = 0
         self.t_done = 0.0
-        self._recs: list[Any] = []  # replica records that may serve at or after t_done
+        #: replica records that may serve at or after the first slab not read yet
+        self._recs: list[Any] = []
+        self._live: list[Any] = []  # replica records not stopped (at the last observation)
         self._n_recs = 0  # records of sim.records seen
         self._counts_key: tuple[int, int, int, int] | None = None
         self._counts = ReplicaCounts()
@@ -118,6 +120,8 @@ class Monitor:
         pl = self.sim.plane
         bins = self._bins
         for a, b, hi, fin0, fin1, lo, ticket in pending:
+            if b > a:
+                self._serve(a, b)
             ticket.append(req.slab(pl, a, b, hi, bins, fin0, fin1, lo))
 
     def observe(self, t_s: float) -> Observation:
@@ -128,20 +132,21 @@ class Monitor:
             t_obs = 0.0
         recs = sim.records
         if len(recs) > self._n_recs:
-            self._recs.extend(recs[self._n_recs:])
+            new = recs[self._n_recs:]
+            self._recs.extend(new)
+            self._live.extend(new)
             self._n_recs = len(recs)
         a = self.t_done
         fin0 = self.fin
-        if t_obs > a:  # the slab [a, t_obs)
-            self._serve(a, t_obs)
+        if t_obs > a:  # the slab [a, t_obs) (its serving time is added when it is read)
             self.t_done = t_obs
             fin = int(t_obs)
             self.fin = fin if fin < self.n_bins else self.n_bins
         window_s = latency_window_of(sim.strategy)
         # counts of the records by state; per-replica busy fraction over the last second
-        pending = starting = draining = 0
+        pending = starting = draining = stopped = 0
         ready = []
-        for rec in self._recs:
+        for rec in self._live:
             state = rec.state
             if state == "ready":
                 ready.append(rec)
@@ -151,6 +156,10 @@ class Monitor:
                 pending += 1
             elif state == "draining":
                 draining += 1
+            else:
+                stopped += 1
+        if stopped:
+            self._live = [rec for rec in self._live if rec.state != "stopped"]
         key = (pending, starting, len(ready), draining)
         if key != self._counts_key:  # (the same counts: the same immutable value)
             self._counts_key = key
@@ -199,7 +208,8 @@ class Monitor:
             max_wait_ms=sim.max_wait_s * 1000.0)
 
     def _serve(self, a: float, b: float) -> None:
-        """Add each replica's ready-or-draining time in ``[a, b)`` to the serving bins."""
+        """Add each replica's ready-or-draining time in ``[a, b)`` to the serving bins, when
+        the slab is read (what changed since happened at or after ``b``: the same spans)."""
         whole = 0  # replicas serving all of [a, b)
         keep = []
         for rec in self._recs:

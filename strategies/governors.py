@@ -142,19 +142,22 @@ class StabilizationWindow(_RecommendationWindow):
         up = step.desired
         down = step.desired
         keep_after = min(up_cutoff, down_cutoff)
-        stale = False
-        for t, rec in self.records:  # (min and max as the builtins pick: the first of equals)
+        stale = 0
+        records = self.records
+        for t, rec in records:  # (min and max as the builtins pick: the first of equals)
             if t > up_cutoff and rec < up:
                 up = rec
             if t > down_cutoff and rec > down:
                 down = rec
             if not t > keep_after:
-                stale = True
+                stale += 1
         recommendation = max(step.current, up)
         recommendation = min(recommendation, down)
-        if stale:
-            self.records = [(t, r) for t, r in self.records if t > keep_after]
-        self.records.append((now, step.desired))
+        if stale == 1 and not records[0][0] > keep_after:
+            del records[0]  # (the usual case: the oldest record left the windows)
+        elif stale:
+            records = self.records = [(t, r) for t, r in records if t > keep_after]
+        records.append((now, step.desired))
         return recommendation
 
 

@@ -264,8 +264,11 @@ class Hpa(ParameterizedStrategy):
         """The controller's raw desired count before behaviors: the largest of the metrics'
         counts (``computeReplicasForMetrics``), or the current count when no metric has data
         (the controller reports an error and changes nothing)."""
-        counts = [c for c in (self.recommend_metric(obs, m) for m in self.metrics)
-                  if c is not None]
+        metrics = self.metrics
+        if len(metrics) == 1:
+            count = self.recommend_metric(obs, metrics[0])
+            return obs.replicas.desired_total if count is None else count
+        counts = [c for c in (self.recommend_metric(obs, m) for m in metrics) if c is not None]
         return max(counts) if counts else obs.replicas.desired_total
 
     def recommend_metric(self, obs: Observation, spec: HpaMetric) -> int | None:
