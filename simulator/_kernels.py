@@ -14,7 +14,10 @@ id, so slot order is replica-id order):
 - a binary heap of ``(free time s, slot)`` pairs over the accepting replicas, ordered like
   Python's tuples (ties: the lower slot, i.e. the lower replica id);
 - per slot: service ``factors[s, b]`` and ``offsets[s, b]`` for a batch of ``b``, an idle
-  curve ``gaps[s, :glen[s]]`` / ``over[s, :glen[s]]`` (``glen[s] == 0``: none), the replica id.
+  curve ``gaps[s, :glen[s]]`` / ``over[s, :glen[s]]`` (``glen[s] == 0``: none), the replica id
+  and its noise column ``ucol[s]``: request ``h``'s draw for it is ``units[ucol[s], uoff + h]``
+  (``units`` holds one row per replica size in use, ``uoff`` the offset of the plane's window
+  in it).
 
 numba compiles on first use (a few seconds, measured by :func:`warm_up`) and caches the machine
 code next to this file or in numba's user cache, so later processes load it in milliseconds.
@@ -83,8 +86,8 @@ def _grow(qbuf: np.ndarray, qhead: int, qlen: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def advance_shared(arr, unit, start_s, end_s, batch_size, replica, drop,  # noqa: C901
-                   qbuf, qhead, qlen, hf, hs, m, rids, factors, offsets, gaps, over, glen,
+def advance_shared(arr, units, uoff, ucol, start_s, end_s, batch_size, replica,  # noqa: C901
+                   drop, qbuf, qhead, qlen, hf, hs, m, rids, factors, offsets, gaps, over, glen,
                    nserv, maxb, maxw, cap, use_tmo, tmo, t0, i0, i1, T):
     """Port of ``RequestPlane._advance_shared``: one shared FIFO queue with batching, queue
     capacity (``cap < 0``: none) and timeouts, two kinds of event (the next arrival, the next
@@ -129,7 +132,7 @@ def advance_shared(arr, unit, start_s, end_s, batch_size, replica, drop,  # noqa
             if k > maxb:
                 k = maxb
             h = qbuf[qhead]
-            e = tb + offsets[s, k] + factors[s, k] * unit[h]
+            e = tb + offsets[s, k] + factors[s, k] * units[ucol[s], uoff + h]
             if glen[s] > 0:
                 e += _idle_overhead(tb - f, gaps[s], over[s], glen[s])
             r = rids[s]
@@ -172,7 +175,8 @@ def warm_up() -> tuple[float, bool]:
     hf = np.zeros(1)
     hs = np.zeros(1, dtype=np.int64)
     heapify(hf, hs, 1)
-    advance_shared(arr, np.ones(2), f64, f64.copy(), i32, i32.copy(), np.zeros(2, np.int8),
+    advance_shared(arr, np.ones((1, 2)), 0, np.zeros(1, np.int64), f64, f64.copy(), i32,
+                   i32.copy(), np.zeros(2, np.int8),
                    np.zeros(4, np.int64), 0, 0, hf, hs, 1, np.zeros(1, np.int64),
                    np.ones((1, 2)), np.zeros((1, 2)), np.zeros((1, 1)), np.zeros((1, 1)),
                    np.zeros(1, np.int64), np.zeros(1, np.int64), 1, 0.0, -1, False, 0.0,

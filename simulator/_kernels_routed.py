@@ -23,7 +23,9 @@ so slot order is replica-id order; slot ``M`` stands for the router buffer ``pla
   of the batch in service), ``draining``, ``stop_t`` (stop time s of a draining replica that
   finished its work, NaN: not stopped), service ``factors[s, b]`` / ``offsets[s, b]`` (s) for a
   batch of ``b``, an idle curve ``gaps[s, :glen[s]]`` / ``over[s, :glen[s]]`` (s; ``glen[s] ==
-  0``: none) and the replica id ``rids[s]``; ``acc`` lists the accepting slots (ascending);
+  0``: none), the replica id ``rids[s]`` and its noise column ``ucol[s]`` (request ``h``'s
+  draw is ``units[ucol[s], uoff + h]``: one row per replica size in use, ``uoff`` the offset
+  of the plane's window in them); ``acc`` lists the accepting slots (ascending);
 - ``outstanding`` per slot (queued + the batch in service, what the policies compare), kept
   up to date as requests are queued, start, time out and complete rather than summed per
   arrival (the same integers);
@@ -114,7 +116,7 @@ _START, _FLUSH, _KICK, _EVENT, _ARRIVE, _END = 0, 1, 2, 3, 4, 5
 
 
 @njit(cache=True, nogil=True)
-def advance_routed(arr, unit, ru, start_s, end_s, batch_size, replica, drop,  # noqa: C901
+def advance_routed(arr, units, uoff, ucol, ru, start_s, end_s, batch_size, replica, drop,  # noqa: C901
                    qin, qcnt, M, rids, acc, draining, fa, nserv, stop_t, stop_order,
                    factors, offsets, gaps, over, glen, policy, rr, maxb, maxw, cap, use_tmo,
                    tmo, t0, i0, i1, T):
@@ -359,7 +361,7 @@ def advance_routed(arr, unit, ru, start_s, end_s, batch_size, replica, drop,  # 
             # start_batch(s, t)
             if k > maxb:
                 k = maxb
-            et = t + offsets[s, k] + factors[s, k] * unit[h]
+            et = t + offsets[s, k] + factors[s, k] * units[ucol[s], uoff + h]
             n_c = glen[s]
             if n_c > 0:  # _idle_overhead(t - fa[s]): fa is the end of its previous batch
                 x = t - fa[s]
@@ -430,8 +432,9 @@ _LAYOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _layout(plane, ids: list[int]) -> tuple:
-    fac, off, idle = plane.factors, plane.offsets, plane.idle
-    head = (plane.max_batch_size, tuple(ids))
+    fac, off, idle, col = plane.factors, plane.offsets, plane.idle, plane._col
+    head = (plane.max_batch_size, tuple(ids),
+            tuple(col.get(r, 0) for r in ids) if col else ())
     objs = [o for r in ids for o in (fac[r], off[r], idle.get(r))]
     hit = _LAYOUTS.get(plane)
     if hit is not None and hit[0] == head and all(
@@ -455,7 +458,8 @@ def _layout(plane, ids: list[int]) -> tuple:
             gaps[s, :glen[s]] = c[0]
             over[s, :glen[s]] = c[1]
     rids = np.asarray(ids if ids else [0], dtype=np.int64)
-    arrays = (rids, factors, offsets, gaps, over, glen)
+    ucol = np.asarray([col.get(r, 0) for r in ids] if ids else [0], dtype=np.int64)
+    arrays = (rids, factors, offsets, gaps, over, glen, ucol)
     _LAYOUTS[plane] = (head, objs, arrays)
     return arrays
 
@@ -479,7 +483,7 @@ def advance_routed_compiled(plane, T: float) -> None:
     i0 = plane.next_i
     i1 = int(np.searchsorted(plane.arrival_s, T, side="left"))
     plane.next_i = i1
-    rids, factors, offsets, gaps, over, glen = _layout(plane, ids)
+    rids, factors, offsets, gaps, over, glen, ucol = _layout(plane, ids)
     slot = {r: s for s, r in enumerate(ids)}
     acc = np.array([slot[r] for r in plane.accepting], dtype=np.int64)
     dr = plane.draining
@@ -508,11 +512,12 @@ def advance_routed_compiled(plane, T: float) -> None:
     tmo = plane.timeout_s
     cap = plane.capacity
     qout, rr, nstop = advance_routed(
-        plane.arrival_s, plane.unit_service, ru, plane.start_s, plane.end_s, plane.batch_size,
-        plane.replica, plane.drop, qin, qcnt, M, rids, acc, draining, fa_a, nserv, stop_t,
-        stop_order, factors, offsets, gaps, over, glen, code, rr, int(plane.max_batch_size),
-        float(plane.max_wait_s), -1 if cap is None else int(cap), tmo is not None,
-        0.0 if tmo is None else float(tmo), float(plane.now), int(i0), i1, float(T))
+        plane.arrival_s, plane._inputs[1], plane.base - plane._in_base, ucol, ru,
+        plane.start_s, plane.end_s, plane.batch_size, plane.replica, plane.drop, qin, qcnt, M,
+        rids, acc, draining, fa_a, nserv, stop_t, stop_order, factors, offsets, gaps, over, glen,
+        code, rr, int(plane.max_batch_size), float(plane.max_wait_s),
+        -1 if cap is None else int(cap), tmo is not None, 0.0 if tmo is None else float(tmo),
+        float(plane.now), int(i0), i1, float(T))
     if code == 0:
         plane.policy._next = int(rr)
     for r, f, k in zip(ids, fa_a.tolist(), nserv.tolist(), strict=False):

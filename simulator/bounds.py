@@ -84,10 +84,14 @@ def _batch_times_s(svc: Service, profile: Profile | None, threads: int, x: float
 
 
 def service_costs(scenario: Scenario, svc: Service, profile: Profile | None,
-                  unit_service: np.ndarray) -> ServiceCosts:
-    """The :class:`ServiceCosts` of ``svc`` given its realized noise draws ``unit_service``
+                  unit_service: np.ndarray, u_range: tuple[float, float] | None = None
+                  ) -> ServiceCosts:
+    """The :class:`ServiceCosts` of ``svc`` given its realized noise draws ``unit_service`` at
+    its configured size and ``u_range``, the smallest and largest uniform they were made from
     (a batch takes the time of its first request's draw, so the smallest and largest draws
-    bound every batch)."""
+    bound every batch). A replica of another size ``t`` draws ``unit_noise_t(u)`` of the same
+    uniforms, non-decreasing in ``u``: its extremes are those of ``u_range`` (``None``: of
+    any uniform, a weaker bound)."""
     if isinstance(svc.service_time, Distribution):
         sizes = [svc.threads]
     else:
@@ -98,10 +102,14 @@ def service_costs(scenario: Scenario, svc: Service, profile: Profile | None,
     b = np.arange(1, svc.batching.max_batch_size + 1)
     fixed, fastest, longest = math.inf, math.inf, 0.0
     for t in sizes:
-        shortest = _batch_times_s(svc, profile, t, x_min, True)
+        lo, hi = x_min, x_max
+        if t != svc.threads:  # (the same transform as the run's draws: bit for bit)
+            lo, hi = profile.service_model(svc.model, svc.device, t).unit_noise(
+                np.asarray(u_range or (0.0, 1.0), dtype=np.float64)).tolist()
+        shortest = _batch_times_s(svc, profile, t, lo, True)
         fixed = min(fixed, float(np.min(per_thread_s * t * shortest / b)))
         fastest = min(fastest, float(np.min(shortest / b)))
-        longest = max(longest, float(np.max(_batch_times_s(svc, profile, t, x_max, False))))
+        longest = max(longest, float(np.max(_batch_times_s(svc, profile, t, hi, False))))
     f = scenario.faults
     if f is not None and f.straggler_fraction > 0:
         longest *= f.straggler_slowdown
@@ -496,7 +504,8 @@ def replication_bounds(scenario: Scenario, rep: int, inputs: dict[str, ServiceIn
     lbs = {}
     for svc in scenario.services:
         # one pass over the inputs, a chunk at a time (a long service's are on disk): the
-        # arrivals counted in the bound's bins, the extreme service draws
+        # arrivals counted in the bound's bins, the extreme service draws (of the configured
+        # size; the other sizes' from the extreme uniforms, recorded as they were drawn)
         inp = inputs[svc.name]
         counted = ArrivalCounts(scenario, svc)
         lo, hi = math.inf, -math.inf
@@ -506,7 +515,7 @@ def replication_bounds(scenario: Scenario, rep: int, inputs: dict[str, ServiceIn
                 lo, hi = min(lo, float(u.min())), max(hi, float(u.max()))
         unit = np.asarray([lo, hi] if hi >= lo else [])  # (service_costs reads min and max)
         lbs[svc.name] = lower_bound(scenario, svc, None,
-                                    service_costs(scenario, svc, profile, unit),
+                                    service_costs(scenario, svc, profile, unit, inp.u_range),
                                     counts=counted.counts)
     small = [s for s in scenario.services
              if inputs[s.name].n_requests <= HINDSIGHT_MAX_REQUESTS]

@@ -6,13 +6,14 @@ batch in service runs slower while other batches are in service on its node. The
 exact (times in seconds):
 
 - A batch has the standalone duration ``d`` the request plane gives it today (``offsets[b] +
-  factors[b] x`` its first request's draw, plus the idle overhead; straggler and ``cpu_speed``
-  included). While it is in service it progresses at rate ``1 / s(n)``, where ``n`` is the
-  number of *other* batches in service on its node at that moment (any service's) and ``s``
-  its replica's factor table (:class:`SlowdownTable`: the cluster's ``slowdown_by_others`` when
-  given, else the profile's measured ``colocation`` of the replica's current size, else 1). It
-  ends when its progress reaches ``d``: whenever a batch starts or ends on a node, the end of
-  every other batch in service there is recomputed (``end = t + remaining x s(n) / s(n_old)``).
+  factors[b] x`` its first request's draw in the noise column of the replica's size, plus the
+  idle overhead; straggler and ``cpu_speed`` included). While it is in service it progresses
+  at rate ``1 / s(n)``, where ``n`` is the number of *other* batches in service on its node at
+  that moment (any service's) and ``s`` its replica's factor table (:class:`SlowdownTable`:
+  the cluster's ``slowdown_by_others`` when given, else the profile's measured ``colocation``
+  of the replica's current size, else 1). It ends when its progress reaches ``d``: whenever a
+  batch starts or ends on a node, the end of every other batch in service there is recomputed
+  (``end = t + remaining x s(n) / s(n_old)``).
   Replicas starting (cold start) or idle have no batch and do not count.
 - A crash ends its batch at the crash time (its requests are dropped, as without co-location);
   the neighbours speed up from then. A resize keeps the batch's standalone duration; the new
@@ -126,7 +127,8 @@ class ColocatedPlane(RequestPlane):
         self.ver: dict[int, int] = {}
         self._dl: dict[int, float] = {}  # scheduled deadlines (key -1: the shared queue's)
         self._al: list[float] = []
-        self._ul: list[float] = []
+        #: per noise column, its draws as a list (made when a batch first needs it)
+        self._uls: dict[int, list[float]] = {}
         self._ru: list[Any] | None = None
         self._tq: deque[int] | None = None
         self._where: dict[int, deque[int]] = {}
@@ -157,7 +159,7 @@ class ColocatedPlane(RequestPlane):
     def _begin(self) -> None:
         """Before the first segment: the inputs as lists (read per event)."""
         self._al = self.arrival_s.tolist()
-        self._ul = self.unit_service.tolist()
+        self._uls = {0: self.unit_service.tolist()}
         self._ru = None if self.route_u is None else self.route_u.tolist()
 
     def _begin_segment(self) -> None:
@@ -420,7 +422,11 @@ class HostLoop:
         if k > p.max_batch_size:
             k = p.max_batch_size
         h = q[0]
-        e = t + p.offsets[r][k] + p.factors[r][k] * p._ul[h]
+        c = p._col.get(r, 0)  # (r's noise column: that of its size)
+        ul = p._uls.get(c)
+        if ul is None:
+            ul = p._uls[c] = p.unit_cols[c].tolist()
+        e = t + p.offsets[r][k] + p.factors[r][k] * ul[h]
         c = p.idle.get(r)
         if c is not None:
             e += _idle_overhead(t - p.free_at[r], c)

@@ -39,8 +39,10 @@ Semantics (times in seconds):
   straggler with probability ``straggler_fraction`` (service times x ``straggler_slowdown``).
 - Service times with ``service_time: profile``: the profile's serving overhead (for the time
   the replica was idle before the batch, when the profile measured it by idle time) plus the
-  (serving-scaled) median line of the replica's size times the noise, drawn for the service's
-  configured size (one uniform per request: common random numbers); see the profile schema.
+  (serving-scaled) median line of the replica's size times the noise of the replica's size:
+  one uniform per request, the same for every size and strategy (common random numbers),
+  turned into each size's own fitted noise (:meth:`ServiceInputs.size_noise`, made only for
+  sizes a run uses); see the profile schema.
 - ``Decision.info``: the run's ``info`` holds the mean over decisions of each reported figure.
 """
 
@@ -82,6 +84,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ReplicaRecord", "ServiceInputs", "ServiceRun", "run_strategy", "size_options"]
 
+#: a plane's (factors, offsets, idle curve, noise column key) of one replica size
+_Factors = tuple[list[float], list[float], tuple[list[float], list[float]] | None,
+                 tuple[str, int] | None]
 _POLL_S = 1e-3
 #: how many times a run with a progress callback pauses to report
 PROGRESS_STEPS = 100
@@ -163,7 +168,9 @@ class _ServiceSim:
             max_batch_size=self.maxb, max_wait_s=self.max_wait_s,
             capacity=svc.queue.capacity,
             timeout_s=None if svc.queue.timeout_ms is None else svc.queue.timeout_ms / 1000.0,
-            route_u=route_u)
+            route_u=route_u, size_noise=inputs.size_noise)
+        #: the size whose noise the inputs hold (``None``: the service has one size)
+        self._noise_base = inputs.base_size if inputs.size_transform is not None else None
         if hosts is not None:
             self.plane: RequestPlane = ColocatedPlane(hosts, arrival_s, unit_service, **plane_kw)
         else:
@@ -204,10 +211,10 @@ class _ServiceSim:
             return None
         return min(same, key=lambda o: (abs(o.threads - threads), o.threads))
 
-    def _factors(self, size: SizeOption, slowdown: float, maxb: int
-                 ) -> tuple[list[float], list[float], tuple[list[float], list[float]] | None]:
-        """Per batch size b = 0..maxb, the (factors, offsets) of the request plane, and its idle
-        curve: a batch whose first request drew ``X`` takes ``offsets[b] + factors[b] * X``
+    def _factors(self, size: SizeOption, slowdown: float, maxb: int) -> _Factors:
+        """Per batch size b = 0..maxb, the (factors, offsets) of the request plane, its idle
+        curve and its noise column: a batch whose first request drew ``X`` (in the column of
+        ``size``: ``None`` for the inputs' own size) takes ``offsets[b] + factors[b] * X``
         seconds plus the serving overhead of the replica's idle time before it (when the
         profile measured one; otherwise that overhead is a constant in ``offsets``). Made once
         per (size, slowdown, batch limit): replicas of the same size share the lists."""
@@ -217,12 +224,11 @@ class _ServiceSim:
             got = self._factor_cache[key] = self._make_factors(size, slowdown, maxb)
         return got
 
-    def _make_factors(self, size: SizeOption, slowdown: float, maxb: int
-                      ) -> tuple[list[float], list[float], tuple[list[float], list[float]] | None]:
+    def _make_factors(self, size: SizeOption, slowdown: float, maxb: int) -> _Factors:
         b = np.arange(0, maxb + 1)
         slowdown = slowdown / self.svc.cpu_speed
         if isinstance(self.svc.service_time, Distribution):
-            return [slowdown] * (maxb + 1), [0.0] * (maxb + 1), None
+            return [slowdown] * (maxb + 1), [0.0] * (maxb + 1), None, None
         key = (size.device, size.threads)
         stm = self._stm_cache.get(key)
         if stm is None:
@@ -231,7 +237,8 @@ class _ServiceSim:
         curve = stm.idle_overhead_s
         offset_s, scale_s = stm.affine_s(np.maximum(b, 1), overhead=curve is None)
         idle = None if curve is None else (curve[0], [o * slowdown for o in curve[1]])
-        return (scale_s * slowdown).tolist(), (offset_s * slowdown).tolist(), idle
+        noise = None if self._noise_base in (None, key) else key
+        return (scale_s * slowdown).tolist(), (offset_s * slowdown).tolist(), idle, noise
 
     def _memory_mb(self, size: SizeOption) -> float:
         if self.profile is None or self.svc.model not in self.profile.models:

@@ -8,12 +8,21 @@ service-time noise (one uniform per request), cold starts, faults and routing. T
 inputs are drawn :data:`DRAW_CHUNK` at a time (the same numbers as drawing them whole) and kept
 either as whole arrays or, for a service that will stream, in an
 :class:`~simscale.simulator.spool.InputSpool` on disk that each run reads a chunk at a time.
+
+Service-time noise per replica size: request ``h`` draws one uniform ``u_h``; a replica of size
+``(device, threads)`` serves it with that size's noise ``unit_noise(u_h)`` (the profile fits a
+noise per size), the same ``u_h`` for every size (common random numbers per size). The inputs
+keep the configured size's draws (``unit_service``); another size's are made only when a run
+asks for them (:meth:`ServiceInputs.size_noise`), from the same uniforms drawn again: the noise
+stream is a PCG64 generator read by ``random(k)`` chunk after chunk, one 64-bit output per
+double, so ``u[lo:hi]`` is a fresh generator of the same seed advanced by ``lo``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +56,18 @@ class ServiceInputs:
     true_rate_rps: Callable[[np.ndarray], np.ndarray] | None = None
     #: the inputs on disk (``None``: they are the arrays above)
     spool: InputSpool | None = None
+    #: the service-time noise stream (the uniforms behind ``unit_service``), to draw them again
+    noise_seq: np.random.SeedSequence | None = None
+    #: ``(device, threads)`` -> that replica size's noise transform of a uniform (``None``: the
+    #: service has one size, e.g. a distribution as service time)
+    size_transform: Callable[[str, int], Callable[[np.ndarray], np.ndarray]] | None = None
+    #: the configured size ``(device, threads)``, whose noise ``unit_service`` holds
+    base_size: tuple[str, int] | None = None
+    #: the smallest and largest noise uniform drawn (``None``: no request); every size's noise
+    #: is non-decreasing in the uniform, so its draws lie between its values at these two
+    u_range: tuple[float, float] | None = None
+    #: whole-array inputs: the noise of other sizes made so far (shared by every run)
+    _columns: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n_requests(self) -> int:
@@ -74,6 +95,53 @@ class ServiceInputs:
             return self.spool.read_all()
         return self.arrival_s, self.unit_service, self.route_u
 
+    def uniforms(self, lo: int, hi: int) -> np.ndarray:
+        """The noise uniforms of requests ``lo..hi-1``, drawn again (the numbers the inputs
+        were made from: one 64-bit PCG64 output per double, so advancing a fresh generator of
+        the stream by ``lo`` skips the first ``lo``)."""
+        rng = np.random.default_rng(self.noise_seq)
+        rng.bit_generator.advance(int(lo))
+        return rng.random(max(0, int(hi) - int(lo)))
+
+    def size_noise(self, size: tuple[str, int], lo: int, hi: int) -> np.ndarray:
+        """The noise draws (multipliers, median 1) of requests ``lo..hi-1`` for a replica of
+        ``size`` ``(device, threads)``: that size's noise of the same uniforms as
+        ``unit_service`` (which holds the configured size's). Whole-array inputs make a size's
+        draws once, for every run; spooled ones draw the asked range again each time."""
+        if size == self.base_size and self.spool is None:
+            return self.unit_service[lo:hi]
+        if self.size_transform is None or self.noise_seq is None:
+            raise ValueError(f"service has one replica size, not {size}")
+        if self.spool is not None:
+            return self._drawn(size, lo, hi)
+        col = self._columns.get(size)
+        if col is None:
+            col = self._columns[size] = self._drawn(size, 0, self.n_requests)
+        return col[lo:hi]
+
+    def _drawn(self, size: tuple[str, int], lo: int, hi: int) -> np.ndarray:
+        """``size``'s noise of requests ``lo..hi-1`` from the uniforms drawn again,
+        :data:`DRAW_CHUNK` at a time (bounded temporaries; the transform is elementwise)."""
+        transform = self.size_transform(*size)
+        out = np.empty(max(0, hi - lo))
+        rng = np.random.default_rng(self.noise_seq)
+        rng.bit_generator.advance(int(lo))
+        for a in range(0, len(out), DRAW_CHUNK):
+            b = min(a + DRAW_CHUNK, len(out))
+            out[a:b] = transform(rng.random(b - a))
+        return out
+
+
+@dataclass(frozen=True)
+class _ProfileNoise:
+    """The noise transform of each replica size of a profiled model (picklable)."""
+
+    profile: Profile
+    model: str
+
+    def __call__(self, device: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+        return self.profile.service_model(self.model, device, threads).unit_noise
+
 
 
 def service_seed_sequences(scenario: Scenario, seed: int) -> list[np.random.SeedSequence]:
@@ -96,12 +164,14 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
     chunks = generate_arrival_chunks(svc.workload, scenario.duration_s,
                                      np.random.default_rng(arr_ss), chunk=DRAW_CHUNK,
                                      base_dir=scenario.base_dir, paths=paths)
+    sizes: _ProfileNoise | None = None
     if isinstance(svc.service_time, Distribution):
         from simscale.simulator.distributions import duration_sampler
 
         transform = duration_sampler(svc.service_time)
     else:
-        transform = profile.service_model(svc.model, svc.device, svc.threads).unit_noise
+        sizes = _ProfileNoise(profile, svc.model)
+        transform = sizes(svc.device, svc.threads)
     noise_rng = np.random.default_rng(noise_ss)
     draws = ROUTING_POLICIES[svc.routing].draws
     route_rng = np.random.default_rng(route_ss) if draws else None
@@ -116,9 +186,13 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
         expected = expected_arrivals(svc.workload, scenario.duration_s,
                                      base_dir=scenario.base_dir)
         store = InputSpool(draws, bytes_needed=int(1.2 * expected * 8 * (2 + draws)))
+    u_lo, u_hi = math.inf, -math.inf
     for a in chunks:
         k = len(a)
-        unit = transform(noise_rng.random(k))
+        u = noise_rng.random(k)
+        if k:
+            u_lo, u_hi = min(u_lo, float(u.min())), max(u_hi, float(u.max()))
+        unit = transform(u)
         ru = None
         if route_rng is not None:
             ru = route_rng.random(k) if draws == 1 else route_rng.random((k, draws))
@@ -127,10 +201,13 @@ def service_inputs(svc: Service, scenario: Scenario, seq: np.random.SeedSequence
         else:
             parts.append((np.asarray(a, dtype=np.float64), unit, ru))
     true_rate = rate_function(svc.workload, base_dir=scenario.base_dir, paths=paths)
+    noise = dict(noise_seq=noise_ss, size_transform=sizes, base_size=(svc.device, svc.threads),
+                 u_range=(u_lo, u_hi) if u_hi >= u_lo else None)
     if store is not None:
-        return ServiceInputs(None, None, None, cold_ss, fault_ss, true_rate, store.seal())
+        return ServiceInputs(None, None, None, cold_ss, fault_ss, true_rate, store.seal(),
+                             **noise)
     arrivals, unit, route_u = _joined(parts, draws)
-    return ServiceInputs(arrivals, unit, route_u, cold_ss, fault_ss, true_rate)
+    return ServiceInputs(arrivals, unit, route_u, cold_ss, fault_ss, true_rate, **noise)
 
 
 def _joined(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], draws: int

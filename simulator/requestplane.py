@@ -22,10 +22,12 @@ Semantics (times in seconds):
 - Batching: an idle replica starts a batch when ``max_batch_size`` requests are queued or the
   oldest queued one has waited ``max_wait_s``; it takes all queued requests up to
   ``max_batch_size``. A batch of ``b`` started by request ``h`` on replica ``r`` takes
-  ``offsets[r][b] + factors[r][b] * unit_service[h]`` seconds (common random numbers:
-  ``unit_service`` is one draw per request, the same for every strategy), plus, when the replica
-  has an idle curve, the overhead of the time it was idle before the batch (since its previous
-  batch ended or it became ready; 0 back to back), interpolated linearly in the curve.
+  ``offsets[r][b] + factors[r][b] * X_r[h]`` seconds, ``X_r`` the noise column of ``r``'s size
+  (common random numbers: one draw per request and column, the same for every strategy; column
+  0 is ``unit_service``, the configured size's, others are made from ``size_noise`` when a
+  replica of that size first appears, see :meth:`RequestPlane.set_factors`), plus, when the
+  replica has an idle curve, the overhead of the time it was idle before the batch (since its
+  previous batch ended or it became ready; 0 back to back), interpolated linearly in the curve.
 - Queue ``capacity``: an arrival that finds ``capacity`` requests already waiting (in the shared
   queue, or in the queue of the replica it is routed to) is dropped (``queue_full``) at arrival.
   ``timeout_s``: a request that has waited longer than ``timeout_s`` without starting is dropped
@@ -56,6 +58,7 @@ import sys
 from array import array
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -144,7 +147,8 @@ class RequestPlane:
         Sorted arrival times (s).
     unit_service:
         One service draw per request (a multiplier or seconds, see ``factors`` of
-        :meth:`add_replica`); the draw of a batch's first request sets the batch's time.
+        :meth:`add_replica`); the draw of a batch's first request sets the batch's time. The
+        noise of the configured replica size (column 0).
     routing:
         A routing policy registered in :data:`simscale.simulator.serving.ROUTING_POLICIES`.
     max_batch_size, max_wait_s:
@@ -163,6 +167,10 @@ class RequestPlane:
         ``None`` (default): the per-request arrays hold every request. A number: they start
         with room for that many and hold a window of requests that :meth:`compact` moves on
         (a streaming run: memory bounded by the requests in the window, not the run).
+    size_noise:
+        ``size_noise(key, lo, hi)``: the draws of requests ``lo..hi-1`` of the run for the
+        noise column ``key`` of another replica size (:meth:`set_factors`'s ``noise``), e.g.
+        :meth:`~simscale.simulator.inputs.ServiceInputs.size_noise`; ``None``: one column.
 
     Indices: request ``i`` of the arrays (``start_s[i]``, the queues' entries, ``next_i``) is
     request ``base + i`` of the run; :attr:`base` is 0 until a :meth:`compact`.
@@ -182,6 +190,7 @@ class RequestPlane:
         kernels: str = "auto",
         window: int | None = None,
         feed: SpoolReader | None = None,
+        size_noise: Callable[[Hashable, int, int], np.ndarray] | None = None,
     ) -> None:
         self.policy = make_routing(routing)
         if feed is not None and window is None:
@@ -189,18 +198,30 @@ class RequestPlane:
         #: where the inputs come from a chunk at a time (``None``: the arrays given are all)
         self._feed = feed
         self.kernels = resolve_kernels(kernels, len(arrival_s) if feed is None else feed.n)
+        unit = np.ascontiguousarray(unit_service, dtype=np.float64)
         #: the inputs held, from request ``_in_base`` of the run on: the whole run's (or, fed
-        #: from a spool, those read and not yet forgotten); ``arrival_s`` etc. are their views
-        #: from ``base`` on
-        self._inputs = (np.ascontiguousarray(arrival_s, dtype=np.float64),
-                        np.ascontiguousarray(unit_service, dtype=np.float64), route_u)
+        #: from a spool, those read and not yet forgotten): arrival times, the noise draws
+        #: (one row per noise column, row 0 ``unit_service``) and the routing uniforms;
+        #: ``arrival_s`` etc. are their views from ``base`` on
+        self._inputs = (np.ascontiguousarray(arrival_s, dtype=np.float64), unit[None, :],
+                        route_u)
         self._in_base = 0
         #: how many of the held inputs' first entries are filled (fed planes read into
         #: buffers with room to spare)
         self._in_len = len(self._inputs[0])
-        self.arrival_s, self.unit_service = self._inputs[0], self._inputs[1]
+        self.arrival_s, self.unit_service = self._inputs[0], unit
         if len(self.unit_service) != len(self.arrival_s):
             raise ValueError("unit_service must have one value per arrival")
+        #: each noise column's draws from :attr:`base` on (``unit_cols[0]`` is ``unit_service``)
+        self.unit_cols = [unit]
+        self._size_noise = size_noise
+        #: the noise columns' keys (column 0, the configured size's, has ``None``)
+        self._col_keys: list[Hashable] = [None]
+        #: per replica, its noise column when it is not 0
+        self._col: dict[int, int] = {}
+        #: noise columns that no replica had at a read from the feed, so not filled since
+        #: (made again for the requests held if a replica of that size comes back)
+        self._stale: set[int] = set()
         #: requests in the whole run
         n = len(self.arrival_s) if feed is None else feed.n
         self.n = n
@@ -255,16 +276,18 @@ class RequestPlane:
     # ------------------------------------------------------------------ control operations
     def add_replica(self, rid: int, t_s: float, factors: list[float],
                     offsets: list[float] | None = None,
-                    idle: tuple[list[float], list[float]] | None = None) -> None:
+                    idle: tuple[list[float], list[float]] | None = None,
+                    noise: Hashable | None = None) -> None:
         """Replica ``rid`` serves from ``t_s`` (call after ``advance(t_s)``).
 
-        A batch of ``b`` (``b`` = 1..max batch) whose first request has unit draw ``u`` takes
-        ``offsets[b] + factors[b] * u`` seconds (``offsets`` default to zero), plus, with an
-        ``idle`` curve ``(gaps_s, overheads_s)`` (ascending gaps), the overhead of the replica's
-        idle time before the batch."""
+        A batch of ``b`` (``b`` = 1..max batch) whose first request has unit draw ``u`` (in
+        the noise column ``noise``, see :meth:`set_factors`) takes ``offsets[b] + factors[b] *
+        u`` seconds (``offsets`` default to zero), plus, with an ``idle`` curve ``(gaps_s,
+        overheads_s)`` (ascending gaps), the overhead of the replica's idle time before the
+        batch."""
         self.free_at[rid] = t_s
         self.nserv[rid] = 0
-        self.set_factors(rid, factors, offsets, idle)
+        self.set_factors(rid, factors, offsets, idle, noise)
         if not self.policy.shared:
             self.rq[rid] = deque()
         self.accepting.append(rid)
@@ -273,9 +296,17 @@ class RequestPlane:
 
     def set_factors(self, rid: int, factors: list[float],
                     offsets: list[float] | None = None,
-                    idle: tuple[list[float], list[float]] | None = None) -> None:
-        """New service-time factors (and offsets, idle curve) of ``rid`` (resize); the batch in
-        service keeps its time."""
+                    idle: tuple[list[float], list[float]] | None = None,
+                    noise: Hashable | None = None) -> None:
+        """New service-time factors (and offsets, idle curve, noise column) of ``rid``
+        (resize); the batch in service keeps its time. ``noise``: the key of the noise column
+        of ``rid``'s size (``None``: ``unit_service``, the configured size's); a new key's
+        column is made from ``size_noise`` for the requests held, and follows the window."""
+        c = 0 if noise is None else self._noise_column(noise)
+        if c:
+            self._col[rid] = c
+        else:
+            self._col.pop(rid, None)
         self._layout = None
         self.factors[rid] = list(factors)
         self.offsets[rid] = [0.0] * len(factors) if offsets is None else list(offsets)
@@ -286,6 +317,48 @@ class RequestPlane:
             if len(gaps) != len(over) or not gaps or list(gaps) != sorted(gaps):
                 raise ValueError("idle curve needs ascending gaps, one overhead each")
             self.idle[rid] = (list(map(float, gaps)), list(map(float, over)))
+
+    def _noise_column(self, key: Hashable) -> int:
+        """The column of noise ``key``, made on first use: ``size_noise`` gives its draws of
+        every request held (a fed plane's later reads add theirs while a replica has that
+        column, :meth:`_read_inputs`; made again when one has it after a read without)."""
+        keys = self._col_keys
+        if key in keys:
+            c = keys.index(key)
+            if c in self._stale:
+                self._inputs[1][c, :self._in_len] = self._size_noise(
+                    key, self._in_base, self._in_base + self._in_len)
+                self._stale.discard(c)
+            return c
+        if self._size_noise is None:
+            raise ValueError("this plane has one noise column (no size_noise given)")
+        arr, units, ru = self._inputs
+        grown = np.empty((len(units) + 1, units.shape[1]))
+        grown[:-1] = units
+        grown[-1, :self._in_len] = self._size_noise(key, self._in_base,
+                                                    self._in_base + self._in_len)
+        self._inputs = (arr, grown, ru)
+        keys.append(key)
+        self._view_inputs()
+        return len(keys) - 1
+
+    def _batch_terms(self, lo: int, hi: int, rids: Iterable[int]
+                     ) -> dict[int, tuple[list[float], list[float], list[float]]]:
+        """Per replica of ``rids``, what a batch's time is made of: its ``(offsets, factors,
+        draws)``, the draws those of requests ``lo..hi-1`` (from :attr:`base`) in its noise
+        column, as a list (one per column, shared by its replicas)."""
+        col, off, fac = self._col, self.offsets, self.factors
+        if not col:  # (every replica of the configured size's column)
+            ul = self.unit_service[lo:hi].tolist()
+            return {r: (off[r], fac[r], ul) for r in rids}
+        lists: dict[int, list[float]] = {}
+        out = {}
+        for r in rids:
+            c = col.get(r, 0)
+            if c not in lists:
+                lists[c] = self.unit_cols[c][lo:hi].tolist()
+            out[r] = (off[r], fac[r], lists[c])
+        return out
 
     def set_batching(self, max_batch_size: int, max_wait_s: float) -> None:
         """Change the batching limits from now on (factors must cover ``max_batch_size``)."""
@@ -333,6 +406,7 @@ class RequestPlane:
         self.factors.pop(rid, None)
         self.offsets.pop(rid, None)
         self.idle.pop(rid, None)
+        self._col.pop(rid, None)
         self.rq.pop(rid, None)
         self.draining.discard(rid)
         self.stopped.pop(rid, None)
@@ -432,12 +506,13 @@ class RequestPlane:
         return np.diff(cuts).astype(np.float64)
 
     def _view_inputs(self) -> None:
-        """Point ``arrival_s``, ``unit_service`` and ``route_u`` at the inputs from
-        :attr:`base` on."""
-        arr, unit, ru = self._inputs
+        """Point ``arrival_s``, ``unit_service``, ``unit_cols`` and ``route_u`` at the inputs
+        from :attr:`base` on."""
+        arr, units, ru = self._inputs
         off, end = self.base - self._in_base, self._in_len
         self.arrival_s = arr[off:end]
-        self.unit_service = unit[off:end]
+        self.unit_service = units[0, off:end]
+        self.unit_cols = [self.unit_service] + [row[off:end] for row in units[1:]]
         self.route_u = None if ru is None else ru[off:end]
 
     def _read_inputs(self, t_s: float) -> None:
@@ -459,17 +534,26 @@ class RequestPlane:
             if len(bufs[0]) < live + k:  # (first read, or a window longer than before)
                 size = 2 * (live + k)
                 ru_shape = () if draws == 1 else (draws,)
-                bufs = (_moved(bufs[0], off, live, size, ()),
-                        _moved(bufs[1], off, live, size, ()),
+                units = np.empty((len(bufs[1]), size))
+                units[:, :live] = bufs[1][:, off:off + live]
+                bufs = (_moved(bufs[0], off, live, size, ()), units,
                         _moved(bufs[2], off, live, size, ru_shape) if draws else None)
                 self._inputs = bufs
-            elif off:
-                for b in bufs:
-                    if b is not None:
-                        b[:live] = b[off:off + live]  # (numpy copies overlapping ranges safely)
-            arr, unit, ru = bufs
-            feed.read_into(arr[live:live + k], unit[live:live + k],
+            elif off:  # (numpy copies overlapping ranges safely)
+                bufs[0][:live] = bufs[0][off:off + live]
+                bufs[1][:, :live] = bufs[1][:, off:off + live]
+                if bufs[2] is not None:
+                    bufs[2][:live] = bufs[2][off:off + live]
+            arr, units, ru = bufs
+            pos = feed.pos  # (the run's index of the chunk's first request)
+            feed.read_into(arr[live:live + k], units[0, live:live + k],
                            None if ru is None else ru[live:live + k])
+            used = set(self._col.values()) if len(units) > 1 else ()
+            for c in range(1, len(units)):  # the other sizes' noise follows the window
+                if c in used:
+                    units[c, live:live + k] = self._size_noise(self._col_keys[c], pos, pos + k)
+                else:  # (no replica of that size now: not drawn, made again if one comes)
+                    self._stale.add(c)
             self._in_base = self.base
             self._in_len = live + k
             self._view_inputs()
@@ -515,6 +599,8 @@ class RequestPlane:
         (idle curves included)."""
         if self.idle:
             return False
+        if self._col and len({self._col.get(r, 0) for r in self.accepting}) > 1:
+            return False  # (replicas of sizes with different noise columns)
         if self.queue and any(self.free_at[r] < self.now for r in self.accepting):
             # requests left queued by a larger batch size, and a replica idle since before
             # now: they start at now, not at max(arrival, free time) (the batching loop
@@ -556,12 +642,14 @@ class RequestPlane:
                 gaps = np.zeros((1, g))
                 over = np.zeros((1, g))
             rids = np.asarray(acc if acc else [0], dtype=np.int64)
+            col = self._col
+            ucol = np.asarray([col.get(r, 0) for r in acc] if acc else [0], dtype=np.int64)
             # and the loop's per-call buffers (free times, heap slots and their start, the
             # batch size each slot started last), refilled at each call instead of made anew
             k = max(m, 1)
             self._layout = (m, rids, factors, offsets, gaps, over, glen, np.zeros(k),
                             np.empty(k, dtype=np.int64), np.arange(k, dtype=np.int64),
-                            np.empty(k, dtype=np.int64))
+                            np.empty(k, dtype=np.int64), ucol)
         return self._layout
 
     def _advance_compiled(self, T: float) -> None:
@@ -571,7 +659,8 @@ class RequestPlane:
         i0 = self.next_i
         i1 = int(self.arrival_s.searchsorted(T))
         self.next_i = i1
-        m, rids, factors, offsets, gaps, over, glen, hf, hs, slots, nserv = self._slot_arrays()
+        (m, rids, factors, offsets, gaps, over, glen, hf, hs, slots, nserv,
+         ucol) = self._slot_arrays()
         acc = self.accepting
         if m:
             fa = self.free_at
@@ -583,9 +672,10 @@ class RequestPlane:
         nserv.fill(-1)
         tmo = self.timeout_s
         self._qbuf, self._qhead, self._qlen = K.advance_shared(
-            self.arrival_s, self.unit_service, self.start_s, self.end_s, self.batch_size,
-            self.replica, self.drop, self._qbuf, self._qhead, self._qlen, hf, hs, m, rids,
-            factors, offsets, gaps, over, glen, nserv, self.max_batch_size, self.max_wait_s,
+            self.arrival_s, self._inputs[1], self.base - self._in_base, ucol, self.start_s,
+            self.end_s, self.batch_size, self.replica, self.drop, self._qbuf, self._qhead,
+            self._qlen, hf, hs, m, rids, factors, offsets, gaps, over, glen, nserv,
+            self.max_batch_size, self.max_wait_s,
             -1 if self.capacity is None else int(self.capacity), tmo is not None,
             0.0 if tmo is None else float(tmo), self.now, i0, i1, T)
         if m:
@@ -607,6 +697,9 @@ class RequestPlane:
         heapq.heapify(heap)
         fac = {r: self.factors[r][1] for r in self.accepting}
         same = next(iter(fac.values())) if len(set(fac.values())) == 1 else None
+        # the accepting replicas' one noise column (see _fifo_fast_ok)
+        ucol = self.unit_cols[self._col.get(self.accepting[0], 0)] \
+            if self._col and self.accepting else self.unit_service
         # non-zero offsets reach here only when all replicas share them and there is neither
         # capacity nor timeout (see _fifo_fast_ok), i.e. on the ``same`` path below
         off1 = self.offsets[self.accepting[0]][1] if self.accepting else 0.0
@@ -645,9 +738,9 @@ class RequestPlane:
                     # ends are (start + offset) + factor * draw, in that order, as in the
                     # batching loop (so both loops agree to the last bit)
                     if same is not None:  # one factor for all: multiply outside the loop
-                        u_arr = self.unit_service[sel] * same
+                        u_arr = ucol[sel] * same
                     else:
-                        u_arr = self.unit_service[sel]
+                        u_arr = ucol[sel]
                     S_a = array("d")
                     R_a = array("i")
                     k = _fifo_kernel(al, memoryview(u_arr), heap,
@@ -670,7 +763,7 @@ class RequestPlane:
                     E: list[float] = []
                     R: list[int] = []
                     served: list[int] = []  # positions served (drops can interleave)
-                    k = _fifo_checked(a_arr.tolist(), self.unit_service[sel].tolist(), heap,
+                    k = _fifo_checked(a_arr.tolist(), ucol[sel].tolist(), heap,
                                       fac, T, cap, tmo, lv, S, E, R, served, drops, idx_arr,
                                       base)
                     if S:
@@ -729,12 +822,11 @@ class RequestPlane:
         q = self.queue
         lo = q[0] if q else i0
         al = arr[lo:i1].tolist()
-        ul = self.unit_service[lo:i1].tolist()
+        # per replica: offsets, factors and the draws of its size's noise column
+        terms = self._batch_terms(lo, i1, self.accepting)
         fa = self.free_at
         heap = [(fa[r], r) for r in self.accepting]
         heapq.heapify(heap)
-        factors = self.factors
-        offsets = self.offsets
         idle_c = self.idle
         maxb = self.max_batch_size
         maxw = self.max_wait_s
@@ -779,7 +871,8 @@ class RequestPlane:
                 if k > maxb:
                     k = maxb
                 h = q[0]
-                e = tb + offsets[r][k] + factors[r][k] * ul[h - lo]
+                off_r, fac_r, ul_r = terms[r]
+                e = tb + off_r[k] + fac_r[k] * ul_r[h - lo]
                 if idle_c:
                     c = idle_c.get(r)
                     if c is not None:
@@ -828,15 +921,14 @@ class RequestPlane:
                 lo = min(lo, q[0])
         hi = max(i1, lo)
         al = arr[lo:hi].tolist()
-        ul = self.unit_service[lo:hi].tolist()
+        # per replica: offsets, factors and the draws of its size's noise column
+        terms = self._batch_terms(lo, hi, self.free_at)
         maxb = self.max_batch_size
         maxw = self.max_wait_s
         cap = self.capacity
         tmo = self.timeout_s
         fa = self.free_at
         nserv = self.nserv
-        factors = self.factors
-        offsets = self.offsets
         idle_c = self.idle
         accepting = self.accepting
         draining = self.draining
@@ -898,7 +990,8 @@ class RequestPlane:
             if k > maxb:
                 k = maxb
             h = q[0]
-            e = t + offsets[r][k] + factors[r][k] * ul[h - lo]
+            off_r, fac_r, ul_r = terms[r]
+            e = t + off_r[k] + fac_r[k] * ul_r[h - lo]
             if idle_c:
                 c = idle_c.get(r)
                 if c is not None:

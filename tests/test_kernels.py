@@ -1,8 +1,9 @@
 """The compiled request plane equals the Python one (the specification), request by request.
 
 Randomized scenarios (hypothesis) drive two planes, one per kind of loop, through the same
-control operations between segments (replicas joining, draining, crashing, resized, batching
-changed), and every per-request result and every piece of control state must be identical:
+control operations between segments (replicas joining, draining, crashing, resized, also to
+sizes with noise columns of their own, batching changed), and every per-request result and
+every piece of control state must be identical:
 the kernels are ports with the same floating-point operations in the same order, so equality is
 exact, not approximate.
 """
@@ -19,6 +20,24 @@ from simscale.simulator.requestplane import RequestPlane, resolve_kernels
 pytest.importorskip("numba")
 
 IDLE = ([0.0, 0.02, 0.1], [0.0002, 0.002, 0.005])
+#: the noise columns of two other replica sizes (keys ``"a"``, ``"b"``), as a plane's
+#: ``size_noise`` gives them: every request's draw for that size
+NOISE_KEYS = (None, "a", "b")
+
+
+def size_noise_of(n: int, rng: np.random.Generator):  # noqa: ANN201 - a callable
+    """A ``size_noise`` for planes of ``n`` requests: columns ``"a"`` and ``"b"``, each a
+    different (monotone) function of one uniform per request, and a record of its calls."""
+    u = rng.random(n)
+    cols = {"a": 0.01 + 0.03 * u, "b": -0.02 * np.log1p(-u)}
+    calls: list[tuple] = []
+
+    def size_noise(key, lo: int, hi: int) -> np.ndarray:
+        calls.append((key, lo, hi))
+        return cols[key][lo:hi]
+
+    size_noise.calls = calls
+    return size_noise
 
 
 def _state(pl: RequestPlane) -> tuple:
@@ -38,15 +57,19 @@ def _assert_same(a: RequestPlane, b: RequestPlane) -> None:
 # offset and draw in another order), and batches of 1 after larger ones (requests left queued
 # started before the segment on the Python fast path)
 @example(seed=0, maxb=1, maxw=0.0, cap=None, tmo=None, load=0.5, ops=["drain"], offsets=True,
-         idle=False)
+         idle=False, noise=False)
 @example(seed=0, maxb=1, maxw=0.02, cap=None, tmo=None, load=0.5,
          ops=["add", "batching", "batching", "batching", "add", "add"], offsets=False,
-         idle=False)
+         idle=False, noise=False)
 # a batch of two still in service when the batch size went back to one: the Python fast
 # path counted every replica's batch in service as one
 @example(seed=22327, maxb=1, maxw=0.0, cap=None, tmo=None, load=0.5,
          ops=["add", "add", *["drain"] * 6, "batching", "batching", "add"], offsets=False,
-         idle=False)
+         idle=False, noise=False)
+# replicas of three sizes, each with its noise column, resized back and forth
+@example(seed=5, maxb=1, maxw=0.0, cap=None, tmo=None, load=0.9,
+         ops=["resize", "add", "resize", "resize", "none", "resize", "drain", "resize"],
+         offsets=False, idle=False, noise=True)
 @given(
     seed=st.integers(0, 100_000),
     maxb=st.integers(1, 5),
@@ -58,27 +81,33 @@ def _assert_same(a: RequestPlane, b: RequestPlane) -> None:
                  min_size=0, max_size=25),
     offsets=st.booleans(),
     idle=st.booleans(),
+    noise=st.booleans(),
 )
 def test_compiled_shared_queue_equals_specification(seed, maxb, maxw, cap, tmo, load, ops,
-                                                    offsets, idle):
+                                                    offsets, idle, noise):
+    """``noise``: replicas join and are resized to sizes with noise columns of their own
+    (the unbatched fast path then holds only while the accepting replicas share one)."""
     rng = np.random.default_rng(seed)
     n = 1500
     arr = np.cumsum(rng.exponential(1.0 / (load * 100.0), n))
     unit = rng.exponential(0.02, n)
+    src = size_noise_of(n, np.random.default_rng(seed + 1))
     planes = [RequestPlane(arr, unit, max_batch_size=maxb, max_wait_s=maxw, capacity=cap,
-                           timeout_s=tmo, kernels=k) for k in ("python", "compiled")]
+                           timeout_s=tmo, kernels=k, size_noise=src)
+              for k in ("python", "compiled")]
     width = 6
 
-    def sizes() -> tuple[list[float], list[float] | None, tuple | None]:
+    def sizes() -> tuple[list[float], list[float] | None, tuple | None, str | None]:
         fac = (1.0 + 0.3 * np.arange(width) * rng.uniform(0.5, 2.0)).tolist()
         off = rng.uniform(0.0, 0.003, width).tolist() if offsets else None
-        return fac, off, IDLE if idle else None
+        key = NOISE_KEYS[int(rng.integers(3))] if noise else None
+        return fac, off, IDLE if idle else None, key
 
     next_id = 0
     for _ in range(2):
-        f, o, c = sizes()
+        f, o, c, z = sizes()
         for pl in planes:
-            pl.add_replica(next_id, 0.0, f, o, c)
+            pl.add_replica(next_id, 0.0, f, o, c, z)
         next_id += 1
     cuts = np.sort(rng.uniform(0.0, arr[-1], len(ops)))
     for t, op in zip(cuts, ops, strict=True):
@@ -89,9 +118,9 @@ def test_compiled_shared_queue_equals_specification(seed, maxb, maxw, cap, tmo, 
                 pl.remove(rid)
         live = sorted(planes[0].accepting)
         if op == "add" or not live:
-            f, o, c = sizes()
+            f, o, c, z = sizes()
             for pl in planes:
-                pl.add_replica(next_id, t, f, o, c)
+                pl.add_replica(next_id, t, f, o, c, z)
             next_id += 1
         elif op == "drain" and len(live) > 1:
             rid = live[int(rng.integers(len(live)))]
@@ -105,9 +134,9 @@ def test_compiled_shared_queue_equals_specification(seed, maxb, maxw, cap, tmo, 
             assert len({pl.crash(rid, t) for pl in planes}) == 1
         elif op == "resize":
             rid = live[int(rng.integers(len(live)))]
-            f, o, c = sizes()
+            f, o, c, z = sizes()
             for pl in planes:
-                pl.set_factors(rid, f, o, c)
+                pl.set_factors(rid, f, o, c, z)
         elif op == "batching":
             b = int(rng.integers(1, width))
             for pl in planes:
@@ -116,6 +145,9 @@ def test_compiled_shared_queue_equals_specification(seed, maxb, maxw, cap, tmo, 
     for pl in planes:
         pl.advance(arr[-1] + 100.0)
     _assert_same(*planes)
+    # each plane made each column it used once, for every request (whole arrays)
+    assert all((lo, hi) == (0, n) for _, lo, hi in src.calls)
+    assert len(src.calls) == 2 * len(set(src.calls))
 
 
 def test_kernels_setting(monkeypatch):

@@ -2,7 +2,8 @@
 
 For every routing policy with one queue per replica, randomized scenarios (hypothesis) drive two
 planes through the same control operations between segments (replicas joining, draining,
-crashing, resized, batching changed; sometimes no replica accepts, so the router buffers): one
+crashing, resized, also to sizes with noise columns of their own, batching changed; sometimes
+no replica accepts, so the router buffers): one
 advanced by ``RequestPlane._advance_general`` (the specification), one by
 :func:`simscale.simulator._kernels_routed.advance_routed_compiled`. Every per-request result and
 every piece of control state must be identical: the kernel is a port with the same events in
@@ -28,6 +29,16 @@ from simscale.simulator._kernels_routed import (  # noqa: E402 - after the numba
 
 ROUTED = ("round_robin", "least_outstanding", "power_of_two", "random", "join_idle_queue")
 IDLE = ([0.0, 0.02, 0.1], [0.0002, 0.002, 0.005])
+#: noise columns: ``None`` the configured size's (``unit``), ``"a"`` and ``"b"`` two others'
+NOISE_KEYS = (None, "a", "b")
+
+
+def size_noise_of(n: int, rng: np.random.Generator):  # noqa: ANN201 - a callable
+    """A plane's ``size_noise`` for ``n`` requests: columns ``"a"`` and ``"b"``, two different
+    monotone functions of one uniform per request (as tests/test_kernels.py)."""
+    u = rng.random(n)
+    cols = {"a": 0.01 + 0.03 * u, "b": -0.02 * np.log1p(-u)}
+    return lambda key, lo, hi: cols[key][lo:hi]
 
 
 def _advance(pl: RequestPlane, T: float, compiled: bool) -> None:
@@ -53,7 +64,7 @@ def _assert_same(a: RequestPlane, b: RequestPlane) -> None:
     assert {r: a.outstanding(r) for r in a.free_at} == {r: b.outstanding(r) for r in b.free_at}
 
 
-def _planes(routing, arr, unit, rng, **kw) -> list[RequestPlane]:
+def _planes(routing, arr, unit, rng, **kw: object) -> list[RequestPlane]:
     n = len(arr)
     draws = {"power_of_two": 2, "random": 1, "join_idle_queue": 1}.get(routing, 0)
     ru = None if draws == 0 else (rng.random(n) if draws == 1 else rng.random((n, 2)))
@@ -77,10 +88,12 @@ def _planes(routing, arr, unit, rng, **kw) -> list[RequestPlane]:
     idle=st.booleans(),
     remove_stopped=st.booleans(),
     grid=st.booleans(),
+    noise=st.booleans(),
 )
 def test_compiled_routed_equals_specification(routing, seed, maxb, maxw, cap, tmo, load,
                                               initial, ops, offsets, idle, remove_stopped,
-                                              grid):
+                                              grid, noise):
+    """``noise``: replicas join and are resized to sizes with noise columns of their own."""
     rng = np.random.default_rng(seed)
     n = 1500
     if grid:  # every time a multiple of 1/256 s: simultaneous events, ties everywhere
@@ -91,24 +104,26 @@ def test_compiled_routed_equals_specification(routing, seed, maxb, maxw, cap, tm
     else:
         arr = np.cumsum(rng.exponential(1.0 / (load * 100.0), n))
         unit = rng.exponential(0.02, n)
+    src = size_noise_of(n, np.random.default_rng(seed + 1))
     planes = _planes(routing, arr, unit, rng, max_batch_size=maxb, max_wait_s=maxw,
-                     capacity=cap, timeout_s=tmo)
+                     capacity=cap, timeout_s=tmo, size_noise=src)
     width = 6
 
-    def sizes() -> tuple[list[float], list[float] | None, tuple | None]:
+    def sizes() -> tuple[list[float], list[float] | None, tuple | None, str | None]:
+        key = NOISE_KEYS[int(rng.integers(3))] if noise else None
         if grid:
             fac = (1.0 + 0.5 * np.arange(width) * rng.integers(0, 3)).tolist()
             off = (rng.integers(0, 2, width) / 256.0).tolist() if offsets else None
-            return fac, off, ([0.0, 0.125], [0.0, 1 / 64]) if idle else None
+            return fac, off, ([0.0, 0.125], [0.0, 1 / 64]) if idle else None, key
         fac = (1.0 + 0.3 * np.arange(width) * rng.uniform(0.5, 2.0)).tolist()
         off = rng.uniform(0.0, 0.003, width).tolist() if offsets else None
-        return fac, off, IDLE if idle else None
+        return fac, off, IDLE if idle else None, key
 
     next_id = 0
     for _ in range(initial):
-        f, o, c = sizes()
+        f, o, c, z = sizes()
         for pl in planes:
-            pl.add_replica(next_id, 0.0, f, o, c)
+            pl.add_replica(next_id, 0.0, f, o, c, z)
         next_id += 1
     cuts = np.sort(rng.uniform(0.0, arr[-1], len(ops)))
     if grid:  # control events at times where requests arrive and batches end
@@ -123,9 +138,9 @@ def test_compiled_routed_equals_specification(routing, seed, maxb, maxw, cap, tm
                     pl.remove(rid)
         live = sorted(planes[0].accepting)
         if op == "add":
-            f, o, c = sizes()
+            f, o, c, z = sizes()
             for pl in planes:
-                pl.add_replica(next_id, float(t), f, o, c)
+                pl.add_replica(next_id, float(t), f, o, c, z)
             next_id += 1
         elif op == "drain" and live:  # the last one too: then the router buffers
             rid = live[int(rng.integers(len(live)))]
@@ -139,9 +154,9 @@ def test_compiled_routed_equals_specification(routing, seed, maxb, maxw, cap, tm
             assert len({pl.crash(rid, float(t)) for pl in planes}) == 1
         elif op == "resize" and live:
             rid = live[int(rng.integers(len(live)))]
-            f, o, c = sizes()
+            f, o, c, z = sizes()
             for pl in planes:
-                pl.set_factors(rid, f, o, c)
+                pl.set_factors(rid, f, o, c, z)
         elif op == "batching":
             b = int(rng.integers(1, width))
             for pl in planes:
