@@ -75,6 +75,26 @@ def heapify(hf: np.ndarray, hs: np.ndarray, m: int) -> None:
 
 
 @njit(cache=True, nogil=True)
+def add_batch_busy(busy: np.ndarray, s: float, e: float, k: int) -> None:
+    """Port of ``requestplane.add_busy`` for the ``k`` requests of a batch in service over
+    ``[s, e)``: each request's piece of each second, ``(min(e, j + 1) - s) * (1 / k)`` and
+    then from each whole second on, added request after request (here: each piece ``k``
+    times, which adds the same floats to each second in the same order)."""
+    n = len(busy)
+    w = 1.0 / k
+    j = int(s)
+    while j < n:
+        cut = j + 1.0
+        v = ((e if e < cut else cut) - s) * w
+        for _ in range(k):
+            busy[j] += v
+        if not e > cut:
+            return
+        s = cut
+        j += 1
+
+
+@njit(cache=True, nogil=True)
 def _grow(qbuf: np.ndarray, qhead: int, qlen: int) -> np.ndarray:
     """A ring buffer twice as long holding the same queue, starting at index 0."""
     n = len(qbuf)
@@ -87,12 +107,13 @@ def _grow(qbuf: np.ndarray, qhead: int, qlen: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def advance_shared(arr, units, uoff, ucol, start_s, end_s, batch_size, replica,  # noqa: C901
-                   drop, qbuf, qhead, qlen, hf, hs, m, rids, factors, offsets, gaps, over, glen,
-                   nserv, maxb, maxw, cap, use_tmo, tmo, t0, i0, i1, T):
+                   drop, busy, qbuf, qhead, qlen, hf, hs, m, rids, factors, offsets, gaps, over,
+                   glen, nserv, maxb, maxw, cap, use_tmo, tmo, t0, i0, i1, T):
     """Port of ``RequestPlane._advance_shared``: one shared FIFO queue with batching, queue
     capacity (``cap < 0``: none) and timeouts, two kinds of event (the next arrival, the next
     batch start). Arrivals ``i0 <= i < i1`` are processed; batches start while their start is
-    before ``T``. ``nserv[s]`` is set to the size of each batch slot ``s`` starts.
+    before ``T``. ``nserv[s]`` is set to the size of each batch slot ``s`` starts; each batch's
+    busy time goes to ``busy`` (per second; empty: not kept) as it starts.
 
     Returns ``(qbuf, qhead, qlen)``: the queue left for the next segment."""
     inf = np.inf
@@ -136,6 +157,8 @@ def advance_shared(arr, units, uoff, ucol, start_s, end_s, batch_size, replica, 
             if glen[s] > 0:
                 e += _idle_overhead(tb - f, gaps[s], over[s], glen[s])
             r = rids[s]
+            if len(busy):
+                add_batch_busy(busy, tb, e, k)
             for _ in range(k):
                 j = qbuf[qhead]
                 qhead = (qhead + 1) & mask
@@ -176,7 +199,7 @@ def warm_up() -> tuple[float, bool]:
     hs = np.zeros(1, dtype=np.int64)
     heapify(hf, hs, 1)
     advance_shared(arr, np.ones((1, 2)), 0, np.zeros(1, np.int64), f64, f64.copy(), i32,
-                   i32.copy(), np.zeros(2, np.int8),
+                   i32.copy(), np.zeros(2, np.int8), np.zeros(2),
                    np.zeros(4, np.int64), 0, 0, hf, hs, 1, np.zeros(1, np.int64),
                    np.ones((1, 2)), np.zeros((1, 2)), np.zeros((1, 1)), np.zeros((1, 1)),
                    np.zeros(1, np.int64), np.zeros(1, np.int64), 1, 0.0, -1, False, 0.0,

@@ -5,9 +5,8 @@ the same results (``tests/test_observations_incremental.py`` checks it on random
 scenarios), in one compiled call per observation (:func:`now_step`: queue, in flight, busy time
 per replica) and one per slab when it is read (:func:`slab_step`), each a port of the numpy
 step that performs the same floating-point operations in the same order (completions and
-per-replica busy time summed request by request, busy pieces bin by bin in the order of
-``observations._add_busy``, the utilization rule of ``serving.utilization_per_s``). The monitor
-uses it when the request plane runs its compiled loops (numba is imported then anyway).
+per-replica busy time summed request by request). The monitor uses it when the request plane
+runs its compiled loops (numba is imported then anyway).
 
 The latency window is kept differently, for speed, with the same percentiles (order statistics
 of the same latencies): the completions of each slab in a queue with their end times, the
@@ -40,24 +39,16 @@ _QS = (50.0, 95.0, 99.0)
 
 
 @njit(cache=True, nogil=True)
-def _slab(arr, st, en, drop, bs, p, hi, a, b, comp, busy, out_end, out_ms, at):  # noqa: ANN001, ANN202
+def _slab(arr, en, drop, p, hi, a, b, comp, out_end, out_ms, at):  # noqa: ANN001, ANN202
     """Port of ``Requests.advance``: the slab ``[a, b)`` of requests ``p..hi-1`` into the
-    completion and busy bins; the completions' (end, latency ms), in request order, into
+    completion bins; the completions' (end, latency ms), in request order, into
     ``out_end``/``out_ms`` from ``at``. Returns ``(p_done, completions)``. A bin's running
-    count and busy sum stay in a register while the requests stay in it: the same additions
-    in the same order as adding to the arrays each time (counts are exact in any order)."""
-    ka = int(a)
-    part = np.zeros(int(b) - ka + 2)
-    # busy pieces: the first bin of every busy request (level 1 of observations._add_busy,
-    # summed per bin from zero in request order), the rest of the requests that go on
-    s_on, e_on, w_on = np.empty(hi - p), np.empty(hi - p), np.empty(hi - p)
-    n_on = top = nc = 0
+    count stays in a register while the requests stay in it (counts are exact in any order)."""
+    nc = 0
     p_done = hi
     blocked = False
     ck = -1  # the completion bin counted in cn
     cn = 0
-    pk = 0  # the busy bin (of part) summed in acc
-    acc = 0.0
     for i in range(p, hi):
         e = en[i]
         if e < b:
@@ -75,55 +66,8 @@ def _slab(arr, st, en, drop, bs, p, hi, a, b, comp, busy, out_end, out_ms, at): 
         elif not blocked:
             p_done = i
             blocked = True
-        s0 = st[i]
-        if s0 == s0:  # started (not NaN)
-            s = s0 if s0 > a else a
-            ee = e if e < b else b
-            if ee > s:
-                w = 1.0 / bs[i]
-                js = int(s)
-                cut = js + 1.0
-                f = ee if ee < cut else cut
-                j = js - ka
-                if j != pk:
-                    part[pk] = acc
-                    pk = j
-                    acc = part[j]
-                    if j > top:
-                        top = j
-                acc += (f - s) * w
-                if ee > cut:
-                    s_on[n_on] = cut
-                    e_on[n_on] = ee
-                    w_on[n_on] = w
-                    n_on += 1
     if cn:
         comp[ck] += cn
-    part[pk] = acc
-    for k in range(top + 1):
-        busy[ka + k] += part[k]
-        part[k] = 0.0
-    # the next levels (pieces of the requests that went on), the same way
-    n = n_on
-    while n > 0:
-        top = 0
-        n2 = 0
-        for j in range(n):
-            js = int(s_on[j])
-            cut = js + 1.0
-            f = e_on[j] if e_on[j] < cut else cut
-            part[js - ka] += (f - s_on[j]) * w_on[j]
-            if js - ka > top:
-                top = js - ka
-            if e_on[j] > cut:
-                s_on[n2] = cut
-                e_on[n2] = e_on[j]
-                w_on[n2] = w_on[j]
-                n2 += 1
-        for k in range(top + 1):
-            busy[ka + k] += part[k]
-            part[k] = 0.0
-        n = n2
     return p_done, nc
 
 
@@ -277,22 +221,20 @@ def _order_stats(ws, b_n, b_below, b_vals, stats):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True)
-def slab_step(arr, st, en, drop, bs, hi, a, b, bins, fin0, fin1, cur, lo, lo_prev, ws, f_end,  # noqa: ANN001, ANN201
-              f_ms, s_start, s_a, s_b, b_lo, b_hi, b_n, b_below, b_vals):
+def slab_step(arr, en, drop, hi, a, b, comp, cur, lo, lo_prev, ws, f_end, f_ms, s_start,  # noqa: ANN001, ANN201
+              s_a, s_b, b_lo, b_hi, b_n, b_below, b_vals):
     """Port of ``Requests.slab`` (see there), but for the latency percentiles, which
     :func:`latency_stats` reads when asked: returns ``(first, next entry of the latency
-    queue)``. ``bins``: the rows completions, busy, serving, utilization per second. The
-    slab's latencies join the queue (not the bands); those that ended in ``[lo_prev, lo)``
-    leave the window. ``cur[0]``: ``p_done``. When the queue has no room for
-    ``hi - p_done`` more latencies or the slab list for one more slab, nothing is done and
-    the first entry is -1 (make room, then call again)."""
+    queue)``. ``comp``: completions per second. The slab's latencies join the queue (not the
+    bands); those that ended in ``[lo_prev, lo)`` leave the window. ``cur[0]``: ``p_done``.
+    When the queue has no room for ``hi - p_done`` more latencies or the slab list for one
+    more slab, nothing is done and the first entry is -1 (make room, then call again)."""
     if b > a:
         if (ws[F_TAIL] + max(0, hi - cur[0]) > len(f_end)
                 or ws[S_TAIL] + 1 > len(s_start)):
             return -1, 0
         at = ws[F_TAIL]
-        p_done, nc = _slab(arr, st, en, drop, bs, cur[0], hi, a, b, bins[0], bins[1], f_end,
-                           f_ms, at)
+        p_done, nc = _slab(arr, en, drop, cur[0], hi, a, b, comp, f_end, f_ms, at)
         cur[0] = p_done
         if nc:
             s = ws[S_TAIL]
@@ -302,13 +244,6 @@ def slab_step(arr, st, en, drop, bs, hi, a, b, bins, fin0, fin1, cur, lo, lo_pre
             ws[S_TAIL] = s + 1
             ws[F_TAIL] = at + nc
             ws[N] += nc
-    # the utilization of the bins now final (port of serving.utilization_per_s)
-    busy = bins[1]
-    serve = bins[2]
-    util = bins[3]
-    for k in range(fin0, fin1):
-        u = busy[k] / serve[k] if serve[k] > 0 else 0.0
-        util[k] = u if u < 1.0 else 1.0
     # the latency window: the completions before lo out
     if not _expire(ws, f_end, f_ms, s_start, s_a, s_b, lo, lo_prev, b_lo, b_hi, b_n, b_below,
                    b_vals):
@@ -405,7 +340,7 @@ class CompiledRequests:
         self._rep = np.zeros(64)  # busy time per replica id (reused)
         self._read = False  # the latest observation's percentiles were read
         #: observations whose slab is not read yet (see ``Monitor``), and what reads them
-        self.pending: list[tuple[float, float, int, int, int, float, list[Any]]] = []
+        self.pending: list[tuple[float, float, int, float, list[Any]]] = []
         self.flush: Callable[[], None] = _nothing
 
     @property
@@ -459,8 +394,8 @@ class CompiledRequests:
                                       pl.replica, t, self.cur, rep, n_rid)
         return hi, queued, flight, rep if n_rid else None
 
-    def slab(self, pl, a: float, b: float, hi: int, bins: np.ndarray, fin0: int,  # noqa: ANN001
-             fin1: int, lo: float) -> tuple[Any, ...]:
+    def slab(self, pl, a: float, b: float, hi: int, comp: np.ndarray,  # noqa: ANN001
+             lo: float) -> tuple[Any, ...]:
         """See :meth:`~simscale.simulator.observations.Requests.slab`."""
         ws = self.ws
         if not self._read:
@@ -468,10 +403,9 @@ class CompiledRequests:
         kept = self.kept_from
         while True:
             head, tail = slab_step(
-                pl.arrival_s, pl.start_s, pl.end_s, pl.drop, pl.batch_size, hi, a, b, bins,
-                fin0, fin1, self.cur, lo if lo > kept else kept, kept, ws, self.f_end,
-                self.f_ms, self.s_start, self.s_a, self.s_b, self.b_lo, self.b_hi, self.b_n,
-                self.b_below, self.b_vals)
+                pl.arrival_s, pl.end_s, pl.drop, hi, a, b, comp, self.cur,
+                lo if lo > kept else kept, kept, ws, self.f_end, self.f_ms, self.s_start,
+                self.s_a, self.s_b, self.b_lo, self.b_hi, self.b_n, self.b_below, self.b_vals)
             if head >= 0:
                 break
             self._room(max(0, hi - int(self.cur[0])))
@@ -574,6 +508,31 @@ def _snapshot_percentiles(f_end: np.ndarray, f_ms: np.ndarray, h: int, t: int,
     return p50, p95, p99
 
 
+@njit(cache=True, nogil=True)
+def add_span(bins, lo, hi, times):  # noqa: ANN001, ANN201
+    """Port of ``observations._add_span``: ``bins[k] += times * |[lo, hi) & [k, k + 1)|``."""
+    if not hi > lo:
+        return
+    k0 = int(lo)
+    k1 = math.ceil(hi) - 1
+    if k0 >= k1:
+        bins[k0] += (hi - lo) * times
+        return
+    bins[k0] += (k0 + 1 - lo) * times
+    for k in range(k0 + 1, k1):
+        bins[k] += times
+    bins[k1] += (hi - k1) * times
+
+
+@njit(cache=True, nogil=True)
+def utilization_step(busy, serve, util, fin0, fin1):  # noqa: ANN001, ANN201
+    """Port of ``observations._utilization_step`` (``serving.utilization_per_s`` of the
+    seconds ``fin0..fin1-1``)."""
+    for k in range(fin0, fin1):
+        u = busy[k] / serve[k] if serve[k] > 0 else 0.0
+        util[k] = u if u < 1.0 else 1.0
+
+
 def warm_up() -> tuple[float, bool]:
     """Compile (or load from the cache) every kernel on a tiny input; returns ``(seconds,
     compiled)`` (``compiled``: numba had to compile rather than load its cache)."""
@@ -588,12 +547,15 @@ def warm_up() -> tuple[float, bool]:
         batch_size = np.array([1, 2, 0], dtype=np.int32)
         replica = np.array([0, 0, -1], dtype=np.int32)
 
-    bins = np.zeros((4, 4))
-    for a, b, fin0, fin1, lo in ((0.0, 1.5, 0, 1, -1.0), (1.5, 2.0, 1, 2, -2.0)):
+    comp = np.zeros(4)
+    for a, b, lo in ((0.0, 1.5, -1.0), (1.5, 2.0, -2.0)):
         hi = req.now(_Plane, b, 1)[0]
-        req.latency(req.slab(_Plane, a, b, hi, bins, fin0, fin1, lo), True)
-    kernels = (slab_step, now_step, latency_stats)
+        req.latency(req.slab(_Plane, a, b, hi, comp, lo), True)
+    add_span(comp, 0.5, 2.5, 2)
+    utilization_step(comp, comp, comp, 0, 2)
+    kernels = (slab_step, now_step, latency_stats, add_span, utilization_step)
     return time.perf_counter() - t0, any(k.stats.cache_misses for k in kernels)
 
 
-__all__ = ["CompiledRequests", "latency_stats", "now_step", "slab_step", "warm_up"]
+__all__ = ["CompiledRequests", "add_span", "latency_stats", "now_step", "slab_step",
+           "utilization_step", "warm_up"]

@@ -57,7 +57,7 @@ from itertools import chain
 import numpy as np
 from numba import njit
 
-from simscale.simulator._kernels import _sift_down
+from simscale.simulator._kernels import _sift_down, add_batch_busy
 from simscale.simulator.serving import (
     JoinIdleQueue,
     LeastOutstanding,
@@ -117,7 +117,7 @@ _START, _FLUSH, _KICK, _EVENT, _ARRIVE, _END = 0, 1, 2, 3, 4, 5
 
 @njit(cache=True, nogil=True)
 def advance_routed(arr, units, uoff, ucol, ru, start_s, end_s, batch_size, replica, drop,  # noqa: C901
-                   qin, qcnt, M, rids, acc, draining, fa, nserv, stop_t, stop_order,
+                   busy_s, qin, qcnt, M, rids, acc, draining, fa, nserv, stop_t, stop_order,
                    factors, offsets, gaps, over, glen, policy, rr, maxb, maxw, cap, use_tmo,
                    tmo, t0, i0, i1, T):
     """Port of ``RequestPlane._advance_general`` for per-replica queues: arrivals
@@ -383,6 +383,8 @@ def advance_routed(arr, units, uoff, ucol, ru, start_s, end_s, batch_size, repli
                         et += over[s, b_lo - 1] + (over[s, b_lo] - over[s, b_lo - 1]) * (
                             x - g0) / (gaps[s, b_lo] - g0)
             r = rids[s]
+            if len(busy_s):
+                add_batch_busy(busy_s, t, et, k)
             j = h
             for _ in range(k):
                 start_s[j] = t
@@ -513,7 +515,8 @@ def advance_routed_compiled(plane, T: float) -> None:
     cap = plane.capacity
     qout, rr, nstop = advance_routed(
         plane.arrival_s, plane._inputs[1], plane.base - plane._in_base, ucol, ru,
-        plane.start_s, plane.end_s, plane.batch_size, plane.replica, plane.drop, qin, qcnt, M,
+        plane.start_s, plane.end_s, plane.batch_size, plane.replica, plane.drop, plane.busy_s,
+        qin, qcnt, M,
         rids, acc, draining, fa_a, nserv, stop_t, stop_order, factors, offsets, gaps, over, glen,
         code, rr, int(plane.max_batch_size), float(plane.max_wait_s),
         -1 if cap is None else int(cap), tmo is not None, 0.0 if tmo is None else float(tmo),

@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 
-from simscale.simulator.observations import _add_busy
 from simscale.simulator.requestplane import DROP_NONE, DROP_QUEUE_FULL
 from simscale.simulator.sketch import EXACT_LIMIT, LatencySummary
 
@@ -285,3 +284,23 @@ def fold(acc: RequestFigures, plane: object, k: int, chunk: int = CHUNK_REQUESTS
         acc.add(arr[i:j], plane.start_s[i:j], plane.end_s[i:j],  # type: ignore[attr-defined]
                 plane.drop[i:j], plane.batch_size[i:j],  # type: ignore[attr-defined]
                 float(arr[j]) if j < n else math.inf)
+
+
+def _add_busy(bins: np.ndarray, s: np.ndarray, e: np.ndarray, w: np.ndarray, k0: int) -> None:
+    """``bins[k] += sum_j w_j * |[s_j, e_j) & [k, k + 1)|`` (``s >= k0 >= 0``, ``e > s``): the
+    piece of each interval in its first bin, then, for the intervals that go on, the same
+    from the next whole second."""
+    while True:
+        js = s.astype(np.int64)
+        cut = js + 1.0
+        first = np.minimum(e, cut)
+        first -= s
+        first *= w
+        part = np.bincount(js - k0, weights=first)
+        bins[k0:k0 + len(part)] += part
+        on = np.flatnonzero(e > cut)
+        if not len(on):
+            return
+        s = cut[on]
+        e = e[on]
+        w = w[on]

@@ -43,12 +43,15 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from simscale.profiler.colocation_schema import slowdown_factor
 from simscale.simulator.requestplane import (
     DROP_QUEUE_FULL,
     DROP_TIMEOUT,
     RequestPlane,
     _idle_overhead,
+    add_busy,
 )
 
 if TYPE_CHECKING:
@@ -453,6 +456,8 @@ class HostLoop:
         if where:
             for i in idxs:
                 where.pop(i, None)
+        if len(p.busy_s):  # (as the request plane adds a batch's busy time at its start)
+            add_busy(p.busy_s, np.full(k, t), np.full(k, e), k)
         p.bidx[r] = idxs
         p.cur_s[r] = s
         p.free_at[r] = e
@@ -498,9 +503,14 @@ class HostLoop:
             p.cur_s[r] = s
             e = p.free_at[r]
             if e > t:
+                e_old = e
                 e = t + (e - t) / s_old * s
                 p.free_at[r] = e
                 idxs = p.bidx[r]
+                if len(p.busy_s):  # (busy from t on: until the new end, not the old)
+                    k = len(idxs)
+                    add_busy(p.busy_s, np.full(k, t), np.full(k, e_old), k, -1)
+                    add_busy(p.busy_s, np.full(k, t), np.full(k, e), k)
                 if len(idxs) == 1:
                     p.end_s[idxs[0]] = e
                 else:

@@ -29,20 +29,17 @@ Semantics (times in seconds):
 - Co-location (a cluster of hosts with ``colocation``, :mod:`~simscale.simulator.colocation`):
   a batch progresses at ``1 / s(n)``, ``n`` the other batches in service on its node, so its
   end moves whenever a neighbour's batch starts or ends; all services advance together.
-- Observations (:mod:`simscale.simulator.observations`): histories are whole seconds ending at
-  ``t - metrics.lag_s`` (at most ``metrics.history_s`` of them); queue length, in-flight and
-  latency percentiles are taken at ``t - lag_s``; replica counts are the controller's current
-  ones (not lagged). ``utilization`` = busy time / serving time of replicas that are ready or
-  draining.
+- Observations (:mod:`simscale.simulator.observations`, semantics there): lagged by
+  ``metrics.lag_s`` but for the replica counts; ``utilization`` = busy time / serving time of
+  replicas that are ready or draining (``serving_changes`` records the latter as it changes).
 - Faults: each serving replica crashes after an exponential time with mean ``crash_mtbf_s``;
   a crashed replica disappears (the strategy's next decision replaces it). Each new replica is a
   straggler with probability ``straggler_fraction`` (service times x ``straggler_slowdown``).
 - Service times with ``service_time: profile``: the profile's serving overhead (for the time
   the replica was idle before the batch, when the profile measured it by idle time) plus the
   (serving-scaled) median line of the replica's size times the noise of the replica's size:
-  one uniform per request, the same for every size and strategy (common random numbers),
-  turned into each size's own fitted noise (:meth:`ServiceInputs.size_noise`, made only for
-  sizes a run uses); see the profile schema.
+  one uniform per request, the same for every size and strategy (common random numbers), made
+  each size's own fitted noise (:meth:`ServiceInputs.size_noise`); see the profile schema.
 - ``Decision.info``: the run's ``info`` holds the mean over decisions of each reported figure.
 """
 
@@ -194,6 +191,8 @@ class _ServiceSim:
         self._stm_cache: dict[tuple[str, int], Any] = {}
         self._factor_cache: dict[tuple[str, int, float, int], Any] = {}
         self.records: list[ReplicaRecord] = []
+        #: ``(time s, +1 | -1)`` as replicas become ready or stop serving (as learnt, not sorted)
+        self.serving_changes: list[tuple[float, int]] = []
         #: the records not stopped, by id (in creation order): what every decision scans
         #: (the run's whole history would make each decision slower as the run goes on)
         self.live: dict[int, ReplicaRecord] = {}
@@ -317,6 +316,7 @@ class _ServiceSim:
         now = self.env.now
         rec.state = "ready"
         rec.ready_s = now
+        self.serving_changes.append((now, 1))
         if self.hosts is not None:
             self._set_host(rec)
         self.plane.add_replica(rec.rid, now, *self._factors(self.size_of(rec), rec.slowdown,
@@ -352,6 +352,8 @@ class _ServiceSim:
         was_placed = not math.isnan(rec.placed_s)
         rec.state = "stopped"
         rec.stop_s = t_s
+        if rec.ready_s == rec.ready_s:  # (it had served: not NaN)
+            self.serving_changes.append((t_s, -1))
         self.live.pop(rec.rid, None)
         if remove:
             self.plane.remove(rec.rid)

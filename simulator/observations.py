@@ -11,8 +11,7 @@ compiled or the process has loaded it), whose cost does not grow with the window
 only when a strategy reads them (the observation computes them on first read, from a snapshot
 of the window that later observations do not change). The figures go through
 :func:`simscale.simulator.serving.build_observation`, the one definition shared with the real
-cluster. Also the two array kernels the figures of a run reuse: :func:`busy_cumulative` and
-:func:`percentiles_linear`.
+cluster. Also :func:`percentiles_linear`, which the figures of a run reuse.
 
 Semantics (times in seconds): histories are whole seconds ending at ``t - metrics.lag_s`` (at
 most ``metrics.history_s`` of them); queue length, in-flight and latency percentiles are taken at
@@ -20,12 +19,14 @@ most ``metrics.history_s`` of them); queue length, in-flight and latency percent
 
 Why a slab can be read once: everything the bins, the latency window and the per-replica busy
 time need about ``[a, b)`` is final once the request plane has been advanced to ``b`` (an end
-time before ``b`` never changes; a crash later than ``b`` only cuts an end time to a time at or
-after ``b``), so the values do not depend on when the slab is read.
+time before ``b`` never changes; a crash later than ``b`` only cuts an end time, and the busy
+time of the plane's seconds, from a time at or after ``b``; a replica's readiness or stop
+before ``b`` is known by then), so the values do not depend on when the slab is read.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import sys
 from collections import deque
@@ -39,7 +40,7 @@ from simscale.simulator.scenario import Scenario
 from simscale.simulator.serving import build_observation, utilization_per_s
 from simscale.strategies.base import Observation, ReplicaCounts, latency_window_of
 
-__all__ = ["Monitor", "Requests", "busy_cumulative", "percentiles_linear"]
+__all__ = ["Monitor", "Requests", "percentiles_linear"]
 
 _QS = (50, 95, 99)
 
@@ -49,19 +50,24 @@ class Monitor:
 
     State: the per-second bins (final for ``[0, fin)``; the bin holding ``t_done`` is partly
     filled) with the utilization of the final ones, ``t_done`` (every contribution before it is
-    in the bins, or in a slab still to read) and the replica records that may still serve. What
-    is read request by request (queue, in flight, per-replica busy time at each observation;
-    completions, busy time and latencies slab by slab) is kept by :attr:`requests`:
-    :class:`Requests` (numpy), or its compiled twin when the request plane runs compiled loops
-    (``kernels``: ``"compiled"`` or ``"python"``; default: the plane's, see
-    :func:`_monitor_kernels`).
+    in the bins, or in a slab still to read) and the replica records not stopped. The busy
+    time per second is the request plane's own (:attr:`RequestPlane.busy_s
+    <simscale.simulator.requestplane.RequestPlane.busy_s>`: each batch's service time, added
+    when the batch starts), final below the time the plane has been advanced to. What is read
+    request by request (queue, in flight, per-replica busy time at each observation;
+    completions and latencies slab by slab) is kept by :attr:`requests`: :class:`Requests`
+    (numpy), or its compiled twin when the request plane runs compiled loops (``kernels``:
+    ``"compiled"`` or ``"python"``; default: the plane's, see :func:`_monitor_kernels`).
 
-    The slabs are read lazily: each observation queues its slab ``[a, b)`` (with its window
-    start) in ``requests.pending``, and the queue is read, oldest first and each slab as it
-    would have been read at its observation, when a strategy first reads ``completions_per_s``,
-    ``utilization_per_s`` or a latency percentile of any observation, or when the bins or
-    ``requests.p_done`` (a streaming run) are read. So the same floats come out, and a strategy
-    that reads none of them (``hpa``, ``kpa``) does not pay for the pass over the requests."""
+    The slabs are read lazily, each as it would have been read at its observation, oldest
+    first: each observation queues its slab ``[a, b)`` twice, in ``requests.pending`` (with its
+    window start) for the completions and latencies, read when a strategy first reads
+    ``completions_per_s`` or a latency percentile of any observation, or when ``requests.p_done``
+    (a streaming run) is read; and in :attr:`pending_util` for the serving time and the
+    utilization of the seconds it makes final, read when a strategy first reads
+    ``utilization_per_s``. So the same floats come out, a strategy that reads none of them
+    (``hpa``, ``kpa``) does not pay for either, and one that reads only the utilization
+    (``threshold``) never reads the requests."""
 
     def __init__(self, sim: Any, scenario: Scenario, kernels: str | None = None) -> None:
         """``sim``: the engine's per-service simulation (its plane, records, service, size)."""
@@ -70,23 +76,32 @@ class Monitor:
         self.history_s = int(scenario.metrics.history_s)
         self.n_bins = int(math.ceil(scenario.duration_s))
         self.arr_bins = sim.plane.arrivals_per_s(self.n_bins)
-        # rows: completions, busy, serving, utilization per second; bins up to
+        #: busy seconds per second, kept by the request plane as its batches start
+        self._busy = sim.plane.track_busy(self.n_bins + 2)
+        # rows: completions, serving, utilization per second; bins up to
         # floor(t_obs) <= n_bins are written (the last one partly)
-        self._bins = np.zeros((4, self.n_bins + 2))
-        self.serve_bins = self._bins[2]
+        self._bins = np.zeros((3, self.n_bins + 2))
+        #: slabs whose serving time and utilization are still to add: ``(a, b, fin0, fin1)``
+        self.pending_util: list[tuple[float, float, int, int]] = []
         self.fin = 0
         self.t_done = 0.0
-        #: replica records that may serve at or after the first slab not read yet
-        self._recs: list[Any] = []
         self._live: list[Any] = []  # replica records not stopped (at the last observation)
+        #: the serving changes not yet added (a heap), how many of the engine's were taken,
+        #: and how many replicas served at the end of the last slab read
+        self._changes: list[tuple[float, int]] = []
+        self._n_changes = 0
+        self._serving = 0
         self._n_recs = 0  # records of sim.records seen
         self._counts_key: tuple[int, int, int, int] | None = None
         self._counts = ReplicaCounts()
         self._gen = 0  # observations made
+        #: the serving-time and utilization steps (numpy, or their compiled ports)
+        self._span, self._util_step = _add_span, _utilization_step
         if (kernels or _monitor_kernels(sim.plane)) == "compiled":
-            from simscale.simulator._kernels_monitor import CompiledRequests
+            from simscale.simulator import _kernels_monitor as km
 
-            self.requests: Requests = CompiledRequests()
+            self.requests: Requests = km.CompiledRequests()
+            self._span, self._util_step = km.add_span, km.utilization_step
         else:
             self.requests = Requests()
         self.requests.flush = self.flush
@@ -99,30 +114,50 @@ class Monitor:
 
     @property
     def busy_bins(self) -> np.ndarray:
-        """Busy time per second (s; the pending slabs read first)."""
-        self.flush()
+        """Busy time per second (s; the request plane's, final below ``fin``)."""
+        return self._busy
+
+    @property
+    def serve_bins(self) -> np.ndarray:
+        """Time replicas were ready or draining per second (s; the pending slabs read
+        first)."""
+        self.flush_util()
         return self._bins[1]
 
     @property
     def util_bins(self) -> np.ndarray:
         """Utilization of each final second (the pending slabs read first)."""
-        self.flush()
-        return self._bins[3]
+        self.flush_util()
+        return self._bins[2]
 
     def flush(self) -> None:
-        """Read the pending slabs, oldest first; each fills its ticket with its latency
-        snapshot."""
+        """Read the pending slabs' requests, oldest first; each fills its ticket with its
+        latency snapshot."""
         req = self.requests
         pending = req.pending
         if not pending:
             return
         req.pending = []
         pl = self.sim.plane
-        bins = self._bins
-        for a, b, hi, fin0, fin1, lo, ticket in pending:
+        comp = self._bins[0]
+        for a, b, hi, lo, ticket in pending:
+            ticket.append(req.slab(pl, a, b, hi, comp, lo))
+
+    def flush_util(self) -> None:
+        """Add the pending slabs' serving time, oldest first, and the utilization of the
+        seconds each made final (port: ``serving.utilization_per_s``)."""
+        pending = self.pending_util
+        if not pending:
+            return
+        self.pending_util = []
+        busy = self._busy
+        serve = self._bins[1]
+        util = self._bins[2]
+        step = self._util_step
+        for a, b, fin0, fin1 in pending:
             if b > a:
                 self._serve(a, b)
-            ticket.append(req.slab(pl, a, b, hi, bins, fin0, fin1, lo))
+            step(busy, serve, util, fin0, fin1)
 
     def observe(self, t_s: float) -> Observation:
         sim = self.sim
@@ -132,9 +167,7 @@ class Monitor:
             t_obs = 0.0
         recs = sim.records
         if len(recs) > self._n_recs:
-            new = recs[self._n_recs:]
-            self._recs.extend(new)
-            self._live.extend(new)
+            self._live.extend(recs[self._n_recs:])
             self._n_recs = len(recs)
         a = self.t_done
         fin0 = self.fin
@@ -167,7 +200,8 @@ class Monitor:
         req = self.requests
         hi, qlen, infl, busy_by = req.now(pl, t_obs, sim._next_rid if ready else 0)
         ticket: list[Any] = []
-        req.pending.append((a, t_obs, hi, fin0, self.fin, t_obs - window_s, ticket))
+        req.pending.append((a, t_obs, hi, t_obs - window_s, ticket))
+        self.pending_util.append((a, t_obs, fin0, self.fin))
         self._gen = gen = self._gen + 1
         per_rep = []
         if ready:
@@ -193,8 +227,8 @@ class Monitor:
             return (bins[0, kb0:kb1].copy(),)
 
         def utilization() -> tuple[np.ndarray]:
-            self.flush()
-            return (bins[3, kb0:kb1].copy(),)
+            self.flush_util()
+            return (bins[2, kb0:kb1].copy(),)
 
         arr_bins = self.arr_bins
         return build_observation(
@@ -208,26 +242,26 @@ class Monitor:
             max_wait_ms=sim.max_wait_s * 1000.0)
 
     def _serve(self, a: float, b: float) -> None:
-        """Add each replica's ready-or-draining time in ``[a, b)`` to the serving bins, when
-        the slab is read (what changed since happened at or after ``b``: the same spans)."""
-        whole = 0  # replicas serving all of [a, b)
-        keep = []
-        for rec in self._recs:
-            ready = rec.ready_s
-            stopped = rec.state == "stopped"
-            stop = rec.stop_s if stopped else math.inf
-            if stopped and not stop > a:  # (NaN: never served)
-                continue
-            keep.append(rec)
-            if not ready < b:  # (NaN: not ready yet)
-                continue
-            if ready <= a and stop >= b:
-                whole += 1
-            else:
-                _add_span(self.serve_bins, max(ready, a), min(stop, b), 1)
-        self._recs = keep
-        if whole:
-            _add_span(self.serve_bins, a, b, whole)
+        """Add the time replicas were ready or draining in ``[a, b)`` to the serving bins, from
+        the engine's ``serving_changes`` (when the slab is read: by then every change before
+        ``b`` is known, and the slabs read before ended at or before ``a``)."""
+        changes = self.sim.serving_changes
+        heap = self._changes
+        while self._n_changes < len(changes):  # (learnt out of time order: kept in a heap)
+            heapq.heappush(heap, changes[self._n_changes])
+            self._n_changes += 1
+        serve = self._bins[1]
+        span = self._span
+        n = self._serving
+        t = a
+        while heap and heap[0][0] < b:
+            te, d = heapq.heappop(heap)
+            if te > t:
+                span(serve, t, te, n)
+                t = te
+            n += d
+        span(serve, t, b, n)
+        self._serving = n
 
 
 def _monitor_kernels(plane: Any) -> str:
@@ -251,14 +285,14 @@ class Requests:
     results. Cursors: every request before ``p_done`` ended before the last slab read, every
     one before ``p_1s`` ended before the last ``t - 1`` asked, every one before ``p_now`` ended
     at or before the last ``t`` asked. ``pending``: the slabs the monitor has yet to read
-    (``(a, b, hi, fin0, fin1, lo, ticket)``), ``flush`` reads them."""
+    (``(a, b, hi, lo, ticket)``), ``flush`` reads them."""
 
     def __init__(self) -> None:
         self._p_done = 0
         self.p_1s = 0
         self.p_now = 0
         self.latency_window = _LatencyWindow()
-        self.pending: list[tuple[float, float, int, int, int, float, list[Any]]] = []
+        self.pending: list[tuple[float, float, int, float, list[Any]]] = []
         self.flush: Callable[[], None] = _nothing
 
     @property
@@ -293,17 +327,14 @@ class Requests:
         self.p_1s = _pointer(pl.end_s, self.p_1s, hi, t - 1.0)
         return hi, qlen, infl, self.replica_busy(pl, t, hi, n_rid) if n_rid else None
 
-    def slab(self, pl: Any, a: float, b: float, hi: int, bins: np.ndarray, fin0: int,
-             fin1: int, lo: float) -> tuple[Any, ...]:
+    def slab(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray, lo: float
+             ) -> tuple[Any, ...]:
         """Read the slab ``[a, b)`` of an observation at ``b`` (``hi``: the first arrival at
-        or after ``b``; the monitor has added its serving time; nothing when ``b <= a``) into
-        ``bins`` (rows: completions, busy time, serving time, utilization per second), the
-        utilization of the bins ``[fin0, fin1)`` that are now final, and move the latency
-        window to ``[lo, b)``; returns the window's snapshot for :meth:`latency`."""
+        or after ``b``; nothing when ``b <= a``): its completions into ``comp_bins`` (per
+        second), and move the latency window to ``[lo, b)``; returns the window's snapshot for
+        :meth:`latency`."""
         if b > a:
-            self.advance(pl, a, b, hi, bins[0], bins[1])
-        if fin1 > fin0:
-            bins[3, fin0:fin1] = utilization_per_s(bins[1, fin0:fin1], bins[2, fin0:fin1])
+            self.advance(pl, a, b, hi, comp_bins)
         if lo < self.latency_window.kept_from:
             self._refill(pl, lo, b, hi)
         return self.latency_window.snapshot(lo)
@@ -314,10 +345,9 @@ class Requests:
         none), whenever it is read."""
         return _percentiles_or_nan(*snap)
 
-    def advance(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray,
-                busy_bins: np.ndarray) -> None:
+    def advance(self, pl: Any, a: float, b: float, hi: int, comp_bins: np.ndarray) -> None:
         """Add the slab ``[a, b)`` (``b > a``; ``hi``: the first arrival at or after ``b``):
-        completions and busy time to the bins, latencies to the window."""
+        completions to the bins, latencies to the window."""
         p = self._p_done
         ka = int(a)
         if hi <= p:
@@ -336,11 +366,6 @@ class Requests:
             else:
                 cnt = np.bincount(ec.astype(np.int64) - ka)
                 comp_bins[ka:ka + len(cnt)] += cnt
-        s = np.maximum(pl.start_s[p:hi], a)  # NaN (not started) stays NaN
-        e = np.minimum(end, b)
-        sel = np.flatnonzero(e > s)
-        if len(sel):  # busy in [a, b): a batch of b counts 1/b per request
-            _add_busy(busy_bins, s[sel], e[sel], 1.0 / pl.batch_size[p:hi][sel], ka)
         if done.all():
             self._p_done = hi
         else:
@@ -382,24 +407,11 @@ def _pointer(end_s: np.ndarray, p: int, hi: int, bound: float) -> int:
     return p + int(done.argmin())
 
 
-def _add_busy(bins: np.ndarray, s: np.ndarray, e: np.ndarray, w: np.ndarray, k0: int) -> None:
-    """``bins[k] += sum_j w_j * |[s_j, e_j) & [k, k + 1)|`` (``s >= k0 >= 0``, ``e > s``): the
-    piece of each interval in its first bin, then, for the intervals that go on, the same
-    from the next whole second."""
-    while True:
-        js = s.astype(np.int64)
-        cut = js + 1.0
-        first = np.minimum(e, cut)
-        first -= s
-        first *= w
-        part = np.bincount(js - k0, weights=first)
-        bins[k0:k0 + len(part)] += part
-        on = np.flatnonzero(e > cut)
-        if not len(on):
-            return
-        s = cut[on]
-        e = e[on]
-        w = w[on]
+def _utilization_step(busy: np.ndarray, serve: np.ndarray, util: np.ndarray, fin0: int,
+                      fin1: int) -> None:
+    """The utilization of the seconds ``fin0..fin1-1`` (``serving.utilization_per_s``)."""
+    if fin1 > fin0:
+        util[fin0:fin1] = utilization_per_s(busy[fin0:fin1], serve[fin0:fin1])
 
 
 def _add_span(bins: np.ndarray, lo: float, hi: float, times: int) -> None:
@@ -499,34 +511,6 @@ def _percentiles_or_nan(*snap: Any) -> tuple[float, float, float]:
         return math.nan, math.nan, math.nan
     p50, p95, p99 = percentiles_linear(lat, _QS)
     return p50, p95, p99
-
-
-def busy_cumulative(start: np.ndarray, end: np.ndarray, weight: np.ndarray | None,
-                     edges: np.ndarray) -> np.ndarray:
-    """``B(x) = sum_j weight_j * clip(x - start_j, 0, end_j - start_j)`` at each edge ``x``
-    (busy time accumulated up to ``x``), by sorting instead of an n x m matrix.
-
-    ``weight=None`` means all ones: then the sorted times alone (not a stable argsort) give
-    the same cumulative sums, and sorted starts (FIFO) are not sorted again."""
-    out = np.zeros(len(edges))
-    for times, sign in ((start, 1.0), (end, -1.0)):
-        if weight is None:
-            if len(times) > 1 and not bool(np.all(times[1:] >= times[:-1])):
-                times = np.sort(times)
-            cw = np.arange(len(times) + 1, dtype=np.float64)
-            cwt = np.empty(len(times) + 1)
-            cwt[0] = 0.0
-            np.cumsum(times, out=cwt[1:])
-            k = np.searchsorted(times, edges, side="right")
-        else:
-            order = np.argsort(times, kind="stable")
-            ts = times[order]
-            ws = weight[order]
-            cw = np.concatenate(([0.0], np.cumsum(ws)))
-            cwt = np.concatenate(([0.0], np.cumsum(ws * ts)))
-            k = np.searchsorted(ts, edges, side="right")
-        out += sign * (cw[k] * edges - cwt[k])
-    return out
 
 
 def _percentile_ranks(n: int, qs: tuple[float, ...]

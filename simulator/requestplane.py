@@ -45,6 +45,11 @@ Per-request results live in compact numpy arrays (``start_s``, ``end_s`` float64
 ``batch_size``, ``replica`` int32, ``drop`` int8): for a dropped request ``end_s`` holds the drop
 time and ``start_s`` is NaN unless it was in service (crash). Every request is accounted for:
 arrived = served + dropped + still queued/in service.
+
+Busy time (:meth:`RequestPlane.track_busy`, what the autoscaler's utilization is made of): each
+second ``[k, k + 1)`` of the run holds the replicas' busy seconds in it, a batch of ``b``
+counting ``1/b`` per request, added when the batch starts (its end is known then) and taken off
+from a crash on; so the seconds before the time the plane has been advanced to are final.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from array import array
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -75,6 +80,7 @@ __all__ = [
     "DROP_REASONS",
     "DROP_TIMEOUT",
     "RequestPlane",
+    "add_busy",
     "prepare_kernels",
     "resolve_kernels",
 ]
@@ -83,6 +89,8 @@ DROP_NONE, DROP_QUEUE_FULL, DROP_TIMEOUT, DROP_CRASH = 0, 1, 2, 3
 #: drop codes -> the names used in results
 DROP_REASONS: tuple[str, ...] = ("", "queue_full", "timeout", "crash")
 _INF = math.inf
+#: the busy time of a plane that keeps none (see :meth:`RequestPlane.track_busy`)
+_NO_BUSY = np.zeros(0)
 _NAN = math.nan
 _COMPLETE, _DEADLINE = 0, 1
 KERNELS = ("auto", "compiled", "python")
@@ -225,6 +233,8 @@ class RequestPlane:
         #: requests in the whole run
         n = len(self.arrival_s) if feed is None else feed.n
         self.n = n
+        #: busy seconds per second of the run, when kept (:meth:`track_busy`)
+        self.busy_s = _NO_BUSY
         self.base = 0  #: index in the run of the arrays' first request
         self.windowed = window is not None
         self.routing = routing
@@ -360,6 +370,14 @@ class RequestPlane:
             out[r] = (off[r], fac[r], lists[c])
         return out
 
+    def track_busy(self, n_bins: int) -> np.ndarray:
+        """Keep the replicas' busy time per second ``[k, k + 1)``, ``k < n_bins``, from now on
+        (call before the first :meth:`advance`); returns the array (s), which the plane keeps
+        up to date: see the module docstring (every caller gets the same array)."""
+        if len(self.busy_s) != int(n_bins):
+            self.busy_s = np.zeros(int(n_bins))
+        return self.busy_s
+
     def set_batching(self, max_batch_size: int, max_wait_s: float) -> None:
         """Change the batching limits from now on (factors must cover ``max_batch_size``)."""
         self.max_batch_size = int(max_batch_size)
@@ -425,6 +443,9 @@ class RequestPlane:
             hit = np.nonzero((self.replica[sl] == rid) & (self.end_s[sl] > t_s)
                              & (self.drop[sl] == DROP_NONE))[0] + lo
             self.drop[hit] = DROP_CRASH
+            if len(self.busy_s):  # (busy no more from the crash on)
+                add_busy(self.busy_s, np.full(len(hit), t_s), self.end_s[hit],
+                         self.batch_size[hit], -1)
             self.end_s[hit] = t_s
             dropped += len(hit)
         q = self.rq.get(rid)
@@ -673,7 +694,8 @@ class RequestPlane:
         tmo = self.timeout_s
         self._qbuf, self._qhead, self._qlen = K.advance_shared(
             self.arrival_s, self._inputs[1], self.base - self._in_base, ucol, self.start_s,
-            self.end_s, self.batch_size, self.replica, self.drop, self._qbuf, self._qhead,
+            self.end_s, self.batch_size, self.replica, self.drop, self.busy_s, self._qbuf,
+            self._qhead,
             self._qlen, hf, hs, m, rids, factors, offsets, gaps, over, glen, nserv,
             self.max_batch_size, self.max_wait_s,
             -1 if self.capacity is None else int(self.capacity), tmo is not None,
@@ -808,6 +830,8 @@ class RequestPlane:
         self.end_s[tgt] = E
         self.replica[tgt] = R
         self.batch_size[tgt] = bs
+        if len(self.busy_s):
+            add_busy(self.busy_s, S, E, bs)
 
     # -- shared queue with batching ----------------------------------------------------------
     def _advance_shared(self, T: float) -> None:
@@ -1134,6 +1158,33 @@ class RequestPlane:
             idx = d[:, 0].astype(np.int64)
             self.drop[idx] = d[:, 1].astype(np.int8)
             self.end_s[idx] = d[:, 2]
+
+
+def add_busy(busy: np.ndarray, s: Any, e: Any, b: Any, sign: int = 1) -> None:
+    """``busy[k] += sign * |[s_j, e_j) & [k, k + 1)| / b_j`` for ``k < len(busy)``, request
+    ``j`` after request ``j - 1`` and each one's seconds in order (``s >= 0``; ``b``: its batch's
+    size, or one for all): the compiled loops add the same pieces (``(min(e, k + 1) - s) *
+    (1 / b)``, then from each whole second on) in the same order, so both give the same floats.
+    ``sign`` -1 takes them off (a crash)."""
+    n = len(busy)
+    s = np.asarray(s, dtype=np.float64)
+    if not n or not len(s):
+        return
+    e = np.asarray(e, dtype=np.float64)
+    w = 1.0 / np.broadcast_to(np.asarray(b, dtype=np.float64), s.shape)
+    k0 = s.astype(np.int64)
+    m = np.maximum(np.ceil(e).astype(np.int64) - k0, 1)  # (the seconds each one touches)
+    if (m == 1).all():  # (within one second each: one piece per request)
+        pieces, bins = (np.minimum(e, k0 + 1.0) - s) * w, k0
+    else:
+        j = np.repeat(np.arange(len(s)), m)
+        bins = np.arange(len(j)) - np.repeat(np.cumsum(m) - m, m) + k0[j]
+        lo = np.where(bins == k0[j], s[j], bins.astype(np.float64))
+        pieces = (np.minimum(e[j], bins + 1.0) - lo) * w[j]
+    keep = bins < n
+    if not keep.all():
+        bins, pieces = bins[keep], pieces[keep]
+    (np.add if sign > 0 else np.subtract).at(busy, bins, pieces)
 
 
 def _moved(buf: np.ndarray | None, off: int, live: int, size: int,

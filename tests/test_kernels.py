@@ -40,14 +40,32 @@ def size_noise_of(n: int, rng: np.random.Generator):  # noqa: ANN201 - a callabl
     return size_noise
 
 
+def assert_busy_of_requests(pl: RequestPlane) -> None:
+    """The plane's busy time per second is every started request's time in service in that
+    second over its batch's size (crashes cut), up to the summation's rounding."""
+    want = np.zeros(len(pl.busy_s))
+    s, e, b = pl.start_s, pl.end_s, pl.batch_size
+    on = ~np.isnan(s)
+    for s0, e0, b0 in zip(s[on].tolist(), e[on].tolist(), b[on].tolist(), strict=True):
+        k = int(s0)
+        while k < len(want) and e0 > s0:
+            cut = k + 1.0
+            want[k] += (min(e0, cut) - s0) / b0
+            s0 = cut
+            k += 1
+    np.testing.assert_allclose(pl.busy_s, want, rtol=0, atol=1e-9)
+    assert (pl.busy_s > -1e-9).all()
+
+
 def _state(pl: RequestPlane) -> tuple:
     return (pl.next_i, pl.queue_length(), pl.in_service(), sorted(pl.free_at.items()),
             sorted(pl.stopped.items()), sorted(pl.accepting))
 
 
 def _assert_same(a: RequestPlane, b: RequestPlane) -> None:
-    for name in ("start_s", "end_s", "drop", "replica", "batch_size"):
+    for name in ("start_s", "end_s", "drop", "replica", "batch_size", "busy_s"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert_busy_of_requests(a)
     assert _state(a) == _state(b)
     assert {r: a.outstanding(r) for r in a.free_at} == {r: b.outstanding(r) for r in b.free_at}
 
@@ -95,6 +113,8 @@ def test_compiled_shared_queue_equals_specification(seed, maxb, maxw, cap, tmo, 
     planes = [RequestPlane(arr, unit, max_batch_size=maxb, max_wait_s=maxw, capacity=cap,
                            timeout_s=tmo, kernels=k, size_noise=src)
               for k in ("python", "compiled")]
+    for pl in planes:
+        pl.track_busy(int(arr[-1]) + 200)
     width = 6
 
     def sizes() -> tuple[list[float], list[float] | None, tuple | None, str | None]:

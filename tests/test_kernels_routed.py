@@ -58,7 +58,7 @@ def _state(pl: RequestPlane) -> tuple:
 
 
 def _assert_same(a: RequestPlane, b: RequestPlane) -> None:
-    for name in ("start_s", "end_s", "drop", "replica", "batch_size"):
+    for name in ("start_s", "end_s", "drop", "replica", "batch_size", "busy_s"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert _state(a) == _state(b)
     assert {r: a.outstanding(r) for r in a.free_at} == {r: b.outstanding(r) for r in b.free_at}
@@ -68,8 +68,11 @@ def _planes(routing, arr, unit, rng, **kw: object) -> list[RequestPlane]:
     n = len(arr)
     draws = {"power_of_two": 2, "random": 1, "join_idle_queue": 1}.get(routing, 0)
     ru = None if draws == 0 else (rng.random(n) if draws == 1 else rng.random((n, 2)))
-    return [RequestPlane(arr, unit, routing=routing, route_u=ru, kernels="python", **kw)
-            for _ in range(2)]
+    planes = [RequestPlane(arr, unit, routing=routing, route_u=ru, kernels="python", **kw)
+              for _ in range(2)]
+    for pl in planes:
+        pl.track_busy(int(arr[-1]) + 200)
+    return planes
 
 
 @pytest.mark.parametrize("routing", ROUTED)

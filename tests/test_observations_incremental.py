@@ -26,9 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simscale.simulator import engine
+from simscale.simulator.accumulate import _add_busy
 from simscale.simulator.engine import run_strategy
 from simscale.simulator.inputs import service_inputs
-from simscale.simulator.observations import _add_busy, _LatencyWindow, busy_cumulative
+from simscale.simulator.metrics import busy_cumulative
+from simscale.simulator.observations import _LatencyWindow
 from simscale.simulator.requestplane import DROP_NONE, DROP_QUEUE_FULL
 from simscale.simulator.scenario import Scenario, load_scenario
 from simscale.simulator.serving import ROUTING_POLICIES, build_observation
