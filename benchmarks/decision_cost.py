@@ -28,29 +28,34 @@ compiled call with its own cursors; a leaner slab loop (running bin sums in regi
 52.8 / 32.0 (threshold / hpa / kpa) at the start of the session of ``now`` (load average
 about 2.2), ``now`` at its end (load average about 0.9). For ``cost_aware`` and ``oracle``,
 ``now`` is the solver that searches replica counts one at a time in scalars and stops at the
-first meeting the SLO (bit-identical decisions), measured 2026-12-03 on a quiet machine, when
-threshold / hpa / kpa measured 49.5 / 33.1 / 21.9.
+first meeting the SLO (bit-identical decisions). ``last`` (2026-12-03, evening, load average
+about 0.7): the request plane keeps the busy time per second as its batches start
+(``RequestPlane.track_busy``) and the engine records when replicas start and stop serving, so
+the utilization ``threshold`` reads needs no pass over the requests (the slab pass, which now
+counts completions and latencies only, runs only when they are read); the serving time of a
+slab is added when it is read (``hpa`` and ``kpa`` never pay for it); compiled ports of the
+serving spans and the utilization step; the stabilization window drops its oldest record in
+place.
 
-============  =========  ==========  ======  =====  ======================================
-strategy      before     first pass  second  now    now, per service (linear_regression /
-                                                    xgboost / resnet50)
-============  =========  ==========  ======  =====  ======================================
-threshold        311.9       107.9     48.0   48.4  62.2 / 45.5 / 34.6
-hpa              320.9       109.8     51.6   33.3  35.7 / 31.6 / 31.7
-kpa              227.4        48.4     32.2   21.4  22.0 / 20.5 / 21.4
-cost_aware      1258.9       583.9      --    175.3  182.0 / 174.1 / 166.2
-oracle          1734.7       223.5      --    149.0  160.8 / 131.1 / 150.8
-============  =========  ==========  ======  =====  ======================================
+============  =========  ==========  ======  =====  =====  ==================================
+strategy      before     first pass  second  now    last   last, per service (linear_regr. /
+                                                           xgboost / resnet50)
+============  =========  ==========  ======  =====  =====  ==================================
+threshold        311.9       107.9     48.0   48.4   26.4  29.1 / 26.4 / 23.8
+hpa              320.9       109.8     51.6   33.3   23.6  26.1 / 23.3 / 21.0
+kpa              227.4        48.4     32.2   21.4   17.7  18.3 / 17.7 / 17.0
+cost_aware      1258.9       583.9      --    175.3  158.6  164.4 / 159.1 / 140.7
+oracle          1734.7       223.5      --    149.0  137.5  152.7 / 124.1 / 138.0
+============  =========  ==========  ======  =====  =====  ==================================
 
 linear_regression and xgboost (720 000 and 360 000 requests) run the compiled request plane
 and with it the compiled monitor (:mod:`simscale.simulator._kernels_monitor`); resnet50 (11 000
 requests) runs its request plane in Python and, since the other services loaded it, the
-compiled monitor. What remains: for ``threshold`` (it reads utilization, so every slab is
-read), the compiled pass over the slab's requests (about 8 ns per request in the run: 12 us for
-xgboost's 1 500 requests per 15 s, 25 us for linear_regression's 3 000) and the call into it
-(about 4 us: 25 arguments); for all three, about 12 us of fixed Python cost in
-``Monitor.observe`` (serving-time bins, record counts, the observation) and 8 to 15 us in
-``decide`` (governor chains, ``Decision``).
+compiled monitor. What remains is fixed Python cost: about 10 to 13 us in ``Monitor.observe``
+(record counts, the queue and per-replica call, the observation) and 8 to 14 us in ``decide``
+(reading the lazy figures, governor chains, ``Decision``); ``threshold``'s
+linear_regression is the highest (29.1 us: its last second's 200 requests are read for the
+per-replica figures).
 """
 
 from __future__ import annotations
