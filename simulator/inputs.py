@@ -124,11 +124,9 @@ class ServiceInputs:
         :data:`DRAW_CHUNK` at a time (bounded temporaries; the transform is elementwise)."""
         transform = self.size_transform(*size)
         out = np.empty(max(0, hi - lo))
-        rng = np.random.default_rng(self.noise_seq)
-        rng.bit_generator.advance(int(lo))
         for a in range(0, len(out), DRAW_CHUNK):
             b = min(a + DRAW_CHUNK, len(out))
-            out[a:b] = transform(rng.random(b - a))
+            out[a:b] = transform(self.uniforms(lo + a, lo + b))
         return out
 
 
