@@ -111,6 +111,8 @@ class RequestFigures:
         self.compiled = compiled
         self._counts = np.zeros(5, dtype=np.int64)
         self._busy_total = np.zeros(1)
+        #: the compiled pass's latency and queue-wait buffers, reused from chunk to chunk
+        self._lat_wait = (np.empty(0), np.empty(0))
 
     def add(self, arrival_s: np.ndarray, start_s: np.ndarray, end_s: np.ndarray,
             drop: np.ndarray, batch_size: np.ndarray, next_arrival_s: float = math.inf
@@ -132,7 +134,9 @@ class RequestFigures:
 
         n = len(arr)
         self.arrivals += n
-        lat, wait = np.empty(n), np.empty(n)
+        if len(self._lat_wait[0]) < n:  # (the summaries copy what they keep: reused)
+            self._lat_wait = (np.empty(n), np.empty(n))
+        lat, wait = self._lat_wait
         pend_g, pend_l = np.empty(n, dtype=np.int64), np.empty(n)
         c = self._counts
         c[:] = 0
@@ -232,6 +236,7 @@ class RequestFigures:
     def close(self) -> None:
         """Every request has been added: write the p95 of the remaining bins."""
         self._close(self.n_out)
+        self._lat_wait = (np.empty(0), np.empty(0))
 
     def summary(self) -> dict[str, object]:
         """The request figures of ``summary.json`` (see ``simulator/schema.py``)."""

@@ -245,10 +245,17 @@ class ArrivalCounts:
         self.counts = np.zeros(nb, dtype=np.int64)
 
     def add(self, chunk: np.ndarray) -> None:
-        post = chunk[(chunk >= self.warmup_s) & (chunk < self.duration_s)]
-        nb = len(self.counts)
-        self.counts += np.bincount(np.minimum((post / self.width_s).astype(np.int64), nb - 1),
-                                   minlength=nb)
+        """Count the sorted ``chunk``'s arrivals in ``[warmup_s, duration_s)``: each in bin
+        ``min(floor(a / width_s), bins - 1)``, found by bisection (the quotients of sorted
+        times are sorted), so the cost grows with the bins the chunk spans, not its length."""
+        i0, i1 = np.searchsorted(chunk, (self.warmup_s, self.duration_s), side="left").tolist()
+        if i1 <= i0:
+            return
+        q = chunk[i0:i1] / self.width_s
+        last = len(self.counts) - 1
+        k0, k1 = min(int(q[0]), last), min(int(q[-1]), last)
+        cuts = np.searchsorted(q, np.arange(k0 + 1, k1 + 1, dtype=np.float64), side="left")
+        self.counts[k0:k1 + 1] += np.diff(cuts, prepend=0, append=len(q))
 
 
 def lower_bound(scenario: Scenario, svc: Service,
@@ -495,28 +502,59 @@ def scenario_bounds(scenario: Scenario, seed: int, replications: int,
     return out
 
 
+class InputsPass:
+    """The lower bound's one pass over a service's inputs, a chunk at a time (:meth:`add`):
+    the arrivals counted in the bound's bins and the extreme service draws of the configured
+    size (the other sizes' come from the extreme uniforms, recorded as they were drawn)."""
+
+    def __init__(self, scenario: Scenario, svc: Service) -> None:
+        self.counted = ArrivalCounts(scenario, svc)
+        self.n = 0  #: requests seen
+        self.lo, self.hi = math.inf, -math.inf
+
+    def add(self, arrival_s: np.ndarray, unit_service: np.ndarray) -> None:
+        self.counted.add(arrival_s)
+        self.n += len(arrival_s)
+        if len(unit_service):
+            self.lo = min(self.lo, float(unit_service.min()))
+            self.hi = max(self.hi, float(unit_service.max()))
+
+
+def tap_inputs(scenario: Scenario, inputs: dict[str, ServiceInputs]) -> dict[str, InputsPass]:
+    """The bounds' passes over the live inputs (drawn as a run reads them), fed by that
+    draw: for :func:`replication_bounds` after the run, so it need not draw them again."""
+    passes = {}
+    for svc in scenario.services:
+        inp = inputs.get(svc.name)
+        if inp is not None and inp.live is not None:
+            passes[svc.name] = p = InputsPass(scenario, svc)
+            inp.live.taps.append(p.add)
+    return passes
+
+
 def replication_bounds(scenario: Scenario, rep: int, inputs: dict[str, ServiceInputs],
-                       profile: Profile | None, *, with_hindsight: bool = True
-                       ) -> list[dict[str, Any]]:
-    """The ``bounds`` entries of replication ``rep`` (one per service) on its ``inputs``."""
+                       profile: Profile | None, *, with_hindsight: bool = True,
+                       passes: dict[str, InputsPass] | None = None) -> list[dict[str, Any]]:
+    """The ``bounds`` entries of replication ``rep`` (one per service) on its ``inputs``
+    (``passes``: those of :func:`tap_inputs`, used where a run's draw went over every input)."""
     out: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     lbs = {}
     for svc in scenario.services:
-        # one pass over the inputs, a chunk at a time (a long service's are on disk): the
-        # arrivals counted in the bound's bins, the extreme service draws (of the configured
-        # size; the other sizes' from the extreme uniforms, recorded as they were drawn)
+        # one pass over the inputs, a chunk at a time (a long service's are on disk or drawn
+        # again), unless a run's draw made it
         inp = inputs[svc.name]
-        counted = ArrivalCounts(scenario, svc)
-        lo, hi = math.inf, -math.inf
-        for a, u in inp.chunks():
-            counted.add(a)
-            if len(u):
-                lo, hi = min(lo, float(u.min())), max(hi, float(u.max()))
-        unit = np.asarray([lo, hi] if hi >= lo else [])  # (service_costs reads min and max)
+        done = (passes or {}).get(svc.name)
+        if done is None or inp.live is None or inp.live.realized is None \
+                or done.n != inp.live.realized[0]:
+            done = InputsPass(scenario, svc)
+            for a, u in inp.chunks():
+                done.add(a, u)
+        unit = np.asarray([done.lo, done.hi] if done.hi >= done.lo else [])  # (min and max)
         lbs[svc.name] = lower_bound(scenario, svc, None,
-                                    service_costs(scenario, svc, profile, unit, inp.u_range),
-                                    counts=counted.counts)
+                                    service_costs(scenario, svc, profile, unit,
+                                                  inp.drawn_u_range),
+                                    counts=done.counted.counts)
     small = [s for s in scenario.services
              if inputs[s.name].n_requests <= HINDSIGHT_MAX_REQUESTS]
     t1 = time.perf_counter()

@@ -57,7 +57,10 @@ def duration_sampler(dist: Distribution) -> Sampler:
     if kind == "exponential":
 
         def exponential(u: np.ndarray) -> np.ndarray:
-            return -mean * np.log1p(-np.asarray(u, dtype=np.float64))
+            out = np.negative(np.asarray(u, dtype=np.float64))
+            np.log1p(out, out=out)
+            out *= -mean  # (in place: the same floats as -mean * log1p(-u))
+            return out
 
         return exponential
     if kind == "lognormal":

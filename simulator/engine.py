@@ -154,11 +154,11 @@ class _ServiceSim:
         self.max_wait_s = svc.batching.max_wait_ms / 1000.0
         #: the joint loop of a co-located run (its planes keep every request: no streaming)
         self.hosts = hosts
-        spooled = inputs.spool is not None and stream is not False and hosts is None
+        spooled = inputs.streamed and stream is not False and hosts is None
         if spooled:
             arrival_s = unit_service = np.empty(0)
             route_u = None
-        else:  # (a run told not to stream reads a spool whole)
+        else:  # (a run told not to stream reads (or draws) streamed inputs whole)
             arrival_s, unit_service, route_u = inputs.arrays()
         plane_kw: dict[str, Any] = dict(
             routing=svc.routing,
@@ -174,7 +174,7 @@ class _ServiceSim:
             self.plane = RequestPlane(
                 arrival_s, unit_service, **plane_kw,
                 window=STREAM_CHUNK if spooled or streams(stream, inputs.n_requests) else None,
-                feed=inputs.spool.reader() if spooled else None)
+                feed=inputs.feed() if spooled else None)
         writer: RequestWriter | None = None
         if requests_file is not None and self.plane.windowed:
             from simscale.simulator.requesttable import RequestWriter

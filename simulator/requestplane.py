@@ -71,7 +71,7 @@ import numpy as np
 from simscale.simulator.serving import make_routing
 
 if TYPE_CHECKING:
-    from simscale.simulator.spool import SpoolReader
+    from simscale.simulator.feeds import InputFeed
 
 __all__ = [
     "DROP_CRASH",
@@ -197,18 +197,18 @@ class RequestPlane:
         route_u: np.ndarray | None = None,
         kernels: str = "auto",
         window: int | None = None,
-        feed: SpoolReader | None = None,
+        feed: InputFeed | None = None,
         size_noise: Callable[[Hashable, int, int], np.ndarray] | None = None,
     ) -> None:
         self.policy = make_routing(routing)
         if feed is not None and window is None:
-            raise ValueError("a plane fed from a spool needs a window")
+            raise ValueError("a plane with a feed needs a window")
         #: where the inputs come from a chunk at a time (``None``: the arrays given are all)
         self._feed = feed
         self.kernels = resolve_kernels(kernels, len(arrival_s) if feed is None else feed.n)
         unit = np.ascontiguousarray(unit_service, dtype=np.float64)
         #: the inputs held, from request ``_in_base`` of the run on: the whole run's (or, fed
-        #: from a spool, those read and not yet forgotten): arrival times, the noise draws
+        #: from a feed, those read and not yet forgotten): arrival times, the noise draws
         #: (one row per noise column, row 0 ``unit_service``) and the routing uniforms;
         #: ``arrival_s`` etc. are their views from ``base`` on
         self._inputs = (np.ascontiguousarray(arrival_s, dtype=np.float64), unit[None, :],
@@ -242,7 +242,7 @@ class RequestPlane:
         self.max_wait_s = float(max_wait_s)
         self.capacity = capacity
         self.timeout_s = timeout_s
-        if self.policy.draws and route_u is None and (feed is None or not feed.spool.draws):
+        if self.policy.draws and route_u is None and (feed is None or not feed.draws):
             raise ValueError(f"routing {routing} needs route_u")
         self.route_u = route_u
         # per-request results
@@ -518,9 +518,11 @@ class RequestPlane:
 
     def arrivals_per_s(self, n_bins: int) -> np.ndarray:
         """The whole run's arrivals in each second ``[k, k + 1)``, ``k < n_bins`` (float64),
-        whether the plane holds them all or reads them from a spool (which counted them)."""
+        whether the plane holds them all or reads them from a feed (which counted them: a
+        live feed fills the array as it draws, complete for every second before the latest
+        arrival read, hence before any time the plane has been advanced to)."""
         if self._feed is not None:
-            return self._feed.spool.arrivals_per_s(n_bins)
+            return self._feed.arrivals_per_s(n_bins)
         # sorted, >= 0: arrivals per bin by bisection (before any compact: the whole run)
         cuts = np.searchsorted(self._inputs[0], np.arange(n_bins + 1, dtype=np.float64),
                                side="left")
@@ -537,9 +539,9 @@ class RequestPlane:
         self.route_u = None if ru is None else ru[off:end]
 
     def _read_inputs(self, t_s: float) -> None:
-        """Fed from a spool: read chunks until the inputs held include every arrival before
-        ``t_s`` (and the one after it, when there is one), forgetting those before
-        :attr:`base`.
+        """Fed (:mod:`~simscale.simulator.feeds`): read chunks until the inputs held include
+        every arrival before ``t_s`` (and the one after it, when there is one), forgetting
+        those before :attr:`base`.
 
         The inputs live in buffers reused from read to read: the requests not yet forgotten
         move to the front and the next chunk is read in behind them (fresh memory is dear:
@@ -551,7 +553,7 @@ class RequestPlane:
             off = self.base - self._in_base
             live = self._in_len - off
             bufs = self._inputs
-            draws = feed.spool.draws
+            draws = feed.draws
             if len(bufs[0]) < live + k:  # (first read, or a window longer than before)
                 size = 2 * (live + k)
                 ru_shape = () if draws == 1 else (draws,)

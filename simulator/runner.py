@@ -307,14 +307,16 @@ def run_scenario(
 
 
 def replication_inputs(scenario: Scenario, seed_r: int, prof: Profile | None,
-                       services: set[str] | None = None, *, spool: bool = False
-                       ) -> dict[str, ServiceInputs]:
+                       services: set[str] | None = None, *, spool: bool = False,
+                       live: bool = False) -> dict[str, ServiceInputs]:
     """Every service's inputs of replication seed ``seed_r`` (only those named in
     ``services`` when given: each service's streams are its own, so the others' are not
     needed); a workload that cannot be read is a :class:`UserError` naming
     ``services.N.workload``. ``spool``: services that will stream (about
     :data:`~simscale.simulator.streaming.STREAM_MIN_REQUESTS` requests or more expected) get
-    their inputs on disk (:mod:`simscale.simulator.spool`), read a chunk at a time by each run."""
+    their inputs on disk (:mod:`simscale.simulator.spool`), read a chunk at a time by each run;
+    with ``live`` too (for inputs that a single run will read), they are not drawn now: that
+    run's plane draws them as it reads them (:mod:`simscale.simulator.feeds`)."""
     from simscale.simulator.streaming import streams
     from simscale.simulator.workloads import expected_arrivals
 
@@ -326,7 +328,8 @@ def replication_inputs(scenario: Scenario, seed_r: int, prof: Profile | None,
         try:
             on_disk = spool and streams(None, int(expected_arrivals(
                 svc.workload, scenario.duration_s, base_dir=scenario.base_dir)))
-            inputs[svc.name] = service_inputs(svc, scenario, ss, prof, spool=on_disk)
+            inputs[svc.name] = service_inputs(svc, scenario, ss, prof, spool=on_disk and not live,
+                                              live=on_disk and live)
         except UserError as err:
             raise _naming_scenario(err, scenario, f"services.{k}.workload") from None
     return inputs
@@ -361,7 +364,14 @@ def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int
     loops = None
     for rep in range(replications):
         seed_r = base_seed + rep
-        inputs = replication_inputs(scenario, seed_r, prof, spool=True)
+        # one strategy: the only run reads the inputs, so it draws them as it goes (the bounds'
+        # pass over them taps that draw) instead of a spool being written and read once
+        inputs = replication_inputs(scenario, seed_r, prof, spool=True, live=len(specs) == 1)
+        passes = None
+        if bounds_out is not None:
+            from simscale.simulator.bounds import tap_inputs
+
+            passes = tap_inputs(scenario, inputs)
         if loops is None:  # compile (first run) or load the loops once, measured
             loops = prepare_kernels(command_requests(
                 {k: i.n_requests for k, i in inputs.items()}, len(specs), replications,
@@ -373,7 +383,7 @@ def _run_serial(scenario: Scenario, specs: list[StrategySpec], replications: int
         if bounds_out is not None:
             from simscale.simulator.bounds import replication_bounds
 
-            bounds_out += replication_bounds(scenario, rep, inputs, prof)
+            bounds_out += replication_bounds(scenario, rep, inputs, prof, passes=passes)
     return loops
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from simscale.errors import UserError
+from simscale.simulator.feeds import seconds_counted
 
 __all__ = ["InputSpool", "SpoolReader", "spool_dir"]
 
@@ -82,9 +83,7 @@ class InputSpool:
                             "room)", source="SIMSCALE_SPOOL_DIR") from None
         self.n += k
         if k:
-            sec = np.floor(arrival_s).astype(np.int64)
-            lo = int(sec.min())
-            per_s = np.bincount(sec - lo)
+            lo, per_s = seconds_counted(np.asarray(arrival_s, dtype=np.float64))
             end = lo + len(per_s)
             if end > len(self._per_s):
                 grown = np.zeros(max(end, 2 * len(self._per_s)), dtype=np.int64)
@@ -134,6 +133,7 @@ class SpoolReader:
         self.spool = spool
         self.n = spool.n  #: requests in the spool
         self.pos = 0  #: requests read so far
+        self.draws = spool.draws  #: routing uniforms per request
         self._files = [open(spool.folder / f"{name}.f64", "rb")  # noqa: SIM115 - kept open
                        for name in spool._names]
 
@@ -181,6 +181,10 @@ class SpoolReader:
             if len(out) != k or f.readinto(memoryview(out).cast("B")) != want:
                 raise OSError(f"input spool {self.spool.folder} was cut short")
         self.pos += k
+
+    def arrivals_per_s(self, n_bins: int) -> np.ndarray:
+        """The whole spool's arrivals in each second (:meth:`InputSpool.arrivals_per_s`)."""
+        return self.spool.arrivals_per_s(n_bins)
 
     def close(self) -> None:
         """Close the files (the spool itself stays)."""

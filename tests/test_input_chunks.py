@@ -53,17 +53,39 @@ def test_chunked_inputs_are_the_same_numbers(workload: dict, routing: str,
     monkeypatch.setattr(inputs, "DRAW_CHUNK", 97)
     parts = inputs.service_inputs(svc, sc, seq(), None)
     spooled = inputs.service_inputs(svc, sc, seq(), None, spool=True)
+    live = inputs.service_inputs(svc, sc, seq(), None, live=True)
     assert whole.n_requests > 5000
     assert spooled.arrival_s is None and spooled.n_requests == whole.n_requests
-    for got in (parts.arrays(), spooled.arrays()):
+    assert live.arrival_s is None and live.spool is None
+    for got in (parts.arrays(), spooled.arrays(), live.arrays()):
         for a, b in zip(got, whole.arrays(), strict=True):
             if b is None:
                 assert a is None
             else:
                 np.testing.assert_array_equal(a, b)
+    assert live.n_requests == whole.n_requests  # (counted by the pass arrays() made)
     n_bins = 400
     want = np.diff(np.searchsorted(whole.arrival_s, np.arange(n_bins + 1.0))).astype(float)
     np.testing.assert_array_equal(spooled.spool.arrivals_per_s(n_bins), want)
+    # a live feed read in odd pieces: the same inputs, and the arrivals per second counted
+    # (complete) for every second before the last arrival read
+    feed = live.feed()
+    per_s = feed.arrivals_per_s(n_bins)
+    rng = np.random.default_rng(1)
+    got: list[list[np.ndarray]] = [[], [], []]
+    while not feed.done:
+        k = min(int(rng.integers(1, 300)), whole.n_requests - feed.pos)
+        bufs = [np.empty(k), np.empty(k)] + ([np.empty((k, 2) if routing == "power_of_two"
+                                                        else k)] if feed.draws else [None])
+        feed.read_into(*bufs)
+        for part, buf in zip(got, bufs, strict=True):
+            part.append(buf)
+        last = int(bufs[0][-1])
+        np.testing.assert_array_equal(per_s[:last], want[:last])
+    np.testing.assert_array_equal(per_s, want)
+    for part, b in zip(got, whole.arrays(), strict=True):
+        if b is not None:
+            np.testing.assert_array_equal(np.concatenate(part), b)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -318,16 +318,17 @@ def test_streamed_figures_match_definitions_and_any_chunking(sc, chunk):
 _COMPACTED: list[int] = []  # the streamed planes' final bases, over the examples
 
 
-def _figures(sc, stream: bool, spool: bool = False):
+def _figures(sc, stream: bool, spool: bool = False, live: bool = False):
     from simscale.simulator.metrics import run_figures
 
     seq = np.random.SeedSequence(sc.seed).spawn(len(sc.services))
-    inputs = {s.name: service_inputs(s, sc, q, None, spool=spool)
+    inputs = {s.name: service_inputs(s, sc, q, None, spool=spool, live=live)
               for s, q in zip(sc.services, seq, strict=True)}
     out = []
-    for spec in sc.strategies:
+    for spec in sc.strategies:  # (live inputs: each run draws them again, the same numbers)
         strats = {s.name: make_strategy(spec.name, spec.params) for s in sc.services}
-        for run in run_strategy(sc, strats, inputs, None, stream=None if spool else stream):
+        for run in run_strategy(sc, strats, inputs, None,
+                                stream=None if spool or live else stream):
             assert (run.figures is not None) == stream
             out.append((run.plane.base, *run_figures(run, sc.warmup_s)[:2]))
     return out
@@ -340,14 +341,16 @@ def test_a_streaming_run_gives_the_figures_of_one_that_keeps_every_request(sc, k
     advanced at extra times to do so) gives the same figures as a run that keeps every request:
     counts and percentiles exactly, sums to rounding. Small windows force many compactions,
     across queues of every routing policy, batching, timeouts, crashes and resizes. The same
-    with the inputs spooled to disk and read back a few at a time."""
+    with the inputs spooled to disk and read back a few at a time, and with them drawn a few
+    at a time as the plane reads them."""
     import os
 
+    from simscale.simulator import inputs as drawing
     from simscale.simulator import spool as spooling
     from simscale.simulator import streaming as engine
 
     saved = (engine.STREAM_CHUNK, engine.STREAM_KEEP_S, engine.STREAM_KEEP_WINDOWS,
-             os.environ.get("SIMSCALE_KERNELS"), spooling.READ_CHUNK)
+             os.environ.get("SIMSCALE_KERNELS"), spooling.READ_CHUNK, drawing.DRAW_CHUNK)
     engine.STREAM_CHUNK, engine.STREAM_KEEP_S, engine.STREAM_KEEP_WINDOWS = 16, 0.0, 0.0
     spooling.READ_CHUNK = 11
     os.environ["SIMSCALE_KERNELS"] = kernels
@@ -355,15 +358,18 @@ def test_a_streaming_run_gives_the_figures_of_one_that_keeps_every_request(sc, k
         kept = _figures(sc, False)
         streamed = _figures(sc, True)
         spooled = _figures(sc, True, spool=True)
+        drawing.DRAW_CHUNK = 13
+        live = _figures(sc, True, live=True)
     finally:
         engine.STREAM_CHUNK, engine.STREAM_KEEP_S, engine.STREAM_KEEP_WINDOWS = saved[:3]
-        spooling.READ_CHUNK = saved[4]
+        spooling.READ_CHUNK, drawing.DRAW_CHUNK = saved[4:]
         if saved[3] is None:
             os.environ.pop("SIMSCALE_KERNELS", None)
         else:
             os.environ["SIMSCALE_KERNELS"] = saved[3]
-    _COMPACTED.extend(base for base, _, _ in streamed + spooled)
-    for (base_k, sk, tk), (_, ss, ts_) in zip(kept * 2, streamed + spooled, strict=True):
+    _COMPACTED.extend(base for base, _, _ in streamed + spooled + live)
+    for (base_k, sk, tk), (_, ss, ts_) in zip(kept * 3, streamed + spooled + live,
+                                             strict=True):
         assert base_k == 0
         for key, value in sk.items():
             if key == "utilization" or (isinstance(value, float) and not math.isnan(value)

@@ -120,21 +120,23 @@ def _run_resized(monkeypatch, tmp_path, mode: str, kernels: str, routing: str, m
                  later: tuple[tuple[float, int], ...] = (), **kw: object):
     """One run of ``ResizeTo(threads)``; ``mode``: ``whole`` (every request kept),
     ``windowed`` (a streaming plane over whole arrays), ``spooled`` (a streaming plane fed
-    from a spool a few requests at a time), ``colocated`` (the joint loop of hosts)."""
+    from a spool a few requests at a time), ``live`` (one fed by inputs drawn as it reads
+    them, in small chunks), ``colocated`` (the joint loop of hosts)."""
     from simscale.simulator import spool as spooling
     from simscale.simulator import streaming
 
     monkeypatch.setenv("SIMSCALE_KERNELS", kernels)
-    stream = mode in ("windowed", "spooled")
+    stream = mode in ("windowed", "spooled", "live")
     if stream:  # tiny windows and reads: many compactions and chunks
         monkeypatch.setattr(streaming, "STREAM_CHUNK", 16)
         monkeypatch.setattr(streaming, "STREAM_KEEP_S", 0.0)
         monkeypatch.setattr(streaming, "STREAM_KEEP_WINDOWS", 0.0)
         monkeypatch.setattr(spooling, "READ_CHUNK", 11)
+        monkeypatch.setattr(inputs_mod, "DRAW_CHUNK", 13)
     sc = _scenario(model, routing, maxb, colocated=mode == "colocated", **kw)
     svc = sc.services[0]
     seq = service_seed_sequences(sc, sc.seed)[0]
-    inp = service_inputs(svc, sc, seq, PROFILE, spool=mode == "spooled")
+    inp = service_inputs(svc, sc, seq, PROFILE, spool=mode == "spooled", live=mode == "live")
     strategy = ResizeTo(threads, svc.replicas.initial, later)
     (run,) = run_strategy(sc, {"r": strategy}, {"r": inp}, PROFILE, stream=stream,
                           requests_dir=tmp_path if stream else None)
@@ -143,7 +145,7 @@ def _run_resized(monkeypatch, tmp_path, mode: str, kernels: str, routing: str, m
     return sc, inp, run
 
 
-MODES = ("whole", "windowed", "spooled")
+MODES = ("whole", "windowed", "spooled", "live")
 
 
 @pytest.mark.parametrize("maxb", [1, 4])
@@ -188,7 +190,7 @@ def test_sizes_changed_mid_run_switch_noise_at_the_resize(monkeypatch, tmp_path,
                                 rate_rps=20.0)
     assert [(e["time_s"], e["threads"]) for e in run.events if e["action"] == "resize"] == [
         (12.0, 2), (24.0, 1), (32.0, 2)]
-    if mode in ("windowed", "spooled"):
+    if mode in ("windowed", "spooled", "live"):
         assert run.plane._col_keys == [None, ("cpu", 2)]
     u = _uniforms(sc, inp.n_requests)
     batches = _batches(_requests(run, mode))
@@ -275,13 +277,19 @@ def test_noise_uniforms_are_drawn_again_exactly(monkeypatch):
     whole = service_inputs(sc.services[0], sc, seq, PROFILE)
     spooled = service_inputs(sc.services[0], sc, service_seed_sequences(sc, sc.seed)[0],
                              PROFILE, spool=True)
+    live = service_inputs(sc.services[0], sc, service_seed_sequences(sc, sc.seed)[0],
+                          PROFILE, live=True)
     n = whole.n_requests
     u = _uniforms(sc, n)
-    assert whole.u_range == spooled.u_range == (float(u.min()), float(u.max()))
+    assert live.drawn_u_range is None  # (not known before a pass over the inputs)
+    np.testing.assert_array_equal(live.arrays()[1], whole.unit_service)
+    assert live.n_requests == n
+    assert whole.u_range == spooled.u_range == live.drawn_u_range == (float(u.min()),
+                                                                      float(u.max()))
     x2 = PROFILE.service_model("resnet50", "cpu", 2).unit_noise(u)
     for lo, hi in ((0, n), (96, 98), (100, 401), (n - 1, n)):
         np.testing.assert_array_equal(whole.uniforms(lo, hi), u[lo:hi])
-        for inp in (whole, spooled):
+        for inp in (whole, spooled, live):
             np.testing.assert_array_equal(inp.size_noise(("cpu", 2), lo, hi), x2[lo:hi])
             np.testing.assert_array_equal(inp.size_noise(("cpu", 1), lo, hi),
                                           whole.unit_service[lo:hi])

@@ -141,9 +141,13 @@ def pwl_arrival_chunks(pwl: Pwl, duration: float, rng: np.random.Generator,
         return
     state = rng.bit_generator.state
     carry = 0.0
+    buf = np.empty(min(chunk, n + 1) + 1)  # (one buffer for pass 1: no fresh pages a chunk)
     for i in range(0, n + 1, chunk):  # pass 1: the total of the n + 1 spacings
-        e = rng.standard_exponential(min(chunk, n + 1 - i))
-        carry = float(np.cumsum(np.concatenate(([carry], e)))[-1])
+        k = min(chunk, n + 1 - i)
+        buf[0] = carry
+        rng.standard_exponential(out=buf[1:k + 1])
+        carry = float(np.cumsum(buf[:k + 1], out=buf[:k + 1])[-1])
+    del buf
     scale = inv.total / carry
     rng.bit_generator.state = state
     carry = 0.0
@@ -152,7 +156,7 @@ def pwl_arrival_chunks(pwl: Pwl, duration: float, rng: np.random.Generator,
         k = min(chunk, n - i)
         e = np.empty(k + 1)
         e[0] = carry
-        e[1:] = rng.standard_exponential(k)
+        rng.standard_exponential(out=e[1:])
         np.cumsum(e, out=e)
         carry = float(e[-1])
         s = e[1:]
