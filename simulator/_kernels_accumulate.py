@@ -23,7 +23,7 @@ __all__ = ["fold_chunk", "grouped_quantile", "warm_up"]
 COMPLETED, N_FIN, SLO_OK, N_LAT, N_PEND = 0, 1, 2, 3, 4
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _count_le(hist, t: float) -> None:  # noqa: ANN001
     """Count ``t`` in the first bin whose end ``k + 1`` is at or after it (bin 0 for ``t <=
     1``; not at all past the last bin): ``accumulate._le_index`` then ``_add_counts``."""
@@ -34,7 +34,7 @@ def _count_le(hist, t: float) -> None:  # noqa: ANN001
         hist[k] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _count_in(hist, t: float) -> None:  # noqa: ANN001
     """Count ``t`` (>= 0) in its bin ``[k, k + 1)``, the last bin taking everything after it:
     ``accumulate._bin_of`` then ``_add_counts``."""
@@ -43,7 +43,7 @@ def _count_in(hist, t: float) -> None:  # noqa: ANN001
     hist[k if k < last else last] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fold_chunk(arr, st, end, drop, bs, D, warmup_s, slo_ms, bin_w, n_out,  # noqa: ANN001
                by_reason, counts, busy_total, arr_bins, thr_bins, drp_bins, busy_bins,
                arr_le, fin_le, q_le, lat_out, wait_out, pend_g, pend_l):
@@ -113,7 +113,7 @@ def fold_chunk(arr, st, end, drop, bs, D, warmup_s, slo_ms, bin_w, n_out,  # noq
     busy_total[0] += total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def grouped_quantile(groups, values, q: float, n_groups: int):  # noqa: ANN001, ANN201
     """The ``q`` quantile (numpy's linear method) of ``values`` within each integer group
     ``0..n_groups-1`` (NaN for empty groups), exactly as

@@ -19,16 +19,22 @@ over the inputs (the lower bound's) costs no second draw.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["InputFeed", "LiveFeed", "LiveSource", "seconds_counted"]
+__all__ = ["DRAW_AHEAD", "InputFeed", "LiveFeed", "LiveSource", "seconds_counted"]
 
 #: one chunk of drawn inputs: arrival times (s), the configured size's noise draws, the
-#: routing uniforms (``None`` without routing draws) and the noise uniforms they came from
+#: routing uniforms (``None`` without routing draws) and the noise uniforms they came from (a
+#: buffer the next chunk's draw reuses: read them before asking for it)
 Chunk = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
+
+#: a live feed draws each next chunk in a thread of its own while the plane serves the one
+#: before (``False``: when the plane asks for it; the same numbers either way)
+DRAW_AHEAD = True
 
 
 def seconds_counted(arrival_s: np.ndarray) -> tuple[int, np.ndarray]:
@@ -109,7 +115,7 @@ class LiveSource:
 
     def feed(self) -> LiveFeed:
         """A new feed from the first request (a new pass: the same numbers each time)."""
-        return LiveFeed(self)
+        return LiveFeed(self, ahead=DRAW_AHEAD)
 
     def true_rate(self, t: np.ndarray) -> np.ndarray:
         """The true arrival rate (requests/s) at times ``t`` of this realization: an MMPP's is
@@ -122,29 +128,67 @@ class LiveSource:
         return self._true_rate(t)
 
 
+class _Ahead:
+    """The next item of an iterator, drawn by a thread of its own (a daemon: an interrupted
+    run does not wait for it); :meth:`result` waits for it and returns it (``None`` at the
+    end) or raises what drawing it raised."""
+
+    def __init__(self, it: Iterator[Chunk]) -> None:
+        self._it = it
+        self._out: Chunk | None = None
+        self._err: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="simscale-draw", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._out = next(self._it, None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
+            self._err = exc
+
+    def result(self) -> Chunk | None:
+        self._thread.join()
+        if self._err is not None:
+            raise self._err
+        return self._out
+
+
 class LiveFeed:
     """A request plane's feed that draws the inputs as it reads them (:class:`InputFeed`).
 
-    The first chunk is drawn when the feed is made. Arrivals are counted per second as each
-    chunk is drawn, into the array :meth:`arrivals_per_s` returns (filled in place: complete for
-    every second before the latest arrival read)."""
+    The first chunk is drawn when the feed is made; each next one, with ``ahead``, by a
+    thread of its own while the plane serves the one before (drawing is numpy work that
+    releases the interpreter's lock, the plane's loops are compiled or numpy too, so on two
+    cores the draw costs almost no wall time; the chunks are drawn one after the other from
+    the same generators, so the numbers are the same). Arrivals are counted per second as
+    each chunk is taken, into the array :meth:`arrivals_per_s` returns (filled in place:
+    complete for every second before the latest arrival read)."""
 
-    def __init__(self, source: LiveSource) -> None:
+    def __init__(self, source: LiveSource, *, ahead: bool = True) -> None:
         self.source = source
         self.n = source.n
         self.draws = source.draws
         self.pos = 0
         self._it = source.chunks(tapped=True)
+        self._ahead_on = bool(ahead)
+        self._ahead: _Ahead | None = None
         self._per_s = np.zeros(int(math.ceil(source.duration_s)) + 1)
         self._chunk: Chunk | None = None
         self._off = 0
         self._pull()
 
     def _pull(self) -> None:
-        self._chunk, self._off = next(self._it, None), 0
-        if self._chunk is not None and len(self._chunk[0]):
-            lo, per_s = seconds_counted(self._chunk[0])
-            self._per_s[lo:lo + len(per_s)] += per_s
+        if self._ahead is not None:
+            chunk, self._ahead = self._ahead.result(), None
+        else:
+            chunk = next(self._it, None)
+        self._chunk, self._off = chunk, 0
+        if chunk is not None:
+            if len(chunk[0]):
+                lo, per_s = seconds_counted(chunk[0])
+                self._per_s[lo:lo + len(per_s)] += per_s
+            if self._ahead_on:
+                self._ahead = _Ahead(self._it)
 
     @property
     def done(self) -> bool:

@@ -15,7 +15,11 @@ a Parquet file (``--save-requests``).
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from simscale.simulator.accumulate import RequestFigures, fold
 from simscale.simulator.observations import _pointer
@@ -24,8 +28,8 @@ from simscale.simulator.requestplane import RequestPlane
 if TYPE_CHECKING:
     from simscale.simulator.requesttable import RequestWriter
 
-__all__ = ["STREAM_CHUNK", "STREAM_KEEP_S", "STREAM_KEEP_WINDOWS", "STREAM_MIN_REQUESTS",
-           "RequestStream", "streams"]
+__all__ = ["FOLD_BEHIND", "STREAM_CHUNK", "STREAM_KEEP_S", "STREAM_KEEP_WINDOWS",
+           "STREAM_MIN_REQUESTS", "RequestStream", "streams"]
 
 #: a service with at least this many requests streams by default; below, every request is
 #: kept to the end (as ``--save-requests`` needs). Both give the same figures.
@@ -37,6 +41,9 @@ STREAM_CHUNK = 1 << 18
 #: again when a strategy widens its window (up to that much)
 STREAM_KEEP_S = 600.0
 STREAM_KEEP_WINDOWS = 2.0
+#: a streaming run folds its requests in a thread of its own, behind the plane (``False``: in
+#: the run's thread; the same figures either way)
+FOLD_BEHIND = True
 
 
 def streams(stream: bool | None, n_requests: int) -> bool:
@@ -47,13 +54,23 @@ def streams(stream: bool | None, n_requests: int) -> bool:
 class RequestStream:
     """The figures of a streaming service's requests, folded in as its plane moves on.
 
-    ``figures``: what has been folded in (complete after :meth:`finish`)."""
+    ``figures``: what has been folded in (complete after :meth:`finish`). With ``behind``,
+    a thread of its own folds a copy of each batch of final requests while the plane moves on
+    (the fold's loops are compiled without the interpreter's lock or are numpy, so on two
+    cores it costs little wall time); the batches are folded one after the other, in order,
+    so the figures are the same, and nothing reads them before :meth:`finish` waits for the
+    last batch."""
 
-    def __init__(self, figures: RequestFigures, writer: RequestWriter | None = None) -> None:
+    def __init__(self, figures: RequestFigures, writer: RequestWriter | None = None, *,
+                 behind: bool | None = None) -> None:
         self.figures = figures
         #: where the requests go before they are forgotten (``--save-requests``), or ``None``
         self.writer = writer
+        self.behind = FOLD_BEHIND if behind is None else bool(behind)
         self._p = 0  # first request of the plane that did not end before the horizon
+        self._thread: threading.Thread | None = None
+        self._err: BaseException | None = None
+        self._copy: dict[str, np.ndarray] = {}  # the batch being folded behind (reused)
 
     @staticmethod
     def step_s(n_requests: int, duration_s: float) -> float:
@@ -69,15 +86,51 @@ class RequestStream:
         k = min(self._p, requests.p_done, requests.p_1s)
         if k < STREAM_CHUNK // 2:
             return
-        fold(self.figures, plane, k)
+        if self.behind:
+            self._fold_behind(plane, k)
+        else:
+            fold(self.figures, plane, k)
         if self.writer is not None:
             self.writer.write(plane, k)
         plane.compact(k)
         requests.shift(k)
         self._p -= k
 
+    def _fold_behind(self, plane: RequestPlane, k: int) -> None:
+        """Fold the plane's first ``k`` requests in a thread, from a copy (the plane forgets
+        them next); the arrival after them goes too, as it closes the bins before it."""
+        self._wait()
+        view = SimpleNamespace()
+        for name in ("arrival_s", "start_s", "end_s", "drop", "batch_size"):
+            src = getattr(plane, name)
+            m = min(k + 1, len(src)) if name == "arrival_s" else k
+            buf = self._copy.get(name)
+            if buf is None or len(buf) < m:
+                buf = self._copy[name] = np.empty(2 * m, dtype=src.dtype)
+            buf[:m] = src[:m]
+            setattr(view, name, buf[:m])
+        self._thread = threading.Thread(target=self._run, args=(view, k),
+                                        name="simscale-fold", daemon=True)
+        self._thread.start()
+
+    def _run(self, view: SimpleNamespace, k: int) -> None:
+        try:
+            fold(self.figures, view, k)
+        except BaseException as exc:  # noqa: BLE001 - raised in the run's thread by _wait
+            self._err = exc
+
+    def _wait(self) -> None:
+        """Wait for the batch being folded behind, raising what folding it raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._err is not None:
+            err, self._err = self._err, None
+            raise err
+
     def finish(self, plane: RequestPlane) -> RequestFigures:
         """Fold the rest of the requests, as they are at the end of the run."""
+        self._wait()
         fold(self.figures, plane, len(plane.arrival_s))
         self.figures.close()
         if self.writer is not None:
