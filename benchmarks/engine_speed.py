@@ -57,17 +57,22 @@ def batch_means(x: np.ndarray, n_batches: int = 30) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------- simscale
+def scenario_data(n_requests: int, seed: int) -> dict:
+    """The M/M/c scenario of ``n_requests`` requests (expected) as a scenario file holds it:
+    ``static`` on ``SERVERS`` replicas."""
+    return {"name": "mmc_bench", "duration_s": round(n_requests / LAM), "seed": seed,
+            "services": [{"name": "s", "model": "m", "slo_ms": 100,
+                          "service_time": {"dist": "exponential", "mean_s": MEAN_S},
+                          "cold_start_s": 0,
+                          "replicas": {"initial": SERVERS, "min": SERVERS, "max": SERVERS},
+                          "workload": {"kind": "constant", "rate_rps": LAM}}],
+            "strategies": [{"name": "static"}]}
+
+
 def scenario(n_requests: int, seed: int):
     from simscale.simulator.scenario import load_scenario
 
-    return load_scenario({
-        "name": "mmc_bench", "duration_s": round(n_requests / LAM), "seed": seed,
-        "services": [{"name": "s", "model": "m", "slo_ms": 100,
-                      "service_time": {"dist": "exponential", "mean_s": MEAN_S},
-                      "cold_start_s": 0,
-                      "replicas": {"initial": SERVERS, "min": SERVERS, "max": SERVERS},
-                      "workload": {"kind": "constant", "rate_rps": LAM}}],
-    })
+    return load_scenario(scenario_data(n_requests, seed))
 
 
 def simscale_end_to_end(n: int, seed: int) -> tuple[float, int, object]:
@@ -85,13 +90,7 @@ def simulate_command(n: int, seed: int, report: bool) -> float:
     simulation, results written; the report too when ``report``) on the same M/M/10."""
     import yaml
 
-    data = {"name": "mmc_bench", "duration_s": round(n / LAM), "seed": seed,
-            "services": [{"name": "s", "model": "m", "slo_ms": 100,
-                          "service_time": {"dist": "exponential", "mean_s": MEAN_S},
-                          "cold_start_s": 0,
-                          "replicas": {"initial": SERVERS, "min": SERVERS, "max": SERVERS},
-                          "workload": {"kind": "constant", "rate_rps": LAM}}],
-            "strategies": [{"name": "static"}]}
+    data = scenario_data(n, seed)
     exe = shutil.which("simscale") or str(Path(sys.executable).with_name("simscale"))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "mmc.yaml"
