@@ -186,6 +186,63 @@ def advance_shared(arr, units, uoff, ucol, start_s, end_s, batch_size, replica, 
     return qbuf, qhead, qlen
 
 
+@njit(cache=True, nogil=True)
+def advance_fifo1(arr, units, uoff, ucol, start_s, end_s, batch_size, replica,
+                  drop, busy, qbuf, qhead, qlen, hf, hs, m, rids, factors, offsets, gaps, over,
+                  glen, nserv, maxb, maxw, cap, use_tmo, tmo, t0, i0, i1, T):
+    """:func:`advance_shared` where no request can leave the queue but to start (batches of
+    one, no capacity, no timeout; the arguments those need are ignored): requests start in
+    arrival order, each at ``max(its arrival, the earliest free replica, t0)``, the queue left
+    over first and then arrivals ``i0 <= i < i1``, while the start is before ``T``; the rest
+    are queued. The same floating-point operations as :func:`advance_shared` on the same
+    requests, without its event loop (a request's start does not depend on later arrivals
+    here), so the results are identical; about twice as fast on M/M/c."""
+    mask = len(qbuf) - 1
+    i = i0
+    while m > 0:
+        if qlen > 0:
+            h = qbuf[qhead]
+        elif i < i1:
+            h = i
+        else:
+            break
+        f = hf[0]
+        s = hs[0]
+        tb = arr[h]
+        if f > tb:
+            tb = f
+        if tb < t0:
+            tb = t0
+        if tb >= T:
+            break
+        e = tb + offsets[s, 1] + factors[s, 1] * units[ucol[s], uoff + h]
+        if glen[s] > 0:
+            e += _idle_overhead(tb - f, gaps[s], over[s], glen[s])
+        if len(busy):
+            add_batch_busy(busy, tb, e, 1)
+        start_s[h] = tb
+        end_s[h] = e
+        batch_size[h] = 1
+        replica[h] = rids[s]
+        if qlen > 0:
+            qhead = (qhead + 1) & mask
+            qlen -= 1
+        else:
+            i += 1
+        hf[0] = e
+        _sift_down(hf, hs, m, 0)
+        nserv[s] = 1
+    # the arrivals before T that did not start are queued
+    while len(qbuf) < qlen + i1 - i:
+        qbuf = _grow(qbuf, qhead, qlen)
+        qhead = 0
+    mask = len(qbuf) - 1
+    for j in range(i, i1):
+        qbuf[(qhead + qlen) & mask] = j
+        qlen += 1
+    return qbuf, qhead, qlen
+
+
 def warm_up() -> tuple[float, bool]:
     """Compile (or load from the cache) every kernel on a tiny input.
 
@@ -198,11 +255,12 @@ def warm_up() -> tuple[float, bool]:
     hf = np.zeros(1)
     hs = np.zeros(1, dtype=np.int64)
     heapify(hf, hs, 1)
-    advance_shared(arr, np.ones((1, 2)), 0, np.zeros(1, np.int64), f64, f64.copy(), i32,
-                   i32.copy(), np.zeros(2, np.int8), np.zeros(2),
-                   np.zeros(4, np.int64), 0, 0, hf, hs, 1, np.zeros(1, np.int64),
-                   np.ones((1, 2)), np.zeros((1, 2)), np.zeros((1, 1)), np.zeros((1, 1)),
-                   np.zeros(1, np.int64), np.zeros(1, np.int64), 1, 0.0, -1, False, 0.0,
-                   0.0, 0, 2, 10.0)
-    compiled = any(d.stats.cache_misses for d in (advance_shared, heapify))
+    args = (arr, np.ones((1, 2)), 0, np.zeros(1, np.int64), f64, f64.copy(), i32, i32.copy(),
+            np.zeros(2, np.int8), np.zeros(2), np.zeros(4, np.int64), 0, 0, hf, hs, 1,
+            np.zeros(1, np.int64), np.ones((1, 2)), np.zeros((1, 2)), np.zeros((1, 1)),
+            np.zeros((1, 1)), np.zeros(1, np.int64), np.zeros(1, np.int64), 1, 0.0, -1, False,
+            0.0, 0.0, 0, 2, 10.0)
+    advance_shared(*args)
+    advance_fifo1(*args)
+    compiled = any(d.stats.cache_misses for d in (advance_shared, advance_fifo1, heapify))
     return time.perf_counter() - t0, compiled

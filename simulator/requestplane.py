@@ -694,7 +694,10 @@ class RequestPlane:
         K.heapify(hf, hs, m)
         nserv.fill(-1)
         tmo = self.timeout_s
-        self._qbuf, self._qhead, self._qlen = K.advance_shared(
+        # batches of one that leave the queue only to start: no event loop needed
+        loop = K.advance_fifo1 if (self.max_batch_size == 1 and self.capacity is None
+                                   and tmo is None) else K.advance_shared
+        self._qbuf, self._qhead, self._qlen = loop(
             self.arrival_s, self._inputs[1], self.base - self._in_base, ucol, self.start_s,
             self.end_s, self.batch_size, self.replica, self.drop, self.busy_s, self._qbuf,
             self._qhead,

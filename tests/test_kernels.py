@@ -88,6 +88,11 @@ def _assert_same(a: RequestPlane, b: RequestPlane) -> None:
 @example(seed=5, maxb=1, maxw=0.0, cap=None, tmo=None, load=0.9,
          ops=["resize", "add", "resize", "resize", "none", "resize", "drain", "resize"],
          offsets=False, idle=False, noise=True)
+# overload with batches of one (the compiled loop without events): hundreds queued at once,
+# the ring buffer grown several times
+@example(seed=2, maxb=1, maxw=0.0, cap=None, tmo=None, load=1.5,
+         ops=["drain", "none", "none", "none", "none", "add"], offsets=False, idle=True,
+         noise=False)
 @given(
     seed=st.integers(0, 100_000),
     maxb=st.integers(1, 5),
