@@ -245,13 +245,8 @@ class RealCluster:
         process, its reaped children, and the live replicas)."""
         import psutil
 
-        sys_t = psutil.cpu_times()
-        idle = sys_t.idle + getattr(sys_t, "iowait", 0.0)
-        steal = getattr(sys_t, "steal", 0.0)
-        busy = sum(sys_t) - idle - steal - getattr(sys_t, "guest", 0.0) \
-            - getattr(sys_t, "guest_nice", 0.0)
-        t = os.times()
-        ours = t.user + t.system + t.children_user + t.children_system
+        busy, steal = machine_cpu_s()
+        ours = own_cpu_s()
         for svc in self.services:
             for r in list(svc.replicas):
                 try:
@@ -422,6 +417,35 @@ class RealCluster:
 def _nan(v: float | None) -> float:
     """``v`` as a float, NaN for ``None`` (a time that never came)."""
     return math.nan if v is None else float(v)
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """``(busy, steal)``: CPU seconds the whole machine has been busy (guests excluded) and
+    stolen by the hypervisor, since boot."""
+    import psutil
+
+    sys_t = psutil.cpu_times()
+    idle = sys_t.idle + getattr(sys_t, "iowait", 0.0)
+    steal = getattr(sys_t, "steal", 0.0)
+    busy = sum(sys_t) - idle - steal - getattr(sys_t, "guest", 0.0) \
+        - getattr(sys_t, "guest_nice", 0.0)
+    return busy, steal
+
+
+def own_cpu_s() -> float:
+    """CPU seconds of this process and its reaped children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def others_busy_cores(window_s: float = 1.0) -> float:
+    """Mean cores that processes other than this one (and its children) keep busy over the
+    next ``window_s`` seconds: what would compete with a run started now. (The load average
+    would count this process's own recent work, e.g. the quick profile just before.)"""
+    b0, o0, t0 = machine_cpu_s()[0], own_cpu_s(), time.monotonic()
+    time.sleep(window_s)
+    b1, o1, t1 = machine_cpu_s()[0], own_cpu_s(), time.monotonic()
+    return max(0.0, (b1 - b0) - (o1 - o0)) / max(t1 - t0, 1e-9)
 
 
 def _cpu_usage(a: dict[str, float], b: dict[str, float], seconds: float) -> dict[str, float]:

@@ -70,7 +70,7 @@ from simscale.simulator.scenario import (
 from simscale.simulator.serving import select_strategies, service_context
 from simscale.strategies import BUILTINS
 from simscale.strategies.base import StrategyFailed, call_strategy
-from simscale.validation.cluster import RealCluster
+from simscale.validation.cluster import RealCluster, others_busy_cores
 from simscale.validation.fidelity import (
     TARGETS,
     calibrate,
@@ -227,10 +227,11 @@ def _run_real(scenario: Scenario, spec: StrategySpec, prof: Profile, on_crash: s
     (1, 5, 15 min) just before it. Warns when the machine is busy already."""
     load_before = list(os.getloadavg())
     cores = os.cpu_count() or 1
-    if load_before[0] > 0.5 * cores:
-        say(f"warning: this machine is busy (load average {load_before[0]:.1f} on {cores} "
-            "cores): other processes will compete with the replicas and the real latencies "
-            "will show it; the simulation does not model them")
+    others = others_busy_cores()
+    if others > MAX_OTHERS_SHARE * cores:
+        say(f"warning: this machine is busy (other processes keep {others:.1f} of {cores} "
+            "cores busy): they will compete with the replicas and the real latencies will "
+            "show it; the simulation does not model them")
     with tempfile.TemporaryDirectory(prefix="simscale-validate-") as art_dir:
         artifacts = model_artifacts(scenario, prof, Path(art_dir))
         say(f"real run: {scenario.duration_s:g} s of '{scenario.name}' with "
