@@ -22,6 +22,8 @@ summary.json (simulator/RESULTS.md). Money in USD, times in seconds.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -224,7 +226,7 @@ def _highs_min(cost: np.ndarray, lower: np.ndarray, upper: np.ndarray, rows: np.
     lp.a_matrix_.start_ = np.searchsorted(rows[order], np.arange(n_row + 1)).astype(np.int32)
     lp.a_matrix_.index_ = cols[order].astype(np.int32)
     lp.a_matrix_.value_ = vals[order]
-    h = highspy.Highs()
+    h = _highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     h.passModel(lp)
@@ -232,6 +234,31 @@ def _highs_min(cost: np.ndarray, lower: np.ndarray, upper: np.ndarray, rows: np.
     if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return math.nan
     return float(h.getInfo().objective_function_value)
+
+
+_HIGHS_GREETED = False  # (HiGHS prints its banner at the first solver a process makes)
+
+
+def _highs() -> Any:
+    """A new HiGHS solver, made without the banner HiGHS 1.7+ writes to the process's standard
+    output when a process makes its first one (before any option can turn output off): the
+    first is made with file descriptor 1 pointed at the null device."""
+    global _HIGHS_GREETED
+    import highspy
+
+    if _HIGHS_GREETED:
+        return highspy.Highs()
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    _HIGHS_GREETED = True
+    return h
 
 
 class ArrivalCounts:

@@ -191,3 +191,21 @@ def test_slo_target_defaults_to_0_99() -> None:
     raw = _small_profile_scenario()
     del raw["services"][1]["slo_target"]
     assert load_scenario(raw).services[1].slo_target == 0.99
+
+
+def test_the_solver_writes_nothing_to_standard_output() -> None:
+    """HiGHS 1.7+ writes a banner to the process's standard output (file descriptor 1) when a
+    process makes its first solver; a simulation's output is its own (a fresh process: the
+    first solver it makes)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\n"
+            "from simscale.simulator.bounds import _highs_min\n"
+            "v = _highs_min(np.array([1.0, 2.0]), np.zeros(2), np.array([np.inf, np.inf]),\n"
+            "               np.array([0, 0]), np.array([0, 1]), np.array([-1.0, -1.0]),\n"
+            "               np.array([-3.0]))\n"
+            "print(f'value {v:g}')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout == "value 3\n"
