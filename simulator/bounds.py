@@ -22,8 +22,6 @@ summary.json (simulator/RESULTS.md). Money in USD, times in seconds.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from simscale.simulator.lp import highs_min
 from simscale.simulator.scenario import Distribution, Scenario, Service
 
 if TYPE_CHECKING:
@@ -197,68 +196,9 @@ def _solve_lp(counts: np.ndarray, tail: np.ndarray, windows: list[tuple[int, int
     upper[:nk] = counts[ks]
     lower = np.zeros(nvar)
     lower[o_c:] = floor_per_bin * scale
-    value = _highs_min(cost, lower, upper, np.asarray(rows), np.asarray(cols),
+    value = highs_min(cost, lower, upper, np.asarray(rows), np.asarray(cols),
                        np.asarray(vals, dtype=float), b_ub)
     return value / scale
-
-
-def _highs_min(cost: np.ndarray, lower: np.ndarray, upper: np.ndarray, rows: np.ndarray,
-               cols: np.ndarray, vals: np.ndarray, b_ub: np.ndarray) -> float:
-    """``min cost @ x`` subject to ``A x <= b_ub`` (``A`` given by its entries ``rows, cols,
-    vals``) and ``lower <= x <= upper``, solved by HiGHS (the solver behind scipy's
-    ``linprog(method="highs")``, called through its own binding: importing scipy.optimize
-    takes longer than a small simulation). NaN when HiGHS finds no optimum."""
-    import highspy
-
-    order = np.lexsort((cols, rows))
-    n_row = len(b_ub)
-    lp = highspy.HighsLp()
-    lp.num_col_ = len(cost)
-    lp.num_row_ = n_row
-    lp.col_cost_ = cost
-    lp.col_lower_ = lower
-    lp.col_upper_ = np.where(np.isinf(upper), highspy.kHighsInf, upper)
-    lp.row_lower_ = np.full(n_row, -highspy.kHighsInf)
-    lp.row_upper_ = np.asarray(b_ub, dtype=float)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
-    lp.a_matrix_.num_col_ = len(cost)
-    lp.a_matrix_.num_row_ = n_row
-    lp.a_matrix_.start_ = np.searchsorted(rows[order], np.arange(n_row + 1)).astype(np.int32)
-    lp.a_matrix_.index_ = cols[order].astype(np.int32)
-    lp.a_matrix_.value_ = vals[order]
-    h = _highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("threads", 1)
-    h.passModel(lp)
-    h.run()
-    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
-        return math.nan
-    return float(h.getInfo().objective_function_value)
-
-
-_HIGHS_GREETED = False  # (HiGHS prints its banner at the first solver a process makes)
-
-
-def _highs() -> Any:
-    """A new HiGHS solver, made without the banner HiGHS 1.7+ writes to the process's standard
-    output when a process makes its first one (before any option can turn output off): the
-    first is made with file descriptor 1 pointed at the null device."""
-    global _HIGHS_GREETED
-    import highspy
-
-    if _HIGHS_GREETED:
-        return highspy.Highs()
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 1)
-            h = highspy.Highs()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-    _HIGHS_GREETED = True
-    return h
 
 
 class ArrivalCounts:

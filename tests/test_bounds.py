@@ -201,10 +201,10 @@ def test_the_solver_writes_nothing_to_standard_output() -> None:
     import sys
 
     code = ("import numpy as np\n"
-            "from simscale.simulator.bounds import _highs_min\n"
-            "v = _highs_min(np.array([1.0, 2.0]), np.zeros(2), np.array([np.inf, np.inf]),\n"
-            "               np.array([0, 0]), np.array([0, 1]), np.array([-1.0, -1.0]),\n"
-            "               np.array([-3.0]))\n"
+            "from simscale.simulator.lp import highs_min\n"
+            "v = highs_min(np.array([1.0, 2.0]), np.zeros(2), np.array([np.inf, np.inf]),\n"
+            "              np.array([0, 0]), np.array([0, 1]), np.array([-1.0, -1.0]),\n"
+            "              np.array([-3.0]))\n"
             "print(f'value {v:g}')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
