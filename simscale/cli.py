@@ -557,8 +557,11 @@ def validate(scenario: str, strategy: str | None, duration_s: float | None,
 # --------------------------------------------------------------------------- entry point
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: user errors become one line on stderr and exit status 2."""
+    from simscale.interrupts import Terminated, sigterm_as_interrupt
+
     try:
-        rv = cli.main(args=argv, prog_name="simscale", standalone_mode=False)
+        with sigterm_as_interrupt():  # (a stopped command cleans up as after Ctrl-C)
+            rv = cli.main(args=argv, prog_name="simscale", standalone_mode=False)
     except UserError as exc:
         click.echo(f"simscale: error: {exc.format()}", err=True)
         sys.exit(2)
@@ -572,7 +575,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"simscale: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, click.exceptions.Abort) as exc:
+        if isinstance(exc, Terminated) or isinstance(exc.__context__, Terminated):
+            click.echo("simscale: terminated", err=True)
+            sys.exit(143)  # (128 + SIGTERM, as a shell reports it)
         click.echo("simscale: interrupted", err=True)
         sys.exit(130)
     except click.exceptions.Exit as exc:

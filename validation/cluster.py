@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from simscale.errors import UserError
+from simscale.interrupts import sigterm_as_interrupt
 from simscale.strategies.base import (
     StrategyFailed,
     call_strategy,
@@ -56,7 +57,6 @@ from simscale.validation.replica import (
     READY_TIMEOUT_S,
     ReplicaCrashError,
     kill_tracked_processes,
-    sigterm_as_interrupt,
 )
 from simscale.validation.router import _Service
 

@@ -9,8 +9,9 @@ as ready when it reports its first inference done (its ``ready`` line): cold sta
 No orphans: replica processes run in their own session (a Ctrl-C in the terminal reaches only
 the parent, which stops them in order); every process is tracked here and killed in ``finally``
 (by :class:`~simscale.validation.cluster.RealCluster`), by an ``atexit`` hook and on
-``SIGTERM`` (:func:`sigterm_as_interrupt`); a replica whose parent dies reads EOF on stdin and
-exits. Every wait has a timeout; a replica that dies or hangs is detected and reported.
+``SIGTERM`` (:func:`simscale.interrupts.sigterm_as_interrupt`); a replica whose parent dies
+reads EOF on stdin and exits. Every wait has a timeout; a replica that dies or hangs is
+detected and reported.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from simscale.errors import UserError
@@ -40,7 +40,6 @@ __all__ = [
     "ReplicaCrashError",
     "exit_text",
     "kill_tracked_processes",
-    "sigterm_as_interrupt",
     "tracked_pids",
 ]
 
@@ -285,19 +284,3 @@ def exit_text(code: int | None) -> str:
     return f"exit status {code}"
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises KeyboardInterrupt in the main thread (so ``finally``
-    blocks stop the replicas); outside the main thread this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
