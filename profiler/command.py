@@ -26,6 +26,7 @@ def profile_command(
     ``quick``). Bad arguments raise
     :class:`~simscale.errors.UserError` before anything is measured or written.
     """
+    from simscale.console import make_console
     from simscale.profiler.runner import run_profile
     from simscale.profiler.show import profile_notes, summary_table
 
@@ -42,7 +43,7 @@ def profile_command(
         console=err,
         colocation=colocation,
     )
-    out = Console()
+    out = make_console()
     out.print(summary_table(profile))
     for note in profile_notes(profile):
         err.print(f"[yellow]{note}[/]")

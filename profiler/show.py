@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from simscale.profiler.schema import ConfigProfile, ModelProfile, Profile, ServiceTimeFit
@@ -270,7 +269,10 @@ def profile_notes(profile: Profile) -> list[str]:
 
 def show_profile(profile: Profile, console: Any = None) -> None:
     """Print ``profile`` as rich tables: machine, models, one table per configuration."""
-    console = console or Console()
+    if console is None:
+        from simscale.console import make_console
+
+        console = make_console()
     m = profile.machine
     libs = ", ".join(f"{k} {v}" for k, v in m.libraries.items())
     source = f" ({profile.source})" if profile.source else ""

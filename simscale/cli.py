@@ -18,12 +18,9 @@ from simscale.errors import UserError
 
 
 def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+    from simscale.console import make_console
 
-    console = Console(stderr=stderr, highlight=False)
-    if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, width=120)
-    return console
+    return make_console(stderr)
 
 
 def _int_list(flag: str, value: str | None, minimum: int = 1) -> list[int] | None:

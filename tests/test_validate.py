@@ -227,6 +227,38 @@ def test_print_fidelity_shows_the_run_without_colocation(capsys) -> None:
     assert "no co-loc." in out and "-20.0%" in out and "+4.0%" in out
 
 
+def test_the_fidelity_table_never_cuts_a_number(capsys) -> None:
+    """Output that is not a terminal (a log file) gets the CLI's 120 columns, where every cell
+    is whole; a narrower terminal folds cells onto a second line rather than cutting them
+    short ("1196…" said nothing of a 12-second p95)."""
+    from simscale.console import PIPE_WIDTH, make_console
+    from simscale.validation.report import print_fidelity
+
+    def run(p50: float, p95: float) -> dict[str, Any]:
+        return {"service": "resnet50", "label": "static", "replication": 0,
+                "latency_ms": {"p50": p50, "p95": p95, "p99": p95},
+                "slo_attainment": 0.597, "completed": 129, "dropped": 47,
+                "mean_replicas": 2.0, "scale_events": 0}
+
+    doc = fidelity({"runs": [run(55.7, 11960.5)]}, {"runs": [run(53.1, 143.2)]},
+                   label="static")
+    svc = doc["services"]["resnet50"]
+    for other in ("uncalibrated", "colocation_off"):
+        svc[other] = {"simulated": svc["simulated"], "error": svc["error"],
+                      "abs_error": svc["abs_error"]}
+    doc.update({"scenario": "validate_colocated", "label": "static", "duration_s": 60,
+                "cores": 2, "load_average": [2.31, 1.46, 1.0], "colocation": {"nodes": 1}})
+    console = make_console()  # (pytest's captured stdout is not a terminal)
+    assert console.width == PIPE_WIDTH
+    print_fidelity(doc, console)
+    wide = capsys.readouterr().out
+    assert "11960.5" in wide and "-98.8%" in wide and "resnet50" in wide and "…" not in wide
+    from rich.console import Console
+
+    print_fidelity(doc, Console(width=80, force_terminal=False))
+    assert "…" not in capsys.readouterr().out
+
+
 def test_profile_adjusted_scales_the_fit_and_replaces_the_overhead() -> None:
     prof = Profile.model_validate(synthetic_profile())
     sc = load_scenario(TINY)

@@ -109,9 +109,9 @@ def validate_command(scenario_path: str | Path, strategy: str | None = None,
     """The CLI command: validate, print the fidelity table (rich) and return ``fidelity.json``'s
     content. Bad input raises :class:`UserError`; a replica crash raises
     :class:`~simscale.validation.replica.ReplicaCrashError` (a ``UserError``)."""
-    from rich.console import Console
+    from simscale.console import make_console
 
-    console = Console(highlight=False)
+    console = make_console()
     scenario = load_scenario(scenario_path)
 
     def progress(msg: str) -> None:

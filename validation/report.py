@@ -51,8 +51,9 @@ def print_fidelity(doc: dict[str, Any], console: Any) -> None:
     cols = ["service", "figure", "real", "sim", "error", "target", "uncal.", "error "]
     if off_too:
         cols += ["no co-loc.", "error  "]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("service", "figure") else "right")
+    for col in cols:  # (a narrow terminal folds a cell onto a second line, never cuts it)
+        table.add_column(col, justify="left" if col in ("service", "figure") else "right",
+                         overflow="fold")
     for name, svc in doc["services"].items():
         for f in FIGURES:
             r, s = svc["real"][f], svc["simulated"][f]
