@@ -250,9 +250,14 @@ def test_the_fidelity_table_never_cuts_a_number(capsys) -> None:
                 "cores": 2, "load_average": [2.31, 1.46, 1.0], "colocation": {"nodes": 1}})
     console = make_console()  # (pytest's captured stdout is not a terminal)
     assert console.width == PIPE_WIDTH
+    doc["calibration"] = {"resnet50": {"factor": 2.0, "unclamped_factor": 2.93,
+                                       "warmup_predict_ms_p50": 0.93,
+                                       "profile_predict_ms_p50": 0.61}}
     print_fidelity(doc, console)
     wide = capsys.readouterr().out
     assert "11960.5" in wide and "-98.8%" in wide and "resnet50" in wide and "…" not in wide
+    # a calibration at its bound says what the warm-up asked for
+    assert "calibration x2.000, kept within 0.5..2: the warm-up asked x2.93" in wide
     from rich.console import Console
 
     print_fidelity(doc, Console(width=80, force_terminal=False))
@@ -288,7 +293,8 @@ def test_calibration_matches_the_warmup_predict_time() -> None:
     assert cal["factor"] == pytest.approx(0.11 / 0.055)
     assert cal["profile_predict_ms_p50"] == pytest.approx(0.055)
     assert calibrate(bare, sc, {})["lr"]["factor"] == 1.0
-    assert calibrate(bare, sc, {"lr": {"service_ms_median_batch1": 5.0}})["lr"]["factor"] == 2.0
+    clamped = calibrate(bare, sc, {"lr": {"service_ms_median_batch1": 5.0}})["lr"]
+    assert clamped["factor"] == 2.0 and clamped["unclamped_factor"] == pytest.approx(5.0 / 0.055)
     # serving measured: back to back the replica predicted in 0.05 ms, after 50 ms idle in 0.4
     doc["models"]["linear_regression"]["configs"][0]["serving"] = {
         "batches": 20, "gap_ms": 50.0, "roundtrip_ms_p50": 0.9, "roundtrip_ms_p95": 1.0,

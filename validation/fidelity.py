@@ -217,7 +217,7 @@ def calibrate(prof: Any, scenario: Scenario, warmup: dict[str, dict[str, float]]
     The simulated predict there is ``fit_scale * t50(1)`` plus the part of the serving
     overhead that is predict (``predict_ms_p50 - fit_scale * backtoback_predict_ms_p50``); the
     factor scales the first part only. 1 when the warm-up measured nothing; kept within
-    :data:`CALIBRATION_BOUNDS`."""
+    :data:`CALIBRATION_BOUNDS` (``unclamped_factor``: the ratio before that)."""
     out: dict[str, dict[str, float]] = {}
     for svc in scenario.services:
         cfg = prof.config(svc.model, svc.device, svc.threads)
@@ -229,12 +229,14 @@ def calibrate(prof: Any, scenario: Scenario, warmup: dict[str, dict[str, float]]
             extra_ms = max(0.0, float(sv.predict_ms_p50)
                            - cfg.fit_scale * float(sv.backtoback_predict_ms_p50))
         warm_ms = float((warmup.get(svc.name) or {}).get("service_ms_median_batch1", math.nan))
-        factor = 1.0
+        factor = asked = 1.0
         if math.isfinite(warm_ms) and warm_ms > 0 and fit_ms > 0:
             lo, hi = CALIBRATION_BOUNDS
-            factor = min(hi, max(lo, (warm_ms - extra_ms) / fit_ms))
+            asked = (warm_ms - extra_ms) / fit_ms
+            factor = min(hi, max(lo, asked))
         out[svc.name] = {"factor": factor, "warmup_predict_ms_p50": warm_ms,
-                         "profile_predict_ms_p50": fit_ms + extra_ms}
+                         "profile_predict_ms_p50": fit_ms + extra_ms,
+                         "unclamped_factor": asked}
     return out
 
 

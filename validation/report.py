@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from simscale.simulator.scenario import Scenario
-from simscale.validation.fidelity import FIGURES, SHORT, TARGETS
+from simscale.validation.fidelity import CALIBRATION_BOUNDS, FIGURES, SHORT, TARGETS
 
 __all__ = ["overlay_figures", "print_fidelity", "size_figure", "write_report"]
 
@@ -83,8 +83,11 @@ def print_fidelity(doc: dict[str, Any], console: Any) -> None:
         over = d.get("overhead_ms_per_batch_median", math.nan)
         cal = (doc.get("calibration") or {}).get(name, {})
         ap = (d.get("a_posteriori") or {}).get("error", {})
+        factor, asked = cal.get("factor", math.nan), cal.get("unclamped_factor", math.nan)
+        clamp = (f", kept within {CALIBRATION_BOUNDS[0]:g}..{CALIBRATION_BOUNDS[1]:g}: the "
+                 f"warm-up asked x{asked:.2f}") if asked == asked and asked != factor else ""
         console.print(
-            f"[dim]{name}: calibration x{cal.get('factor', math.nan):.3f} (isolated predict "
+            f"[dim]{name}: calibration x{factor:.3f}{clamp} (isolated predict "
             f"{cal.get('warmup_predict_ms_p50', math.nan):.2f} ms in the warm-up, "
             f"{cal.get('profile_predict_ms_p50', math.nan):.2f} ms in the profile); batches "
             f"took {d.get('batch_ms_real_mean', math.nan):.2f} ms on "
