@@ -19,11 +19,12 @@ over the inputs (the lower bound's) costs no second draw.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
+
+from simscale.simulator.background import Background
 
 __all__ = ["DRAW_AHEAD", "InputFeed", "LiveFeed", "LiveSource", "seconds_counted"]
 
@@ -128,31 +129,6 @@ class LiveSource:
         return self._true_rate(t)
 
 
-class _Ahead:
-    """The next item of an iterator, drawn by a thread of its own (a daemon: an interrupted
-    run does not wait for it); :meth:`result` waits for it and returns it (``None`` at the
-    end) or raises what drawing it raised."""
-
-    def __init__(self, it: Iterator[Chunk]) -> None:
-        self._it = it
-        self._out: Chunk | None = None
-        self._err: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="simscale-draw", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._out = next(self._it, None)
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader, raised there
-            self._err = exc
-
-    def result(self) -> Chunk | None:
-        self._thread.join()
-        if self._err is not None:
-            raise self._err
-        return self._out
-
-
 class LiveFeed:
     """A request plane's feed that draws the inputs as it reads them (:class:`InputFeed`).
 
@@ -171,7 +147,7 @@ class LiveFeed:
         self.pos = 0
         self._it = source.chunks(tapped=True)
         self._ahead_on = bool(ahead)
-        self._ahead: _Ahead | None = None
+        self._ahead: Background | None = None
         self._per_s = np.zeros(int(math.ceil(source.duration_s)) + 1)
         self._chunk: Chunk | None = None
         self._off = 0
@@ -188,7 +164,7 @@ class LiveFeed:
                 lo, per_s = seconds_counted(chunk[0])
                 self._per_s[lo:lo + len(per_s)] += per_s
             if self._ahead_on:
-                self._ahead = _Ahead(self._it)
+                self._ahead = Background(next, self._it, None, name="simscale-draw")
 
     @property
     def done(self) -> bool:

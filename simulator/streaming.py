@@ -15,13 +15,13 @@ a Parquet file (``--save-requests``).
 
 from __future__ import annotations
 
-import threading
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simscale.simulator.accumulate import RequestFigures, fold
+from simscale.simulator.background import Background
 from simscale.simulator.observations import _pointer
 from simscale.simulator.requestplane import RequestPlane
 
@@ -68,9 +68,8 @@ class RequestStream:
         self.writer = writer
         self.behind = FOLD_BEHIND if behind is None else bool(behind)
         self._p = 0  # first request of the plane that did not end before the horizon
-        self._thread: threading.Thread | None = None
-        self._err: BaseException | None = None
-        self._copy: dict[str, np.ndarray] = {}  # the batch being folded behind (reused)
+        self._behind: Background | None = None  # the batch being folded behind
+        self._copy: dict[str, np.ndarray] = {}  # its copy (buffers reused)
 
     @staticmethod
     def step_s(n_requests: int, duration_s: float) -> float:
@@ -109,24 +108,13 @@ class RequestStream:
                 buf = self._copy[name] = np.empty(2 * m, dtype=src.dtype)
             buf[:m] = src[:m]
             setattr(view, name, buf[:m])
-        self._thread = threading.Thread(target=self._run, args=(view, k),
-                                        name="simscale-fold", daemon=True)
-        self._thread.start()
-
-    def _run(self, view: SimpleNamespace, k: int) -> None:
-        try:
-            fold(self.figures, view, k)
-        except BaseException as exc:  # noqa: BLE001 - raised in the run's thread by _wait
-            self._err = exc
+        self._behind = Background(fold, self.figures, view, k, name="simscale-fold")
 
     def _wait(self) -> None:
         """Wait for the batch being folded behind, raising what folding it raised."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._err is not None:
-            err, self._err = self._err, None
-            raise err
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            behind.result()
 
     def finish(self, plane: RequestPlane) -> RequestFigures:
         """Fold the rest of the requests, as they are at the end of the run."""
