@@ -14,13 +14,8 @@ from typing import Any
 import click
 
 from simscale import __version__
+from simscale.console import make_console
 from simscale.errors import UserError
-
-
-def _console(stderr: bool = False) -> Any:
-    from simscale.console import make_console
-
-    return make_console(stderr)
 
 
 def _int_list(flag: str, value: str | None, minimum: int = 1) -> list[int] | None:
@@ -121,7 +116,7 @@ def profile_show(path: str) -> None:
     from simscale.profiler.speed import machine_speed, show_note, speed_summary
 
     prof = load_profile(path)
-    console = _console()
+    console = make_console()
     show_profile(prof, console)
     here = machine_speed() if prof.machine.speed is not None else None
     summary = speed_summary(prof, here)
@@ -141,7 +136,7 @@ def profile_speed(refresh: bool) -> None:
 
     t0 = time.perf_counter()
     here = machine_speed(refresh=refresh)
-    _console().print(f"speed score {here.describe()} in "
+    make_console().print(f"speed score {here.describe()} in "
                      f"{time.perf_counter() - t0:.2f} s; cache: {cache_dir() / CACHE_FILE}",
                      soft_wrap=True, markup=False)
 
@@ -149,7 +144,7 @@ def profile_speed(refresh: bool) -> None:
 def _warn_line(line: str | None) -> None:
     """Print ``line`` (when there is one) as one line on stderr, never wrapped."""
     if line:
-        _console(stderr=True).print(line, soft_wrap=True, markup=False, style="yellow")
+        make_console(stderr=True).print(line, soft_wrap=True, markup=False, style="yellow")
 
 
 def _simulate_profile(sc: Any, profile_path: str | None, rescale: bool) -> Any:
@@ -168,7 +163,7 @@ def _simulate_profile(sc: Any, profile_path: str | None, rescale: bool) -> Any:
 
     if rescale:
         prof, line = rescaled_to_machine(prof)
-        _console(stderr=True).print(line, soft_wrap=True, markup=False, style="dim")
+        make_console(stderr=True).print(line, soft_wrap=True, markup=False, style="dim")
     else:
         _warn_line(speed_warning(prof))
     return prof
@@ -226,7 +221,7 @@ def simulate(scenario: str, strategies: tuple[str, ...], seed: int | None, repli
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=_json_default))
         return
-    console = _console()
+    console = make_console()
     print_summary_table(result.summary, console)
     loops = result.summary.get("request_plane") or {}
     if loops.get("compiled_now"):
@@ -278,7 +273,7 @@ def report(outdir: Path) -> None:
     from simscale.reports.html import render_report
 
     path = render_report(outdir)
-    _console().print(f"report: {path}")
+    make_console().print(f"report: {path}")
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -304,7 +299,7 @@ def scenarios_list() -> None:
             data = {}
         description = data.get("description", "") if isinstance(data, dict) else ""
         table.add_row(path.stem, str(description).strip().split("\n")[0])
-    _console().print(table)
+    make_console().print(table)
 
 
 @scenarios.command("show")
@@ -338,8 +333,8 @@ def scenarios_check(file: str, profile_path: str | None) -> None:
         check_profile(sc, prof)
     budget = scenario_budget(sc, list(sc.strategies))
     check_budget(budget, source=file)
-    _console().print(f"{file}: ok ({len(sc.services)} services, {len(sc.strategies)} strategies,"
-                     f" {sc.duration_s:g} s; {budget.summary()})")
+    make_console().print(f"{file}: ok ({len(sc.services)} services, {len(sc.strategies)} "
+                         f"strategies, {sc.duration_s:g} s; {budget.summary()})")
 
 
 @scenarios.command("schema")
@@ -366,7 +361,7 @@ def strategies_list() -> None:
     table = Table("name", "summary", title="built-in strategies", title_justify="left")
     for name in BUILTINS:
         table.add_row(name, describe_strategy(name)["summary"])
-    _console().print(table)
+    make_console().print(table)
 
 
 @strategies.command("show")
@@ -378,7 +373,7 @@ def strategies_show(name: str) -> None:
     from simscale.strategies import describe_strategy
 
     info = describe_strategy(name)
-    console = _console()
+    console = make_console()
     console.print(f"[bold]{info['name']}[/bold]: {info['summary']}")
     if info.get("source"):
         console.print(f"[dim]source: {info['source']}[/dim]")
@@ -411,7 +406,7 @@ def strategies_import(file: str, document: str | None, metric: str | None,
                                "name": result.name, "source": result.source,
                                "mapped": list(result.mapped)}, indent=2))
         return
-    console = _console()
+    console = make_console()
     named = f" '{result.name}'" if result.name else ""
     console.print(f"[bold]{file}[/bold]: {result.kind}{named} -> strategy "
                   f"[bold]{result.strategy}[/bold]", highlight=False)
@@ -450,7 +445,7 @@ def sweep(sweep_file: Path, outdir: Path | None, executor: str, workers: int | N
     outdir = check_output_dir(outdir or Path("results") / "sweeps" / _safe_name(sweep_file.stem))
     result = run_sweep(sweep_file, outdir=outdir, executor=executor, workers=workers,
                        address=address, progress=True, force=force)
-    console = _console()
+    console = make_console()
     console.print(f"{len(result.table)} rows; computed {result.computed}, reused "
                   f"{result.reused}, failed {result.failed}; results in {outdir}")
     if result.failed:
@@ -507,7 +502,7 @@ def tune(scenario: str, strategy: str, service: str | None, target: str, trials:
                       replications=replications, workers=workers, executor=executor,
                       address=address, seed=seed, progress=True, force=force)
     paths = write_outputs(result, outdir)
-    console = _console()
+    console = make_console()
     print_tune_table(result, console)
     shown = ", ".join(p.name for role, p in paths.items() if role != "tune_json")
     console.print(f"[dim]results: {outdir}/tune.json, {shown}[/dim]")
