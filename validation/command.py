@@ -226,12 +226,11 @@ def _run_real(scenario: Scenario, spec: StrategySpec, prof: Profile, on_crash: s
     once with the profiler's code, in a temporary folder), and the machine's load average
     (1, 5, 15 min) just before it. Warns when the machine is busy already."""
     load_before = list(os.getloadavg())
-    cores = os.cpu_count() or 1
     others = others_busy_cores()
-    if others > MAX_OTHERS_SHARE * cores:
-        say(f"warning: this machine is busy (other processes keep {others:.1f} of {cores} "
-            "cores busy): they will compete with the replicas and the real latencies will "
-            "show it; the simulation does not model them")
+    if _representative({"others_cores": others}) is False:
+        say(f"warning: this machine is busy (other processes keep {others:.1f} of "
+            f"{os.cpu_count() or 1} cores busy): they will compete with the replicas and the "
+            "real latencies will show it; the simulation does not model them")
     with tempfile.TemporaryDirectory(prefix="simscale-validate-") as art_dir:
         artifacts = model_artifacts(scenario, prof, Path(art_dir))
         say(f"real run: {scenario.duration_s:g} s of '{scenario.name}' with "
