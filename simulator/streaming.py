@@ -54,19 +54,18 @@ def streams(stream: bool | None, n_requests: int) -> bool:
 class RequestStream:
     """The figures of a streaming service's requests, folded in as its plane moves on.
 
-    ``figures``: what has been folded in (complete after :meth:`finish`). With ``behind``,
-    a thread of its own folds a copy of each batch of final requests while the plane moves on
-    (the fold's loops are compiled without the interpreter's lock or are numpy, so on two
-    cores it costs little wall time); the batches are folded one after the other, in order,
-    so the figures are the same, and nothing reads them before :meth:`finish` waits for the
-    last batch."""
+    ``figures``: what has been folded in (complete after :meth:`finish`). With
+    :data:`FOLD_BEHIND` (read when the stream is made), a thread of its own folds a copy of each
+    batch of final requests while the plane moves on (the fold's loops are compiled without
+    the interpreter's lock or are numpy, so on two cores it costs little wall time); the
+    batches are folded one after the other, in order, so the figures are the same, and
+    nothing reads them before :meth:`finish` waits for the last batch."""
 
-    def __init__(self, figures: RequestFigures, writer: RequestWriter | None = None, *,
-                 behind: bool | None = None) -> None:
+    def __init__(self, figures: RequestFigures, writer: RequestWriter | None = None) -> None:
         self.figures = figures
         #: where the requests go before they are forgotten (``--save-requests``), or ``None``
         self.writer = writer
-        self.behind = FOLD_BEHIND if behind is None else bool(behind)
+        self.behind = FOLD_BEHIND
         self._p = 0  # first request of the plane that did not end before the horizon
         self._behind: Background | None = None  # the batch being folded behind
         self._copy: dict[str, np.ndarray] = {}  # its copy (buffers reused)
