@@ -904,11 +904,11 @@ def test_cli_console_width_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) 
     import io
     import sys
 
-    from simscale.cli import _console
+    from simscale.console import make_console
 
     monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a terminal, even under -s
     monkeypatch.delenv("COLUMNS", raising=False)
-    console = _console()
+    console = make_console()
     assert not console.is_terminal and console.width == 120
 
 
