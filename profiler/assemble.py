@@ -31,8 +31,9 @@ from simscale.profiler.schema import (
 from simscale.profiler.steps import SERVING_GAP_S, SERVING_GAPS_S, serving_overhead
 from simscale.profiler.zoo import MODELS, TrainedModel
 
-#: ``{gap_s: (roundtrip_ms, predict_ms)}`` of one serving replica (see ``measure_serving``)
-ServedByGap = dict[float, tuple[list[float], list[float]]]
+#: ``({gap_s: (roundtrip_ms, predict_ms)}, loop_ms)`` of one serving replica (see
+#: ``measure_serving``)
+Served = tuple[dict[float, tuple[list[float], list[float]]], list[float]]
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Measurements:
     retried: dict[str, list[float]]
     memory: dict[tuple[Config, int], float]
     cold: dict[str, list[ColdStart]]
-    served: dict[Config, ServedByGap]
+    served: dict[Config, Served]
 
 
 def config_profile(cfg: Config, m: Measurements) -> ConfigProfile:
@@ -70,7 +71,7 @@ def config_profile(cfg: Config, m: Measurements) -> ConfigProfile:
         batches=[latency_stats(b, samples[b], m.memory.get((cfg, b)),
                                round_p50_ms=timings.round_p50_ms(b)) for b in sorted(samples)],
         fit=fit,
-        serving=serving_overhead(m.served[cfg]),
+        serving=serving_overhead(m.served[cfg][0], loop_ms=m.served[cfg][1]),
     )
 
 
@@ -171,7 +172,8 @@ def run_settings(
             "threads), sent batches of one item after each idle gap (in random order), a share "
             "of them after each timing round (see timing.method); round "
             "trip = write the batch to its stdin .. read its answer; per gap, the overhead = "
-            "median round trip less the replica's own back-to-back predict median (x fit_scale); "
+            "median round trip less the replica's own tight-loop predict median (one reused "
+            "input, back to back, interleaved with the round trips; x fit_scale); "
             "the simulator adds the overhead of each batch's actual idle time",
         },
         "weights_path": str(weights) if weights is not None else None,

@@ -8,8 +8,10 @@ The profiler starts this module in fresh processes to measure what only a fresh 
   batches of ``B`` items three times and prints its peak resident set size while serving (and,
   on CUDA, the peak GPU memory).
 * ``--serve``: a minimal serving loop for real-replica runs: after the ``ready`` line it reads one
-  batch size per line from stdin, runs a batch of that size and prints its service time; an empty
-  line or EOF stops it.
+  batch size per line from stdin, runs a batch of that size (its input made fresh, as a request
+  brings one) and prints its service time; ``loop N`` instead times ``N`` back-to-back predicts
+  of one item on one input made once and reused (the profiler's tight-loop timing, in the
+  serving process: the reference of the serving overhead); an empty line or EOF stops it.
 
 Every reply is one JSON object on one line of stdout. The model is built by
 :func:`simscale.profiler.zoo.load_model`, the same code the profiler times.
@@ -28,6 +30,10 @@ from pathlib import Path
 from typing import Any
 
 MODULE = "simscale.profiler.replica"
+#: the ``--serve`` command that times back-to-back predicts on one reused input
+LOOP_COMMAND = "loop"
+#: most predicts one ``loop N`` runs
+LOOP_MAX_CALLS = 100
 
 
 def peak_rss_mb() -> float:
@@ -134,6 +140,20 @@ def _memory_probe(model: Any, batch_size: int, cuda: bool) -> dict[str, Any]:
     return out
 
 
+def _loop(model: Any, batch: Any, line: str) -> list[float]:
+    """The times (ms) of ``N`` back-to-back predicts of ``batch`` (``line`` is ``loop N``)."""
+    try:
+        n = max(1, min(LOOP_MAX_CALLS, int(line.split()[1])))
+    except (IndexError, ValueError):
+        n = 1
+    out = []
+    for _ in range(n):
+        t_start = time.perf_counter_ns()
+        model.predict(batch)
+        out.append((time.perf_counter_ns() - t_start) / 1e6)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of a replica process; returns the exit status."""
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n")[0])
@@ -182,10 +202,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.serve:
         return 0
+    loop_batch: Any = None
     for line in sys.stdin:
         line = line.strip()
         if not line:
             break
+        if line.startswith(LOOP_COMMAND):
+            # the profiler's way of timing: one input, made once and reused, back to back
+            if loop_batch is None:
+                loop_batch = model.make_inputs(1)
+                model.predict(loop_batch)
+            _emit({"event": "loop", "predict_ms": _loop(model, loop_batch, line)})
+            continue
         try:
             batch_size = int(line)
             if batch_size < 1:

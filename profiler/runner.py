@@ -46,7 +46,7 @@ from typing import Any
 from simscale.errors import UserError
 from simscale.profiler.assemble import (
     Measurements,
-    ServedByGap,
+    Served,
     build_profile,
     model_profiles,
     run_settings,
@@ -184,7 +184,7 @@ def _serving_batches(plan: RunPlan, rounds: int, r: int) -> int:
 def _timing_and_serving(
     configs: Sequence[Config], trained: Mapping[str, TrainedModel], plan: RunPlan,
     bar: ProgressBar, wall_t0: float,
-) -> tuple[dict[Config, Timings], dict[str, list[float]], dict[Config, ServedByGap]]:
+) -> tuple[dict[Config, Timings], dict[str, list[float]], dict[Config, Served]]:
     """Time every configuration's batches in this process and its serving replica, in timing
     rounds that take turns (:func:`~simscale.profiler.rounds.time_in_rounds`): round ``r`` of
     every configuration, then round ``r`` of every serving replica, then round ``r + 1``.
@@ -224,7 +224,7 @@ def _timing_and_serving(
                 bar.step(advance=serve_weight(plan, c) / rounds)
 
         found = time_in_rounds(timers, after_round=after_round, on_step=on_step)
-        served = {c: rep.by_gap for c, rep in zip(configs, replicas, strict=True)}
+        served = {c: (rep.by_gap, rep.loop_ms) for c, rep in zip(configs, replicas, strict=True)}
     timings = dict(zip(configs, found, strict=True))
     retried: dict[str, list[float]] = {}
     busy = [i for i, c in enumerate(configs)

@@ -216,22 +216,25 @@ SPEED_CHECK_MIN_MS = 10.0
 
 def speed_note(profile: Profile) -> str | None:
     """A warning when, for a model slower than :data:`SPEED_CHECK_MIN_MS`, the serving
-    replica's back-to-back predict (measured minutes after the tight-loop timing) differs from
+    replica's reference predict (its tight-loop one, or back to back in older profiles;
+    measured minutes after the timing phase) differs from
     the fit's median of one item by more than :data:`SPEED_CHANGE_LIMIT`: the machine's speed
     changed while profiling, and every simulation inherits that uncertainty."""
     off = []
     for m in profile.models.values():
         for cfg in m.configs:
             sv = cfg.serving
-            if sv is None or sv.backtoback_predict_ms_p50 is None:
+            ref = None if sv is None else sv.reference_predict_ms_p50
+            if ref is None:
                 continue
             t50 = float(profile.service_model(m.name, cfg.device, cfg.threads,
                                               serving=False).median_s(1)) * 1000.0
-            ratio = float(sv.backtoback_predict_ms_p50) / t50 - 1.0 if t50 > 0 else 0.0
+            ratio = ref / t50 - 1.0 if t50 > 0 else 0.0
+            where = ("in a tight loop" if sv.loop_predict_ms_p50 is not None  # type: ignore[union-attr]
+                     else "back to back")
             if t50 >= SPEED_CHECK_MIN_MS and abs(ratio) > SPEED_CHANGE_LIMIT:
                 off.append(f"{m.name}/{cfg.device}/{cfg.threads} {t50:.1f} ms in the timing "
-                           f"loop, {sv.backtoback_predict_ms_p50:.1f} ms back to back in a "
-                           f"serving replica ({ratio:+.0%})")
+                           f"loop, {ref:.1f} ms {where} in a serving replica ({ratio:+.0%})")
     if not off:
         return None
     return ("note: the machine's speed changed while profiling: " + "; ".join(off)

@@ -41,6 +41,8 @@ PROBE_TIMEOUT_S = 600.0
 SERVING_GAP_S = 0.05
 #: idle gaps (s) after which the profiler times a serving replica (0: back to back)
 SERVING_GAPS_S = (0.0, 0.002, 0.01, 0.05, 0.2)
+#: back-to-back predicts on one reused input per pass of a serving round (``loop_ms``)
+LOOP_CALLS_PER_PASS = 3
 
 
 class ProfilerError(RuntimeError):
@@ -170,7 +172,10 @@ class ServingReplica:
     (0: back to back) in a fresh random order, so that drift spreads over all the gaps.
     :attr:`by_gap` holds ``{gap_s: (roundtrip_ms, predict_ms)}``: per batch, the time from
     writing the batch to the replica's stdin to reading its answer, and the replica's own time
-    around ``predict``.
+    around ``predict``. Each pass also asks the replica for :data:`LOOP_CALLS_PER_PASS`
+    back-to-back predicts of one reused input (:attr:`loop_ms`): the profiler's tight-loop
+    timing, in the same process and interleaved with the round trips, so the two differ by
+    what serving adds, not by the machine's speed drifting between them.
     """
 
     def __init__(self, model: str, device: str, threads: int, artifact: Path,
@@ -183,6 +188,8 @@ class ServingReplica:
         self.cmd = replica_command(model, threads, device, artifact, mode=("--serve",))
         self.by_gap: dict[float, tuple[list[float], list[float]]] = {
             float(g): ([], []) for g in gaps_s}
+        #: predict times (ms) of one reused input, back to back (see the class docstring)
+        self.loop_ms: list[float] = []
         self._rng = random.Random(seed)
         self._proc: subprocess.Popen[str] | None = None
         self._err: Any = None
@@ -264,12 +271,22 @@ class ServingReplica:
         done = self._reply()
         return (time.perf_counter() - t0) * 1000.0, float(done["service_ms"])
 
+    def _loop(self, calls: int) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None
+        from simscale.profiler.replica import LOOP_COMMAND
+
+        proc.stdin.write(f"{LOOP_COMMAND} {calls}\n")
+        proc.stdin.flush()
+        self.loop_ms.extend(float(t) for t in self._reply()["predict_ms"])
+
     def run_round(self, batches: int) -> None:
         """One untimed batch, then ``batches`` timed rounds over the idle gaps."""
         if batches < 1:
             return
         self._one()  # past the first call's costs, and the idle time before this round
         for _ in range(batches):
+            self._loop(LOOP_CALLS_PER_PASS)
             order = list(self.by_gap)
             self._rng.shuffle(order)
             for gap in order:
@@ -308,27 +325,32 @@ class ServingReplica:
 def measure_serving(
     model: str, device: str, threads: int, artifact: Path, batches: int,
     gaps_s: Sequence[float] = SERVING_GAPS_S, seed: int = 0,
-) -> dict[float, tuple[list[float], list[float]]]:
+) -> tuple[dict[float, tuple[list[float], list[float]]], list[float]]:
     """Time batches of one item through a real serving replica process after each idle gap of
     ``gaps_s`` (0: back to back), ``batches`` per gap, in one round of a
-    :class:`ServingReplica`; returns its ``by_gap``."""
+    :class:`ServingReplica`; returns its ``(by_gap, loop_ms)``."""
     with ServingReplica(model, device, threads, artifact, gaps_s, seed) as replica:
         replica.run_round(batches)
-    return replica.by_gap
+    return replica.by_gap, replica.loop_ms
 
 
 def serving_overhead(by_gap: Mapping[float, tuple[Sequence[float], Sequence[float]]],
-                     reference_gap_s: float = SERVING_GAP_S) -> ServingOverhead:
+                     reference_gap_s: float = SERVING_GAP_S,
+                     loop_ms: Sequence[float] | None = None) -> ServingOverhead:
     """The :class:`ServingOverhead` of round trips and predict times (ms) measured after idle
     gaps (``{gap_s: (roundtrip_ms, predict_ms)}``, see :func:`measure_serving`): each gap's
-    overhead is its median round trip less the replica's own back-to-back predict median (the
-    smallest gap's), scaled by ``fit_scale`` when some gap's round trip is faster than that
-    (see the profile schema)."""
+    overhead is its median round trip less the reference predict time, scaled by
+    ``fit_scale`` when some gap's round trip is faster than that (see the profile schema). The
+    reference is the median of ``loop_ms`` (the replica's tight-loop predicts of one reused
+    input, the way the fit was timed) or, without them, the back-to-back predict median (the
+    smallest gap's)."""
     gaps = sorted(by_gap)
     rt50 = {g: float(np.median(np.asarray(by_gap[g][0], dtype=float))) for g in gaps}
     p0 = float(np.median(np.asarray(by_gap[gaps[0]][1], dtype=float)))
-    scale = min(1.0, min(rt50.values()) / p0) if p0 > 0 else 1.0
-    over = {g: max(0.0, rt50[g] - scale * p0) for g in gaps}
+    loop = float(np.median(np.asarray(loop_ms, dtype=float))) if loop_ms else None
+    p_ref = p0 if loop is None else loop
+    scale = min(1.0, min(rt50.values()) / p_ref) if p_ref > 0 else 1.0
+    over = {g: max(0.0, rt50[g] - scale * p_ref) for g in gaps}
     ref = min(gaps, key=lambda g: abs(g - reference_gap_s))
     rt_ref = np.asarray(by_gap[ref][0], dtype=float)
     return ServingOverhead(
@@ -336,6 +358,7 @@ def serving_overhead(by_gap: Mapping[float, tuple[Sequence[float], Sequence[floa
         roundtrip_ms_p95=float(np.percentile(rt_ref, 95)),
         predict_ms_p50=float(np.median(np.asarray(by_gap[ref][1], dtype=float))),
         overhead_ms=over[ref], fit_scale=scale, backtoback_predict_ms_p50=p0,
+        loop_predict_ms_p50=loop,
         idle_overhead_ms=[(round(g * 1000.0, 3), over[g]) for g in gaps] if len(gaps) > 1
         else None,
         idle_roundtrip_ms_p50=[(round(g * 1000.0, 3), rt50[g]) for g in gaps],

@@ -154,7 +154,10 @@ def test_quick_profile_holds_every_model_with_all_parts(quick_profile):
                         .median_s(1)) * 1000
             # one overhead per idle gap: the gap's median round trip less the scaled fit
             rts = dict(sv.idle_roundtrip_ms_p50)
-            p0 = sv.backtoback_predict_ms_p50
+            # the reference: the serving replica's own tight-loop predict (the fit's way of
+            # timing, in the serving process), measured in every round
+            p0 = sv.loop_predict_ms_p50
+            assert p0 is not None and p0 > 0 and sv.reference_predict_ms_p50 == p0, name
             assert sorted(rts) == [0.0, 2.0, 10.0, 50.0, 200.0], name
             assert sv.fit_scale == pytest.approx(min(1.0, min(rts.values()) / p0)), name
             for gap, over in sv.idle_overhead_ms:
@@ -625,19 +628,30 @@ def test_measure_serving_times_batches_after_idle_gaps_and_leaves_nothing_behind
     from simscale.profiler.zoo import train_model
 
     art = train_model("linear_regression", tmp_path).artifact
-    by_gap = measure_serving("linear_regression", "cpu", 1, art, batches=4,
-                             gaps_s=(0.0, 0.005, 0.02))
+    by_gap, loop = measure_serving("linear_regression", "cpu", 1, art, batches=4,
+                                   gaps_s=(0.0, 0.005, 0.02))
     assert sorted(by_gap) == [0.0, 0.005, 0.02]
     for rt, pred in by_gap.values():
         assert len(rt) == len(pred) == 4
         assert all(0 < p < r < np.inf for r, p in zip(rt, pred, strict=True))
+    # 3 tight-loop predicts of one reused input per pass
+    assert len(loop) == 4 * 3 and all(0 < t < np.inf for t in loop)
     med = {g: float(np.median(rt)) for g, (rt, _) in by_gap.items()}
-    p0 = float(np.median(by_gap[0.0][1]))  # the replica's own back-to-back predict
-    sv = serving_overhead(by_gap, reference_gap_s=0.02)
-    # a round trip holds the predict, so no gap is faster than back-to-back predict
-    assert sv.gap_ms == 20.0 and sv.fit_scale == 1.0 and sv.backtoback_predict_ms_p50 == p0
-    assert sv.overhead_ms == pytest.approx(med[0.02] - p0)
-    assert sv.idle_overhead_ms == [(g * 1000, pytest.approx(med[g] - p0)) for g in sorted(med)]
+    p_loop = float(np.median(loop))
+    sv = serving_overhead(by_gap, reference_gap_s=0.02, loop_ms=loop)
+    # the overheads are taken against the tight loop: a batch of one after gap g is simulated
+    # at its measured round trip (fit_scale * p_loop + overhead(g) == rt(g))
+    assert sv.gap_ms == 20.0 and sv.fit_scale == 1.0 and sv.loop_predict_ms_p50 == p_loop
+    assert sv.reference_predict_ms_p50 == p_loop
+    assert sv.backtoback_predict_ms_p50 == float(np.median(by_gap[0.0][1]))
+    assert sv.overhead_ms == pytest.approx(med[0.02] - p_loop)
+    assert sv.idle_overhead_ms == [(g * 1000, pytest.approx(med[g] - p_loop))
+                                   for g in sorted(med)]
+    # without the loop (older profiles) the back-to-back predict of fresh inputs is the reference
+    p0 = float(np.median(by_gap[0.0][1]))
+    old = serving_overhead(by_gap, reference_gap_s=0.02)
+    assert old.loop_predict_ms_p50 is None and old.reference_predict_ms_p50 == p0
+    assert old.overhead_ms == pytest.approx(med[0.02] - p0)
     # a call after some idle gap faster than back to back: a speed (fit_scale), not a
     # negative overhead
     made_up = {0.0: ([10.5] * 3, [10.0] * 3), 0.05: ([9.0] * 3, [8.6] * 3)}

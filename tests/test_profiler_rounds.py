@@ -249,10 +249,12 @@ def test_a_profile_stores_the_rounds_keeps_their_median_and_fits_it():
 
     cfg = Config("resnet50", "cpu", 1, (1, 4))
     t = rounds_timings()
-    served = {0.0: ([21.0] * 3, [20.0] * 3), 0.05: ([22.0] * 3, [20.0] * 3)}
+    served = ({0.0: ([21.0] * 3, [20.0] * 3), 0.05: ([22.0] * 3, [20.0] * 3)}, [19.5] * 3)
     m = Measurements(trained={}, preprocessing=None, timings={cfg: t}, retried={},
                      memory={(cfg, 1): 100.0, (cfg, 4): 120.0}, cold={}, served={cfg: served})
     cp = config_profile(cfg, m)
+    # the serving overheads are taken against the replica's tight-loop predict
+    assert cp.serving.loop_predict_ms_p50 == 19.5 and cp.serving.overhead_ms == pytest.approx(2.5)
     for stats in cp.batches:
         b = stats.batch_size
         assert stats.round_p50_ms == pytest.approx(t.round_p50_ms(b).tolist(), abs=1e-5)
@@ -353,6 +355,7 @@ def test_the_profiler_times_and_serves_in_turns_and_retimes_the_disturbed(monkey
         def __init__(self, model, device, threads, artifact, seed=0):
             self.model = model
             self.by_gap = {0.0: ([], []), 0.05: ([], [])}
+            self.loop_ms = []
 
         def spawn(self):
             log.append(("spawn", self.model))
@@ -372,6 +375,7 @@ def test_the_profiler_times_and_serves_in_turns_and_retimes_the_disturbed(monkey
             for rt, pred in self.by_gap.values():
                 rt += [1.0] * batches
                 pred += [0.5] * batches
+            self.loop_ms += [0.4] * batches
 
     monkeypatch.setattr(runner, "config_timer", fake_timer)
     monkeypatch.setattr(runner, "ServingReplica", FakeReplica)
@@ -394,7 +398,8 @@ def test_the_profiler_times_and_serves_in_turns_and_retimes_the_disturbed(monkey
     assert [e[0] for e in events[3 + len(expected):]].count("close") == 3
     # 6 serving batches per gap in all, spread over the 4 rounds
     for c in configs:
-        assert [len(rt) for rt, _ in served[c].values()] == [6, 6]
+        by_gap, loop = served[c]
+        assert [len(rt) for rt, _ in by_gap.values()] == [6, 6] and len(loop) == 6
         assert timings[c].p50_ms(1) == pytest.approx(true_ms(*fakes[c.model], 1))
     # every configuration counted as disturbed (a share above -1): each timed twice
     assert sorted(retried) == sorted(f"{n}/cpu/1" for n in names)

@@ -215,7 +215,8 @@ def calibrate(prof: Any, scenario: Scenario, warmup: dict[str, dict[str, float]]
     batches, seconds before the run (the machine's speed then, relative to the profile).
 
     The simulated predict there is ``fit_scale * t50(1)`` plus the part of the serving
-    overhead that is predict (``predict_ms_p50 - fit_scale * backtoback_predict_ms_p50``); the
+    overhead that is predict (``predict_ms_p50 - fit_scale * p0``, ``p0`` the serving
+    replica's reference predict: :attr:`ServingOverhead.reference_predict_ms_p50`); the
     factor scales the first part only. 1 when the warm-up measured nothing; kept within
     :data:`CALIBRATION_BOUNDS` (``unclamped_factor``: the ratio before that)."""
     out: dict[str, dict[str, float]] = {}
@@ -225,9 +226,9 @@ def calibrate(prof: Any, scenario: Scenario, warmup: dict[str, dict[str, float]]
         fit_ms = cfg.fit_scale * float(bare.median_s(1)) * 1000.0
         sv = cfg.serving
         extra_ms = 0.0
-        if sv is not None and None not in (sv.backtoback_predict_ms_p50, sv.predict_ms_p50):
-            extra_ms = max(0.0, float(sv.predict_ms_p50)
-                           - cfg.fit_scale * float(sv.backtoback_predict_ms_p50))
+        ref_ms = None if sv is None else sv.reference_predict_ms_p50
+        if sv is not None and ref_ms is not None and sv.predict_ms_p50 is not None:
+            extra_ms = max(0.0, float(sv.predict_ms_p50) - cfg.fit_scale * ref_ms)
         warm_ms = float((warmup.get(svc.name) or {}).get("service_ms_median_batch1", math.nan))
         factor = asked = 1.0
         if math.isfinite(warm_ms) and warm_ms > 0 and fit_ms > 0:
