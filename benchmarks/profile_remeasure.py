@@ -2,11 +2,18 @@
 
     python benchmarks/profile_remeasure.py [--model resnet50] [--threads 1] [--batch-size 1]
                                            [--profile PATH] [--tolerance 0.25] [--seconds 10]
+                                           [--rescale]
 
 Loads the model the way the profiler does (same zoo code, same thread settings), times the batch
 size for ``--seconds`` seconds after a warm-up, and prints the fresh p50 next to the profile's.
 Exits 1 when they differ by more than ``--tolerance`` (relative to the profile's p50). The load
 average is printed too: on a busy machine a disagreement says little.
+
+``--rescale`` checks ``simscale simulate --rescale``: it measures this machine's speed score
+fresh (the median of three runs of the benchmark before and three after the timing, never the
+cache) and also prints the p50 the simulator draws from (the fit's median at the batch size)
+before and after :func:`simscale.profiler.speed.rescaled_to_machine` (the code ``--rescale``
+runs), each against the fresh p50; the exit status then judges the rescaled one.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="default")
     parser.add_argument("--tolerance", type=float, default=0.25)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rescale", action="store_true",
+                        help="also judge the profile rescaled to this machine's speed score")
     args = parser.parse_args(argv)
 
     from simscale.profiler.measure import TimingPlan, time_interleaved
@@ -39,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batch size {args.batch_size} is not in the profile", file=sys.stderr)
         return 2
     load_before = os.getloadavg()[0]
+    scores = _scores() if args.rescale else []
     model = load_model(args.model, args.threads, "cpu")
     plan = TimingPlan(warmup_s=1.0, min_rounds=1, budget_s=args.seconds, max_runs=100_000)
     timings = time_interleaved(model.predict, {args.batch_size: model.make_inputs(args.batch_size)},
@@ -53,7 +63,40 @@ def main(argv: list[str] | None = None) -> int:
         f"(wall {np.percentile(wall, 50):.2f} ms, n={len(fresh)}), difference {diff:+.1%}; "
         f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}"
     )
-    return 0 if abs(diff) <= args.tolerance else 1
+    if not args.rescale:
+        return 0 if abs(diff) <= args.tolerance else 1
+    from simscale.profiler.speed import MachineSpeed, profile_score, rescaled_to_machine
+
+    scores += _scores()
+    here = MachineSpeed(float(np.median(scores)), "measured")
+    there = profile_score(profile)
+    if there is None:
+        print(f"{args.profile}: the profile has no speed score to rescale from", file=sys.stderr)
+        return 2
+    scaled, line = rescaled_to_machine(profile, here)
+    before = _fit_p50_ms(profile, args)
+    after = _fit_p50_ms(scaled, args)
+    print(f"speed score: the profile's {there:.4g}, this machine's {here.score:.4g} "
+          f"(runs {', '.join(f'{s:.4g}' for s in scores)}); {line.split(':')[0]}")
+    print(f"simulated p50 (the fit's median at b={args.batch_size}): {before:.2f} ms as "
+          f"profiled ({(before - p50) / p50:+.1%} against the fresh p50), {after:.2f} ms "
+          f"rescaled ({(after - p50) / p50:+.1%})")
+    return 0 if abs(after - p50) / p50 <= args.tolerance else 1
+
+
+def _scores(runs: int = 3) -> list[float]:
+    """``runs`` fresh scores of this machine's speed benchmark (never the cache)."""
+    from simscale.profiler.speed import measure_speed
+
+    return [measure_speed().score for _ in range(runs)]
+
+
+def _fit_p50_ms(profile: object, args: argparse.Namespace) -> float:
+    """The service-time fit's median (ms) of ``args``' configuration and batch size: what the
+    simulator draws each batch around (the serving overhead aside)."""
+    model = profile.service_model(args.model, "cpu", args.threads,  # type: ignore[attr-defined]
+                                  serving=False)
+    return float(model.median_s(args.batch_size)) * 1000.0
 
 
 if __name__ == "__main__":

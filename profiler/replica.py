@@ -9,8 +9,9 @@ The profiler starts this module in fresh processes to measure what only a fresh 
   on CUDA, the peak GPU memory).
 * ``--serve``: a minimal serving loop for real-replica runs: after the ``ready`` line it reads one
   batch size per line from stdin, runs a batch of that size (its input made fresh, as a request
-  brings one) and prints its service time; ``loop N`` instead times ``N`` back-to-back predicts
-  of one item on one input made once and reused (the profiler's tight-loop timing, in the
+  brings one) and prints its service time; ``loop N MIN_MS`` instead times back-to-back
+  predicts of one item on one input made once and reused (after one untimed call; at least
+  ``N`` and at least ``MIN_MS`` in all) (the profiler's tight-loop timing, in the
   serving process: the reference of the serving overhead); an empty line or EOF stops it.
 
 Every reply is one JSON object on one line of stdout. The model is built by
@@ -32,8 +33,8 @@ from typing import Any
 MODULE = "simscale.profiler.replica"
 #: the ``--serve`` command that times back-to-back predicts on one reused input
 LOOP_COMMAND = "loop"
-#: most predicts one ``loop N`` runs
-LOOP_MAX_CALLS = 100
+#: most timed predicts one ``loop N MIN_MS`` runs
+LOOP_MAX_CALLS = 1000
 
 
 def peak_rss_mb() -> float:
@@ -141,16 +142,24 @@ def _memory_probe(model: Any, batch_size: int, cuda: bool) -> dict[str, Any]:
 
 
 def _loop(model: Any, batch: Any, line: str) -> list[float]:
-    """The times (ms) of ``N`` back-to-back predicts of ``batch`` (``line`` is ``loop N``)."""
+    """The times (ms) of back-to-back predicts of ``batch`` after one untimed one (``line``
+    is ``loop N [MIN_MS]``): at least ``N`` and until they add up to ``MIN_MS``, at most
+    :data:`LOOP_MAX_CALLS`. A sub-millisecond model thus reaches the steady state that the
+    profiler's timing loop measures; a slow one costs only ``N`` calls."""
+    parts = line.split()
     try:
-        n = max(1, min(LOOP_MAX_CALLS, int(line.split()[1])))
+        n = max(1, int(parts[1]))
+        min_ms = float(parts[2]) if len(parts) > 2 else 0.0
     except (IndexError, ValueError):
-        n = 1
-    out = []
-    for _ in range(n):
+        n, min_ms = 1, 0.0
+    model.predict(batch)
+    out: list[float] = []
+    total_ms = 0.0
+    while len(out) < LOOP_MAX_CALLS and (len(out) < n or total_ms < min_ms):
         t_start = time.perf_counter_ns()
         model.predict(batch)
         out.append((time.perf_counter_ns() - t_start) / 1e6)
+        total_ms += out[-1]
     return out
 
 
@@ -211,7 +220,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             # the profiler's way of timing: one input, made once and reused, back to back
             if loop_batch is None:
                 loop_batch = model.make_inputs(1)
-                model.predict(loop_batch)
             _emit({"event": "loop", "predict_ms": _loop(model, loop_batch, line)})
             continue
         try:

@@ -6,8 +6,8 @@ the start and at the end of profiling); ``simscale simulate``, ``simscale valida
 and ``simscale profile show`` compare it with this machine's and warn in one line when the two
 differ by more than :data:`WARN_SPREAD`. ``simscale simulate --rescale`` multiplies the
 profile's CPU times by ``profile score / this machine's score``
-(:meth:`simscale.profiler.schema.Profile.rescaled`). Profiles without a score (older ones, the
-shipped default) skip the check.
+(:meth:`simscale.profiler.schema.Profile.rescaled`). Profiles without a score (made before
+it existed) skip the check.
 
 The benchmark (:data:`BENCHMARK`)
 ---------------------------------

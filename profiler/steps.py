@@ -41,8 +41,11 @@ PROBE_TIMEOUT_S = 600.0
 SERVING_GAP_S = 0.05
 #: idle gaps (s) after which the profiler times a serving replica (0: back to back)
 SERVING_GAPS_S = (0.0, 0.002, 0.01, 0.05, 0.2)
-#: back-to-back predicts on one reused input per pass of a serving round (``loop_ms``)
+#: back-to-back predicts on one reused input per pass of a serving round (``loop_ms``): at
+#: least this many, after one untimed call, and at least LOOP_MS_PER_PASS ms of them (a
+#: sub-millisecond model needs tens of calls to reach the timing loop's steady state)
 LOOP_CALLS_PER_PASS = 3
+LOOP_MS_PER_PASS = 20.0
 
 
 class ProfilerError(RuntimeError):
@@ -172,10 +175,10 @@ class ServingReplica:
     (0: back to back) in a fresh random order, so that drift spreads over all the gaps.
     :attr:`by_gap` holds ``{gap_s: (roundtrip_ms, predict_ms)}``: per batch, the time from
     writing the batch to the replica's stdin to reading its answer, and the replica's own time
-    around ``predict``. Each pass also asks the replica for :data:`LOOP_CALLS_PER_PASS`
-    back-to-back predicts of one reused input (:attr:`loop_ms`): the profiler's tight-loop
-    timing, in the same process and interleaved with the round trips, so the two differ by
-    what serving adds, not by the machine's speed drifting between them.
+    around ``predict``. Each pass also asks the replica for back-to-back predicts of one
+    reused input (:attr:`loop_ms`; :data:`LOOP_CALLS_PER_PASS`, :data:`LOOP_MS_PER_PASS`):
+    the profiler's tight-loop timing, in the same process and interleaved with the round trips,
+    so the two differ by what serving adds, not by the machine's speed drifting between them.
     """
 
     def __init__(self, model: str, device: str, threads: int, artifact: Path,
@@ -276,7 +279,7 @@ class ServingReplica:
         assert proc is not None and proc.stdin is not None
         from simscale.profiler.replica import LOOP_COMMAND
 
-        proc.stdin.write(f"{LOOP_COMMAND} {calls}\n")
+        proc.stdin.write(f"{LOOP_COMMAND} {calls} {LOOP_MS_PER_PASS}\n")
         proc.stdin.flush()
         self.loop_ms.extend(float(t) for t in self._reply()["predict_ms"])
 

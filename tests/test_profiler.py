@@ -634,8 +634,8 @@ def test_measure_serving_times_batches_after_idle_gaps_and_leaves_nothing_behind
     for rt, pred in by_gap.values():
         assert len(rt) == len(pred) == 4
         assert all(0 < p < r < np.inf for r, p in zip(rt, pred, strict=True))
-    # 3 tight-loop predicts of one reused input per pass
-    assert len(loop) == 4 * 3 and all(0 < t < np.inf for t in loop)
+    # at least 3 tight-loop predicts of one reused input per pass (20 ms of them)
+    assert len(loop) >= 4 * 3 and all(0 < t < np.inf for t in loop)
     med = {g: float(np.median(rt)) for g, (rt, _) in by_gap.items()}
     p_loop = float(np.median(loop))
     sv = serving_overhead(by_gap, reference_gap_s=0.02, loop_ms=loop)

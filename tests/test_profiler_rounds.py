@@ -275,22 +275,24 @@ def test_round_medians_are_rescaled_shown_and_a_large_spread_is_noted():
     from simscale.profiler.show import describe_rounds, rounds_note
 
     base = load_profile("default")
-    assert rounds_note(base) is None  # the shipped profile predates rounds
     assert describe_rounds(None) == "-"
     assert describe_rounds([77.1, 80.0, 79.0, 78.0]) == "77.10..80.00 (4)"
 
-    def with_rounds(spread: float):
+    def with_rounds(spread: float | None):
+        """``base`` with two rounds per batch size, ``spread`` apart (None: no rounds)."""
         models = {}
         for name, mp in base.models.items():
             configs = []
             for cfg in mp.configs:
-                batches = [b.model_copy(update={"round_p50_ms": [b.p50_ms, b.p50_ms * spread]})
+                batches = [b.model_copy(update={"round_p50_ms": None if spread is None
+                                                else [b.p50_ms, b.p50_ms * spread]})
                            for b in cfg.batches]
                 configs.append(cfg.model_copy(update={"batches": batches}))
             models[name] = mp.model_copy(update={"configs": configs})
         return base.model_copy(update={"models": models})
 
     steady, drifted = with_rounds(1.04), with_rounds(1.25)
+    assert rounds_note(with_rounds(None)) is None  # no rounds (older profiles): nothing to judge
     assert rounds_note(steady) is None
     note = rounds_note(drifted)
     # only batches slower than 10 ms are judged: ResNet50's 12 (3 named, 9 more), not the

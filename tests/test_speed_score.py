@@ -416,6 +416,20 @@ def test_cpu_info_from_cpuinfo_files(tmp_path: Path):
     assert cpu_info(str(tmp_path / "missing")).flags_sha256 is None
 
 
-def test_shipped_profile_has_no_score_and_loads():
+def test_shipped_profile_has_a_score_and_one_without_skips_the_check(monkeypatch):
+    """The shipped profile carries its machine's score, so a simulation of it warns on a
+    machine that differs; a profile without one (made before the score) skips the check and
+    refuses --rescale."""
     prof = load_profile("default")
-    assert prof.machine.speed is None and speed.profile_score(prof) is None
+    assert prof.machine.speed is not None and prof.machine.speed.benchmark == speed.BENCHMARK
+    there = speed.profile_score(prof)
+    assert there is not None and there > 0
+    monkeypatch.setenv(speed.ENV_SCORE, str(there / 1.3))
+    line = speed.speed_warning(prof)
+    assert line is not None and "simscale profile --quick" in line
+    monkeypatch.setenv(speed.ENV_SCORE, str(there / 1.1))
+    assert speed.speed_warning(prof) is None
+    old = prof.model_copy(update={"machine": prof.machine.model_copy(update={"speed": None})})
+    assert speed.profile_score(old) is None and speed.speed_warning(old) is None
+    with pytest.raises(speed.UserError, match="--rescale"):
+        speed.rescaled_to_machine(old)
