@@ -11,16 +11,28 @@ it existed) skip the check.
 
 The benchmark (:data:`BENCHMARK`)
 ---------------------------------
-One round is one *work unit*: :data:`MATMUL_REPEATS` products of two fixed 64x64 float64
-matrices (numpy's BLAS, held to one thread with threadpoolctl when it is installed; 64**3 is
-also below the sizes at which OpenBLAS and MKL start threads) and a pure-Python loop of
-:data:`PYTHON_STEPS` steps (integer arithmetic, dict stores: the interpreter, which every model
-server also runs). One untimed warm-up round, then :data:`ROUNDS` timed rounds (fewer, but at
-least :data:`MIN_ROUNDS`, where more would take it past :data:`MAX_TOTAL_S`), each timed less
-the time other processes held the CPU it waited for (run-queue wait, taken out as the profiler
-takes it out of its batches: see :func:`measure_speed`). The score is ``1 / median round
-time``: work units per second, higher is faster. It takes about 0.37 s on an idle 2-core Xeon
-(score about 17), up to 0.8 s when other processes keep its cores busy.
+One round is one *work unit*: :data:`MATMUL_REPEATS` products of two fixed
+:data:`MATMUL_SIZE` x :data:`MATMUL_SIZE` float64 matrices (numpy's BLAS, held to one thread with
+threadpoolctl when it is installed: the arithmetic and cache hierarchy), :data:`STREAM_PASSES`
+sums over a :data:`STREAM_MB`-MB array (far beyond any last-level cache: memory bandwidth) and a
+pure-Python loop of :data:`PYTHON_STEPS` steps (integer arithmetic, dict stores: the
+interpreter, which every model server also runs). One untimed warm-up round, then
+:data:`ROUNDS` timed rounds (fewer, but at least :data:`MIN_ROUNDS`, where more would take it
+past :data:`MAX_TOTAL_S`), each timed less the time other processes held the CPU it waited for
+(run-queue wait, taken out as the profiler takes it out of its batches: see
+:func:`measure_speed`). The score is ``1 / median round time``: work units per second, higher
+is faster. A round takes about 0.08 s on an idle 2-core Xeon (score about 12-14); the whole
+benchmark 0.7-0.9 s, with the array's allocation (page faults: 0.2 s) and numpy's import.
+
+Version 1 (``simscale.speed/1``) was 4000 products of 64x64 matrices and the same loop: all of it
+inside the core's caches. On a shared VM whose speed moves by +-5% in phases lasting tens of
+seconds (neighbours' memory traffic), ``benchmarks/speed_tracking.py`` compares how the two
+follow ResNet50's batch of one (medians of 6 samples): over 5 minutes a draft of version 2 (a
+256-MB array) correlated 0.90 with it and version 1 0.42, and scaling ResNet50's time by the
+score's ratio was off by at most 3.9% against 9.6%; over 4 minutes of a later phase, version 2
+as shipped correlated 0.75 against 0.70, off by at most 4.5% against 6.1%. Version 2 sees the
+memory system, which convolutions and tree ensembles depend on and which differs between
+machines as much as their cores do.
 
 Cache
 -----
@@ -61,11 +73,14 @@ if TYPE_CHECKING:
     from simscale.profiler.schema import Profile, SpeedScore
 
 #: the benchmark's version: scores of different versions are never compared
-BENCHMARK = "simscale.speed/1"
-#: size of the matrices multiplied (float64, square)
-MATMUL_SIZE = 64
+BENCHMARK = "simscale.speed/2"
+#: size of the matrices multiplied (float64, square: 2 MiB each, beyond a core's L2)
+MATMUL_SIZE = 512
 #: matrix products per round
-MATMUL_REPEATS = 4000
+MATMUL_REPEATS = 8
+#: size of the array summed (MB: beyond any last-level cache) and passes over it per round
+STREAM_MB = 64
+STREAM_PASSES = 4
 #: steps of the pure-Python loop per round
 PYTHON_STEPS = 250_000
 #: timed rounds (after one untimed warm-up round)
@@ -127,16 +142,20 @@ def round_work() -> Callable[[], Any]:
     n = MATMUL_SIZE
     a = (np.arange(n * n, dtype=np.float64).reshape(n, n) % 13.0) / 13.0
     b = np.ascontiguousarray(a.T)
+    stream = np.full(STREAM_MB * 2**20 // 8, 1.0)
 
-    def work() -> int:
+    def work() -> float:
         for _ in range(MATMUL_REPEATS):
             np.matmul(a, b)
+        total = 0.0
+        for _ in range(STREAM_PASSES):
+            total += float(stream.sum())
         acc = 0
         table: dict[int, int] = {}
         for i in range(PYTHON_STEPS):
             acc = (acc * 31 + i) % 1_000_003
             table[i & 1023] = acc
-        return acc + len(table)
+        return total + acc + len(table)
 
     return work
 
