@@ -32,7 +32,7 @@ _WHERE = {
     "save_profile": "runner",
     "load_profile": "schema",
     "Profile": "schema",
-    "ServiceTimeModel": "schema",
+    "ServiceTimeModel": "service_model",
     "build_model": "zoo",
     "load_model": "zoo",
     "MODEL_NAMES": "zoo",

@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize, stats
 
-from simscale.profiler.schema import NOISE_DISTS, NoiseFit, ServiceTimeFit, ServiceTimeModel
+from simscale.profiler.schema import NOISE_DISTS, NoiseFit, ServiceTimeFit
+from simscale.profiler.service_model import ServiceTimeModel
 
 #: Relative miss of the median line (and of the model's p50/p95) above which the fit adds detail.
 TOLERANCE = 0.05

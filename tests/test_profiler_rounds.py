@@ -15,7 +15,7 @@ import pytest
 
 from simscale.profiler.measure import BatchTimer, TimingPlan, Timings, latency_stats
 from simscale.profiler.rounds import round_order, time_in_rounds
-from simscale.profiler.schema import ServiceTimeModel
+from simscale.profiler.service_model import ServiceTimeModel
 
 #: a plan for the fakes: one warm-up call per batch size, one re-warm call per later round
 PLAN = TimingPlan(warmup_min_runs=1, warmup_s=0.0, min_rounds=4, budget_s=0.4, max_runs=10_000,
