@@ -27,9 +27,9 @@ from simscale.profiler.schema import (
     NoiseFit,
     Profile,
     ServiceTimeFit,
-    ServiceTimeModel,
     load_profile,
 )
+from simscale.profiler.service_model import ServiceTimeModel
 
 DEFAULT_PROFILE = Path(__file__).resolve().parents[1] / "profiler" / "data" / "default_cpu.json"
 U = np.random.default_rng(12345).random(200_000)
@@ -701,25 +701,32 @@ def test_default_profile_loads_and_is_complete():
 
 
 def test_speed_note_flags_a_machine_that_changed_speed_while_profiling():
-    """A slow model whose back-to-back predict in the serving replica is far from its fit's
-    median is named; fast models (process costs dominate) and agreeing ones are not."""
+    """A slow model whose reference predict in the serving replica (its tight loop; back to
+    back in profiles made before the loop was measured) is far from its fit's median is named;
+    fast models (process costs dominate) and agreeing ones are not."""
     from simscale.profiler.show import speed_note
 
     base = load_profile("default")
 
-    def with_backtoback(factor: float) -> Profile:
+    def with_reference(factor: float, older: bool = False) -> Profile:
         models = {}
         for name, m in base.models.items():
             configs = []
             for cfg in m.configs:
                 t50 = float(base.service_model(name, cfg.device, cfg.threads,
                                                serving=False).median_s(1)) * 1000.0
-                sv = cfg.serving.model_copy(update={"backtoback_predict_ms_p50": factor * t50})
+                update = ({"loop_predict_ms_p50": None, "backtoback_predict_ms_p50": factor * t50}
+                          if older else {"loop_predict_ms_p50": factor * t50})
+                sv = cfg.serving.model_copy(update=update)
                 configs.append(cfg.model_copy(update={"serving": sv}))
             models[name] = m.model_copy(update={"configs": configs})
         return base.model_copy(update={"models": models})
 
-    assert speed_note(with_backtoback(1.03)) is None
-    note = speed_note(with_backtoback(0.8))
+    assert speed_note(with_reference(1.03)) is None
+    assert speed_note(with_reference(1.03, older=True)) is None
+    old = speed_note(with_reference(0.8, older=True))
+    assert old is not None and "resnet50/cpu/1" in old and "back to back" in old
+    note = speed_note(with_reference(0.8))
     assert note is not None and "resnet50/cpu/1" in note and "-20%" in note
+    assert "in a tight loop" in note
     assert "xgboost" not in note and "linear_regression" not in note
