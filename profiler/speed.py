@@ -27,12 +27,12 @@ benchmark 0.7-0.9 s, with the array's allocation (page faults: 0.2 s) and numpy'
 Version 1 (``simscale.speed/1``) was 4000 products of 64x64 matrices and the same loop: all of it
 inside the core's caches. On a shared VM whose speed moves by +-5% in phases lasting tens of
 seconds (neighbours' memory traffic), ``benchmarks/speed_tracking.py`` compares how the two
-follow ResNet50's batch of one (medians of 6 samples): over 5 minutes a draft of version 2 (a
-256-MB array) correlated 0.90 with it and version 1 0.42, and scaling ResNet50's time by the
-score's ratio was off by at most 3.9% against 9.6%; over 4 minutes of a later phase, version 2
-as shipped correlated 0.75 against 0.70, off by at most 4.5% against 6.1%. Version 2 sees the
-memory system, which convolutions and tree ensembles depend on and which differs between
-machines as much as their cores do.
+follow ResNet50's batch of one (medians of 6 samples). Three runs: a draft of version 2 (a
+256-MB array) correlated 0.90 with it against version 1's 0.42, and scaling ResNet50's time by
+the score's ratio was off by at most 3.9% against 9.6%; version 2 as shipped 0.75 against 0.70
+(4.5% against 6.1%) and 0.90 against 0.86 (7.5% against 6.0%). It follows at least as well and
+sees the memory system, which convolutions and tree ensembles depend on and which differs
+between machines as much as their cores do.
 
 Cache
 -----
