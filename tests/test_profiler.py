@@ -605,6 +605,47 @@ def test_replica_serves_batches_over_stdio(tmp_path):
 
 
 @pytest.mark.profile
+def test_replica_times_a_tight_loop_on_request(tmp_path, monkeypatch):
+    """``loop N MIN_MS`` answers with at least N predict times (ms), enough to add up to MIN_MS,
+    at most LOOP_MAX_CALLS; the serving loop goes on after it; a malformed one times one call."""
+    pytest.importorskip("sklearn")
+    from simscale.profiler.replica import LOOP_MAX_CALLS, _loop, replica_command
+    from simscale.profiler.zoo import thread_env, train_model
+
+    art = train_model("linear_regression", tmp_path).artifact
+    cmd = replica_command("linear_regression", 1, "cpu", art, mode=("--serve",))
+    proc = subprocess.run(cmd, input="loop 3\nloop 2 5\n1\nloop x\n\n", capture_output=True,
+                          text=True, env=thread_env(1), timeout=SUBPROCESS_DEADLINE_S)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()][1:]
+    assert [ln["event"] for ln in lines] == ["loop", "loop", "done", "loop"]
+    assert len(lines[0]["predict_ms"]) == 3 and all(t > 0 for t in lines[0]["predict_ms"])
+    timed = lines[1]["predict_ms"]
+    assert len(timed) >= 2 and (sum(timed) >= 5.0 or len(timed) == LOOP_MAX_CALLS)
+    assert sum(timed[:-1]) < 5.0 or len(timed) == 2  # it stops once MIN_MS is reached
+    assert len(lines[3]["predict_ms"]) == 1
+
+    class Model:  # a predict of 1 ms of fake time: the call counts alone
+        calls = 0
+
+        def predict(self, batch):
+            Model.calls += 1
+
+    import itertools
+
+    import simscale.profiler.replica as replica_mod
+
+    clock = itertools.count(0, 1_000_000)  # each reading 1 ms after the last
+    with monkeypatch.context() as m:
+        m.setattr(replica_mod.time, "perf_counter_ns", lambda: next(clock))
+        assert _loop(Model(), None, "loop 3 10") == [1.0] * 10  # 10 ms needs 10 calls
+        assert _loop(Model(), None, "loop 4 1") == [1.0] * 4  # at least N
+        assert len(_loop(Model(), None, f"loop 1 {10 * LOOP_MAX_CALLS}")) == LOOP_MAX_CALLS
+    # one untimed warm-up call before each loop
+    assert Model.calls == 1 + 10 + 1 + 4 + 1 + LOOP_MAX_CALLS
+
+
+@pytest.mark.profile
 def test_replica_reports_bad_weights_as_one_line(tmp_path):
     from simscale.profiler.replica import replica_command
 
