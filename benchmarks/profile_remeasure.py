@@ -21,8 +21,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from simscale.profiler.schema import Profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     if there is None:
         print(f"{args.profile}: the profile has no speed score to rescale from", file=sys.stderr)
         return 2
-    scaled, line = rescaled_to_machine(profile, here)
+    scaled, _ = rescaled_to_machine(profile, here)
     before = _fit_p50_ms(profile, args)
     after = _fit_p50_ms(scaled, args)
     print(f"speed score: the profile's {there:.4g}, this machine's {here.score:.4g} "
-          f"(runs {', '.join(f'{s:.4g}' for s in scores)}); {line.split(':')[0]}")
+          f"(runs {', '.join(f'{s:.4g}' for s in scores)}); the profile's CPU times "
+          f"x{there / here.score:.3f}")
     print(f"simulated p50 (the fit's median at b={args.batch_size}): {before:.2f} ms as "
           f"profiled ({(before - p50) / p50:+.1%} against the fresh p50), {after:.2f} ms "
           f"rescaled ({(after - p50) / p50:+.1%})")
@@ -91,11 +96,10 @@ def _scores(runs: int = 3) -> list[float]:
     return [measure_speed().score for _ in range(runs)]
 
 
-def _fit_p50_ms(profile: object, args: argparse.Namespace) -> float:
+def _fit_p50_ms(profile: Profile, args: argparse.Namespace) -> float:
     """The service-time fit's median (ms) of ``args``' configuration and batch size: what the
     simulator draws each batch around (the serving overhead aside)."""
-    model = profile.service_model(args.model, "cpu", args.threads,  # type: ignore[attr-defined]
-                                  serving=False)
+    model = profile.service_model(args.model, "cpu", args.threads, serving=False)
     return float(model.median_s(args.batch_size)) * 1000.0
 
 

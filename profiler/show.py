@@ -224,15 +224,14 @@ def speed_note(profile: Profile) -> str | None:
     for m in profile.models.values():
         for cfg in m.configs:
             sv = cfg.serving
-            ref = None if sv is None else sv.reference_predict_ms_p50
-            if ref is None:
+            if sv is None or sv.reference_predict_ms_p50 is None:
                 continue
+            ref = sv.reference_predict_ms_p50
             t50 = float(profile.service_model(m.name, cfg.device, cfg.threads,
                                               serving=False).median_s(1)) * 1000.0
             ratio = ref / t50 - 1.0 if t50 > 0 else 0.0
-            where = ("in a tight loop" if sv.loop_predict_ms_p50 is not None  # type: ignore[union-attr]
-                     else "back to back")
             if t50 >= SPEED_CHECK_MIN_MS and abs(ratio) > SPEED_CHANGE_LIMIT:
+                where = "in a tight loop" if sv.loop_predict_ms_p50 is not None else "back to back"
                 off.append(f"{m.name}/{cfg.device}/{cfg.threads} {t50:.1f} ms in the timing "
                            f"loop, {ref:.1f} ms {where} in a serving replica ({ratio:+.0%})")
     if not off:
