@@ -11,17 +11,18 @@ it existed) skip the check.
 
 The benchmark (:data:`BENCHMARK`)
 ---------------------------------
-One round is one *work unit*: :data:`MATMUL_REPEATS` products of two fixed
-:data:`MATMUL_SIZE` x :data:`MATMUL_SIZE` float64 matrices (numpy's BLAS, held to one thread with
-threadpoolctl when it is installed: the arithmetic and cache hierarchy), :data:`STREAM_PASSES`
+One round is one *work unit*: :data:`MATMUL_REPEATS` products of two fixed :data:`MATMUL_SIZE` x
+:data:`MATMUL_SIZE` float64 matrices (numpy's BLAS, held to one thread with threadpoolctl, a
+dependency: at this size OpenBLAS and MKL would start threads, whose waits on a busy machine the
+run-queue correction cannot take out; the arithmetic and cache hierarchy), :data:`STREAM_PASSES`
 sums over a :data:`STREAM_MB`-MB array (far beyond any last-level cache: memory bandwidth) and a
 pure-Python loop of :data:`PYTHON_STEPS` steps (integer arithmetic, dict stores: the
-interpreter, which every model server also runs). One untimed warm-up round, then
-:data:`ROUNDS` timed rounds (fewer, but at least :data:`MIN_ROUNDS`, where more would take it
-past :data:`MAX_TOTAL_S`), each timed less the time other processes held the CPU it waited for
+interpreter, which every model server also runs). One untimed warm-up round, then :data:`ROUNDS`
+timed rounds (fewer, but at least :data:`MIN_ROUNDS`, where more would take it past
+:data:`MAX_TOTAL_S`), each timed less the time other processes held the CPU it waited for
 (run-queue wait, taken out as the profiler takes it out of its batches: see
-:func:`measure_speed`). The score is ``1 / median round time``: work units per second, higher
-is faster. A round takes about 0.08 s on an idle 2-core Xeon (score about 12-14); the whole
+:func:`measure_speed`). The score is ``1 / median round time``: work units per second, higher is
+faster. A round takes about 0.08 s on an idle 2-core Xeon (score about 12-14); the whole
 benchmark 0.7-0.9 s, with the array's allocation (page faults: 0.2 s) and numpy's import.
 
 Version 1 (``simscale.speed/1``) was 4000 products of 64x64 matrices and the same loop: all of it
@@ -162,18 +163,12 @@ def round_work() -> Callable[[], Any]:
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Hold numpy's BLAS to one thread (threadpoolctl, when installed; else nothing)."""
-    try:
-        from threadpoolctl import threadpool_limits
+    """Hold numpy's BLAS to one thread (threadpoolctl, a dependency: a 512x512 product would
+    otherwise start BLAS threads)."""
+    from threadpoolctl import threadpool_limits
 
-        limits = threadpool_limits(limits=1, user_api="blas")
-    except Exception:  # not installed, or a BLAS it cannot drive: the sizes stay single-threaded
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
-        return
-    try:
-        yield
-    finally:
-        limits.restore_original_limits()
 
 
 def score_of(rounds_s: Sequence[float]) -> float:
