@@ -1,10 +1,10 @@
 """``cost_aware``: the cheapest configuration that a queueing model says meets the latency SLO.
 
-Sources: capacity planning with Erlang-C / Allen-Cunneen M/G/c approximations (Gross, Shortle,
-Thompson & Harris, *Fundamentals of Queueing Theory*, §2.3 and §6.3; Allen, *Probability,
-Statistics and Queueing Theory*, 1990), as in model-based autoscalers for ML serving (e.g.
-Clipper's and INFaaS's latency-aware configuration choice); formulas in
-:mod:`simscale.strategies.queueing`.
+Sources: capacity planning with Erlang-C / Allen-Cunneen M/G/c approximations, and GI/M/c
+(Takacs) for bursty arrivals (Gross, Shortle, Thompson & Harris, *Fundamentals of Queueing
+Theory*, §2.3 and §6.3; Allen, *Probability, Statistics and Queueing Theory*, 1990), as in
+model-based autoscalers for ML serving (e.g. Clipper's and INFaaS's latency-aware configuration
+choice); formulas in :mod:`simscale.strategies.queueing`.
 
 Core rule, every ``sync_period_s``: plan for ``rate = max(forecast(now + lead), observed rate)
 * rate_headroom + queue_length / backlog_drain_s`` (with bursty arrivals the observed rate is
@@ -235,8 +235,8 @@ class CostAware(ParameterizedStrategy):
 
     name = "cost_aware"
     decision_cost_s = 3e-4  # (measured 270 us: the forecast and the queueing solver)
-    source = ("Erlang-C / Allen-Cunneen M/G/c capacity planning (Gross et al., Fundamentals of "
-              "Queueing Theory); AWS predictive scaling for the forecast")
+    source = ("Erlang-C / Allen-Cunneen M/G/c and GI/M/c capacity planning (Gross et al., "
+              "Fundamentals of Queueing Theory); AWS predictive scaling for the forecast")
     Params = CostAwareParams
 
     def setup(self, ctx: ServiceContext) -> None:

@@ -5,11 +5,14 @@
   known: Poisson (index 1, Poisson kept exactly) and gamma renewal streams with a known CV
   (index ``CV**2`` up to the known ``O(1 / (rate T))`` renewal correction), with bounds from the
   estimates' own spread over independent replications (fixed seeds: deterministic).
-- The G/G/c (Allen-Cunneen) model: exactly the M/M/c / M/G/c model at arrival SCV 1, and within
-  a stated tolerance of a plain G/G/c simulation at arrival SCV 4.
+- The G/G/c model: exactly the M/M/c / M/G/c model at arrival SCV 1; Allen-Cunneen's mean wait
+  within its stated tolerance of a plain G/G/c simulation at arrival SCV 4; the GI/M/c delay
+  probability (:func:`~simscale.strategies.queueing.gim_c_delay`) Erlang C at SCV 1 and
+  ``sigma`` for one server; its delay probability and wait tail against G/G/c simulations at
+  SCV 4 and 25 (CV 5), where Allen-Cunneen's Erlang C is many times too small.
 - The shipped ``bursty_gamma`` scenario: ``cost_aware`` sees the burstiness and predicts the SLO
-  attainment it achieves far closer than a Poisson model does; within 3 points on the MMPP
-  service, not yet on the gamma one (a strict xfail states the shortfall).
+  attainment it achieves far closer than a Poisson model does, within 3 points on average over
+  10 replications on both services (gamma renewal arrivals with CV 5, and an MMPP).
 
 Nothing here depends on the machine's speed: every figure comes from seeded draws.
 """
@@ -32,6 +35,7 @@ from simscale.strategies.queueing import (
     cheapest_config,
     dispersion_index,
     erlang_c,
+    gim_c_delay,
     mmc_mean_wait_s,
     slo_attainment,
     wait_quantile_s,
@@ -210,6 +214,63 @@ def test_allen_cunneen_agrees_with_a_ggc_simulation_at_scv_4(c: int, rho: float)
     assert float(allen_cunneen_mean_wait_s(c, lam, 1.0, 1.0, 1.0)) < 0.5 * mean
 
 
+@pytest.mark.parametrize("c", [1, 2, 3, 5, 8, 20, 50, 120])
+def test_gim_c_is_erlang_c_at_scv_one_and_sigma_for_one_server(c: int) -> None:
+    """Takacs' GI/M/c delay probability at gamma SCV 1 (Poisson) is Erlang C and ``sigma`` is
+    the utilisation, for every load, small probabilities included (the log-sum keeps them); at
+    SCV 1 +- 1e-9 it moves by no more than that; for one server it is ``sigma`` itself."""
+    for rho in (0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98):
+        a = rho * c
+        want = float(erlang_c(c, a))
+        prob_wait, one_minus_sigma = gim_c_delay(c, a, 1.0)
+        assert prob_wait == pytest.approx(want, rel=1e-9, abs=1e-300)
+        assert one_minus_sigma == pytest.approx(1.0 - rho, rel=1e-12)
+        for ca2 in (1.0 - 1e-9, 1.0 + 1e-9):
+            assert gim_c_delay(c, a, ca2)[0] == pytest.approx(want, rel=1e-6, abs=1e-300)
+        for ca2 in (0.5, 4.0, 25.0, 400.0):
+            p_w, x = gim_c_delay(c, a, ca2)
+            assert 0.0 <= p_w <= 1.0 and 0.0 < x < 1.0
+            if c == 1:
+                assert p_w == pytest.approx(1.0 - x, rel=1e-12)
+            # GI/M/1's sigma = A*(mu (1 - sigma)) for the gamma transform
+            assert 1.0 - x == pytest.approx((1.0 + x * ca2 / rho) ** (-1.0 / ca2), rel=1e-12)
+        # burstier arrivals wait more often
+        probs = [gim_c_delay(c, a, ca2)[0] for ca2 in (0.5, 1.0, 4.0, 25.0, 400.0)]
+        assert probs == sorted(probs)
+
+
+@pytest.mark.parametrize("ca2,cs2,c,rho", [(25.0, 1.0, 4, 0.3), (25.0, 0.05, 2, 0.5),
+                                           (25.0, 0.05, 8, 0.5), (4.0, 1.0, 4, 0.5),
+                                           (4.0, 0.3, 3, 0.7)])
+def test_bursty_model_agrees_with_a_ggc_simulation(ca2: float, cs2: float, c: int,
+                                                   rho: float) -> None:
+    """The bursty model's delay probability and its wait quantiles (p90, p95, p99) against a
+    FCFS G/G/c simulation with gamma gaps and gamma service (300,000 customers, first 5%
+    dropped): for each, the simulated fraction (of waits > 0, of waits above the predicted
+    quantile) has a 95% batch-means interval (30 batches) which, widened by 10% of the target
+    (GI/M/c is exact for exponential service, an approximation for ``cs2 < 1``, within a few
+    per cent of a simulation of 2 million customers at these points), holds the model's
+    figure. The simulated delay probability is four times closer to it than to Allen-Cunneen's
+    (Erlang C)."""
+    lam = rho * c
+    waits = simulate_ggc_waits(c, lam, 1.0, ca2, cs2, 300_000, seed=c + int(ca2))[15_000:]
+    n = len(waits) // 30 * 30
+
+    def holds(indicator: np.ndarray, target: float) -> None:
+        batches = indicator[:n].reshape(30, -1).mean(axis=1)
+        mean = float(batches.mean())
+        half = 2.045 * float(batches.std(ddof=1)) / math.sqrt(30)  # t(29), 95%
+        assert abs(mean - target) <= half + 0.10 * target, (mean, target, half)
+
+    prob_wait, _ = gim_c_delay(c, lam, ca2)
+    holds((waits > 1e-12).astype(float), prob_wait)
+    for p in (0.90, 0.95, 0.99):
+        q = float(wait_quantile_s(c, lam, 1.0, cs2, p, ca2))
+        holds((waits > q).astype(float), 1.0 - p)
+    simulated = float(np.mean(waits > 1e-12))
+    assert abs(simulated - prob_wait) <= abs(simulated - float(erlang_c(c, lam))) / 4
+
+
 # ----------------------------------------------------------------------------------------------
 # predicted against achieved on the bursty scenario
 
@@ -239,10 +300,22 @@ def test_cost_aware_sees_the_burstiness_and_predicts_far_closer_than_poisson() -
     assert abs(mmpp["info"]["predicted_slo_attainment"] - mmpp["slo_attainment"]) <= 0.03
 
 
-@pytest.mark.xfail(strict=True, reason="known shortfall (issue 15, item 5): on gamma arrivals "
-                   "with CV 5 cost_aware's prediction is 4-6 points above what it achieves "
-                   "(mean over 10 replications: 5.3 with the 2026-12-04 profile, 4.3 with the "
-                   "2026-11-29 one; 1.6-8.6 per seed)")
-def test_cost_aware_predicts_within_3_points_on_gamma_arrivals() -> None:
+def test_cost_aware_predicts_within_3_points_on_average_on_both_bursty_services() -> None:
+    """Over 10 replications of ``bursty_gamma`` (seeds 11-20, fixed draws), cost_aware's
+    predicted SLO attainment is within 3 points of what it achieves on average on both
+    services (gamma CV 5: +1.5 points, MMPP: -0.6 when written; Allen-Cunneen's model was
+    +5.3 on the gamma service), within 5 points in every replication, and within 3 on the
+    shipped seed. The mean is what the model can promise: one replication's gap also carries
+    that run's sampling noise (10 minutes of CV-5 arrivals)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = simscale.simulate(scenarios_dir() / "bursty_gamma.yaml",
+                                   strategies=["cost_aware"], replications=10)
+    for service in ("resnet50_gamma", "resnet50_mmpp"):
+        gaps = [r["info"]["predicted_slo_attainment"] - r["slo_attainment"]
+                for r in result.summary["runs"] if r["service"] == service]
+        assert len(gaps) == 10
+        assert abs(float(np.mean(gaps))) <= 0.03, (service, gaps)
+        assert max(abs(g) for g in gaps) <= 0.05, (service, gaps)
     run = _bursty_runs()[("cost_aware", "resnet50_gamma")]
     assert abs(run["info"]["predicted_slo_attainment"] - run["slo_attainment"]) <= 0.03
