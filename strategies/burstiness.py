@@ -163,8 +163,9 @@ def bucket_scv(scv: float) -> float:
 @functools.lru_cache(maxsize=8192)
 def gim_c_delay(c: int, a: float, ca2: float) -> tuple[float, float]:
     """``(P(wait), 1 - sigma)`` of a GI/M/c queue whose inter-arrival times are gamma with
-    squared coefficient of variation ``ca2``, offered ``a = lam / mu`` erlangs on ``c`` servers
-    (``0 < a < c``).
+    squared coefficient of variation ``ca2 >= 0`` (0: deterministic gaps), offered
+    ``a = lam / mu`` erlangs on ``c`` servers (``0 <= a < c``; no load: ``(0, 1)``; a NaN:
+    NaNs; other arguments out of range: :class:`ValueError`).
 
     An arrival finds all servers busy with probability ``P(wait)``; its wait given that is
     exponential with rate ``c mu (1 - sigma)``, where ``sigma`` is the root in ``(0, 1)`` of
@@ -180,54 +181,75 @@ def gim_c_delay(c: int, a: float, ca2: float) -> tuple[float, float]:
     the answer (checked against Erlang C at ``ca2 -> 1`` up to ``c = 120``; at ``ca2 = 1`` it
     is Erlang C and ``sigma = a / c``). For ``c = 1``, ``P(wait) = sigma``.
     """
-    if not (0.0 < a < c and ca2 > 0.0):
-        raise ValueError(f"gim_c_delay needs 0 < a < c and ca2 > 0 (c={c}, a={a}, ca2={ca2})")
-    rho = a / c
+    n = int(c)
+    if n != c or n < 1:
+        raise ValueError(f"gim_c_delay needs a whole number of servers >= 1 (c={c})")
+    if a != a or ca2 != ca2:  # NaN in, NaN out (as the Poisson formulas)
+        return math.nan, math.nan
+    if not 0.0 <= ca2 < math.inf:
+        raise ValueError(f"gim_c_delay needs a finite arrival SCV >= 0 (ca2={ca2})")
+    if not 0.0 <= a < n:
+        raise ValueError(f"gim_c_delay needs 0 <= a < c (c={n}, a={a})")
+    rho = a / n
+    if rho == 0.0:  # no load (or one that underflows): nobody waits
+        return 0.0, 1.0
     x = _one_minus_sigma(rho, ca2)
-    s0 = c * x  # c mu (1 - sigma), in units of mu
+    if not x > 0.0:  # a load within rounding of c: everyone waits, for ever
+        return 1.0, 0.0
+    s0 = n * x  # c mu (1 - sigma), in units of mu
     sigma = 1.0 - x
-    inv_shape = 1.0 / ca2
     log_c_j = 0.0
-    log_fact_c = math.lgamma(c + 1.0)
+    log_fact_c = math.lgamma(n + 1.0)
     logs: list[float] = []
     factors: list[float] = []
-    for j in range(1, c + 1):
-        log_a_j = -math.log1p(j * ca2 / a) * inv_shape
+    for j in range(1, n + 1):
+        log_a_j = _log_lst(j / a, ca2)
         a_j = math.exp(log_a_j)
         log_one_minus = math.log(-math.expm1(log_a_j))
         log_c_j += log_a_j - log_one_minus
         d = s0 - j
         if abs(d) <= 1e-6 * j:  # the derivative of A* at the midpoint
-            slope = -math.exp((-inv_shape - 1.0) * math.log1p((s0 + j) / 2.0 * ca2 / a)) / a
+            u = (s0 + j) / 2.0 / a
+            slope = -math.exp(_log_lst(u, ca2)) / (1.0 + u * ca2) / a
         else:
             slope = (sigma - a_j) / d
-        log_term = (log_fact_c - math.lgamma(j + 1.0) - math.lgamma(c - j + 1.0)
+        log_term = (log_fact_c - math.lgamma(j + 1.0) - math.lgamma(n - j + 1.0)
                     - log_c_j - log_one_minus)
         logs.append(log_term)
-        factors.append(1.0 + c * slope)
+        factors.append(1.0 + n * slope)  # positive: c (1 - A*(s)) - s is concave in s
     top = max(logs)
     if not top < math.inf:  # a load so small that the A_j underflow: no wait
         return 0.0, x
     scaled = math.fsum(math.exp(v - top) * f for v, f in zip(logs, factors, strict=True))
-    if not scaled > 0.0:  # the exact sum is positive (P(wait) <= 1); rounding: ask the caller
-        raise ValueError(f"gim_c_delay lost its sum (c={c}, a={a}, ca2={ca2})")
+    if not scaled > 0.0:  # cannot happen (every factor is positive); be pessimistic if it did
+        return 1.0, x
     # 1 / (1 + x e^top scaled) without overflowing e^top
     log_rest = math.log(x * scaled) + top
     prob_wait = 1.0 / (1.0 + math.exp(log_rest)) if log_rest < 700.0 else math.exp(-log_rest)
     return min(max(prob_wait, 0.0), 1.0), x
 
 
+def _log_lst(u: float, ca2: float) -> float:
+    """``log A*(s)`` of a gamma inter-arrival time with mean ``1 / lam`` and SCV ``ca2`` at
+    ``s = u lam``: ``-log1p(u ca2) / ca2``, and ``-u`` for ``ca2 = 0`` (deterministic gaps)."""
+    return -math.log1p(u * ca2) / ca2 if ca2 > 0.0 else -u
+
+
 def _one_minus_sigma(rho: float, ca2: float) -> float:
-    """``x = 1 - sigma`` for GI/M/c at utilisation ``rho``: the root in ``(0, 1)`` of
-    ``h(x) = 1 - x - (1 + x ca2 / rho) ** (-1 / ca2)``. ``h`` is concave with ``h(0) = 0``,
-    ``h'(0) = 1 / rho - 1 > 0`` and ``h(1) < 0``, so Newton's method from ``x = 1`` decreases
-    monotonically to the root; it stops when a step no longer decreases ``x``."""
+    """``x = 1 - sigma`` for GI/M/c at utilisation ``0 < rho < 1``: the root in ``(0, 1)`` of
+    ``h(x) = (1 - A*(x / rho)) - x`` (``A*`` at ``s = c mu x``, in units of ``lam``). ``h`` is
+    concave with ``h(0) = 0``, ``h'(0) = 1 / rho - 1 > 0`` and ``h(1) < 0``, so Newton's method
+    from ``x = 1`` decreases monotonically to the root. ``1 - A*`` is computed with ``expm1``,
+    so ``h`` keeps its relative accuracy near the root even when ``rho`` is close to 1 (where
+    ``1 - x - A*`` would be rounding noise); the iteration stops when a step no longer
+    decreases ``x`` or would leave ``(0, 1]``."""
     x = 1.0
-    for _ in range(200):
-        g = math.exp(-math.log1p(x * ca2 / rho) / ca2)
-        step = (1.0 - x - g) / (-1.0 + g / (rho + x * ca2))
+    for _ in range(400):
+        log_g = _log_lst(x / rho, ca2)
+        g = math.exp(log_g)
+        step = (-math.expm1(log_g) - x) / (g / (rho + x * ca2) - 1.0)
         nxt = x - step
-        if not nxt < x:
+        if not 0.0 < nxt < x:
             break
         x = nxt
     return x

@@ -175,12 +175,15 @@ def bursty_wait(c: int, lam_rps: float, service_s: float, scv: float,
 def _bursty_arrays(c: np.ndarray, lam: np.ndarray, s: np.ndarray, scv: np.ndarray,
                    arrival_scv: float) -> tuple[np.ndarray, np.ndarray]:
     """:func:`bursty_wait` element by element (broadcast); no load: no wait; unstable: wait 1
-    with rate ``nan`` (the callers make the quantile ``inf``)."""
+    with rate ``nan`` (the callers make the quantile ``inf``); a NaN load: NaNs."""
     c_b, lam_b, s_b, scv_b = np.broadcast_arrays(c, lam, s, scv)
     prob_wait = np.zeros(c_b.shape)
     theta = np.full(c_b.shape, np.inf)
     for i, (ci, li, si, vi) in enumerate(zip(c_b.flat, lam_b.flat, s_b.flat, scv_b.flat,
                                                  strict=True)):
+        if li * si != li * si:  # NaN in, NaN out (as the Poisson path)
+            prob_wait.flat[i], theta.flat[i] = np.nan, np.nan
+            continue
         if not li * si > 0:  # no load (an underflow too, as in _Row): no wait
             continue
         if li * si >= ci or ci != int(ci):

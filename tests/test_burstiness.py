@@ -218,7 +218,7 @@ def test_allen_cunneen_agrees_with_a_ggc_simulation_at_scv_4(c: int, rho: float)
 def test_gim_c_is_erlang_c_at_scv_one_and_sigma_for_one_server(c: int) -> None:
     """Takacs' GI/M/c delay probability at gamma SCV 1 (Poisson) is Erlang C and ``sigma`` is
     the utilisation, for every load, small probabilities included (the log-sum keeps them); at
-    SCV 1 +- 1e-9 it moves by no more than that; for one server it is ``sigma`` itself."""
+    SCV 1 +- 1e-9 it moves by less than 1e-6 relative; for one server it is ``sigma`` itself."""
     for rho in (0.02, 0.1, 0.3, 0.5, 0.7, 0.9, 0.98):
         a = rho * c
         want = float(erlang_c(c, a))
@@ -237,6 +237,49 @@ def test_gim_c_is_erlang_c_at_scv_one_and_sigma_for_one_server(c: int) -> None:
         # burstier arrivals wait more often
         probs = [gim_c_delay(c, a, ca2)[0] for ca2 in (0.5, 1.0, 4.0, 25.0, 400.0)]
         assert probs == sorted(probs)
+
+
+def test_gim_c_holds_at_the_edges_of_its_domain() -> None:
+    """Loads within rounding of ``c`` (Newton on ``1 - A* - x`` computed with ``expm1``: ``x``
+    stays positive and exact), loads that underflow, NaNs, deterministic gaps (SCV 0), and
+    the solver and the attainment at such loads: answers, not exceptions."""
+    # GI/M/1: 1 - x = A*(x / rho) to the last digits even 1e-14 from saturation
+    for eps in (1e-6, 1e-10, 1e-14):
+        rho = 1.0 - eps
+        prob_wait, x = gim_c_delay(1, rho, 400.0)
+        assert 0.0 < x < 1e-8 and prob_wait == pytest.approx(1.0 - x, rel=1e-15)
+        assert 1.0 - x == pytest.approx((1.0 + x * 400.0 / rho) ** (-1.0 / 400.0), abs=1e-15)
+        assert x == pytest.approx(2.0 * eps / 401.0, rel=1e-3)  # heavy traffic: 2(1-rho)/(1+ca2)
+    # 100 * 0.29 = 28.999999999999996: a load one rounding below 29 servers
+    prob_wait, x = gim_c_delay(29, 100 * 0.29, 4.0)
+    assert prob_wait == pytest.approx(1.0) and 0.0 <= x < 1e-12
+    assert 0.0 <= slo_attainment(29, 100.0, 0.29, 1.0, 2.0, arrival_scv=4.0) < 1e-6
+    option = SizeOption("cpu", 1, 290.0, 0.0, 1.0, 1.0, 1, 1.0, 10.0)
+    assert cheapest_config(100.0, 5000.0, (option,), max_replicas=40,
+                           arrival_scv=4.0).replicas >= cheapest_config(
+        100.0, 5000.0, (option,), max_replicas=40).replicas
+    # no load, or one that underflows: nobody waits (the Poisson answer)
+    assert gim_c_delay(3, 0.0, 4.0) == (0.0, 1.0) and gim_c_delay(3, 5e-324, 4.0)[0] == 0.0
+    tiny = SizeOption("cpu", 1, 100.0, 0.0, 1.0, 1.0, 1, 0.1, 2.0)
+    assert cheapest_config(5e-323, 500.0, (tiny,), max_replicas=5, arrival_scv=4.0) == \
+        cheapest_config(5e-323, 500.0, (tiny,), max_replicas=5)
+    # NaN in, NaN out, as the Poisson path
+    assert all(math.isnan(v) for v in gim_c_delay(3, math.nan, 4.0))
+    assert np.isnan(wait_quantile_s([1, 2], 1.0, math.nan, 1.0, 0.95, 4.0)).all()
+    assert math.isnan(slo_attainment(3, math.nan, 0.2, 1.0, 1.0, arrival_scv=4.0))
+    assert not cheapest_config(math.nan, 500.0, (tiny,), arrival_scv=4.0).feasible
+    # D/M/1: sigma = exp(-(1 - sigma) / rho) (rho = 0.5: 0.2032); D/M/c waits less than M/M/c
+    prob_wait, x = gim_c_delay(1, 0.5, 0.0)
+    assert 1.0 - x == pytest.approx(math.exp(-2.0 * x), rel=1e-12)
+    assert prob_wait == pytest.approx(0.2031878699799801, rel=1e-9)
+    assert gim_c_delay(3, 1.5, 0.0)[0] < float(erlang_c(3, 1.5))
+    # a float count that is whole is that count; anything else is refused in one line
+    assert slo_attainment(3.0, 5.0, 0.2, 1.0, 1.0, arrival_scv=4.0) == slo_attainment(
+        3, 5.0, 0.2, 1.0, 1.0, arrival_scv=4.0)
+    for bad in [(2.5, 1.0, 4.0), (0, 0.5, 4.0), (3, 1.0, -1.0), (3, 1.0, math.inf),
+                (3, 3.0, 4.0), (3, -1.0, 4.0)]:
+        with pytest.raises(ValueError, match="gim_c_delay needs"):
+            gim_c_delay(*bad)
 
 
 @pytest.mark.parametrize("ca2,cs2,c,rho", [(25.0, 1.0, 4, 0.3), (25.0, 0.05, 2, 0.5),
