@@ -100,11 +100,11 @@ def assert_fits_samples(cases: list[tuple[str, ServiceTimeModel, int, Any]], tol
 
 def assert_reproduces(model: ServiceTimeModel, batches: dict[int, np.ndarray], tol: float = 0.10,
                       where: str = "") -> None:
-    for b, samples in batches.items():
-        m50, m95 = np.percentile(samples, [50, 95])
-        s50, s95 = simulated_p50_p95_ms(model, b)
-        assert abs(s50 - m50) / m50 <= tol, f"{where} b={b}: p50 {s50:.4g} vs measured {m50:.4g}"
-        assert abs(s95 - m95) / m95 <= tol, f"{where} b={b}: p95 {s95:.4g} vs measured {m95:.4g}"
+    """Every batch size's samples against ``model`` with :func:`assert_fits_samples` (sound
+    distribution-free intervals: comparing with the samples' own p95 at a fixed tolerance
+    failed a sound fit now and then, e.g. 300 lognormal draws of spread 0.375 whose p95 read
+    8% below the true one)."""
+    assert_fits_samples([(where, model, b, samples) for b, samples in batches.items()], tol)
 
 
 # -- the quick profile, measured once -----------------------------------------------------------
@@ -286,13 +286,15 @@ def synthetic(alpha_ms, beta_ms, sizes, n, sigma_fn, rng, curvature=1.0, dist="l
     seed=st.integers(0, 2**31 - 1),
 )
 def test_fit_reproduces_synthetic_p50_p95(alpha, beta, sigma0, decay, dist, seed):
-    """Latencies whose noise spread shrinks with the batch size (as measured ones do)."""
+    """Latencies whose noise spread shrinks with the batch size (as measured ones do).
+    (``fit.max_rel_error`` compares the fit with the samples' own p50 and p95, whose sampling
+    error alone reaches 10% at 300 draws of spread 0.4: not asserted here; the intervals of
+    :func:`assert_fits_samples` are the sound check.)"""
     rng = np.random.default_rng(seed)
     sizes = [1, 2, 4, 8, 16, 32, 64, 128]
     data = synthetic(alpha, beta, sizes, 300, lambda b: sigma0 * b ** (-decay), rng, dist=dist)
     fit = fit_service_time(data)
     assert_reproduces(ServiceTimeModel(fit), data, where=f"{dist} s0={sigma0} d={decay}")
-    assert fit.max_rel_error <= 0.10
 
 
 @settings(max_examples=8, deadline=None)
