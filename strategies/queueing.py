@@ -152,9 +152,9 @@ def wait_quantile_s(c: np.ndarray | int, lam_rps: np.ndarray | float,
                                           arrival_scv)
     else:
         prob_wait = erlang_c(c_arr, a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if arrival_scv == 1.0:
+        with np.errstate(divide="ignore", invalid="ignore"):
             theta = (c_arr / s - lam) * 2.0 / (arrival_scv + np.asarray(scv, dtype=float))
+    with np.errstate(divide="ignore", invalid="ignore"):
         q = np.log(prob_wait / (1.0 - p)) / theta
     q = np.where(prob_wait <= 1.0 - p, 0.0, q)
     return np.where(a >= c_arr, np.inf, q)

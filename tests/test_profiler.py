@@ -42,13 +42,6 @@ SUBPROCESS_DEADLINE_S = 600
 QUICK_PROFILE_TIMEOUT_S = 2400
 
 
-def simulated_p50_p95_ms(model: ServiceTimeModel, batch_size: int) -> tuple[float, float]:
-    """p50 and p95 (ms) of service times drawn the way the simulator draws them."""
-    draws = model.sample_s(batch_size, U) * 1000.0
-    p50, p95 = np.percentile(draws, [50, 95])
-    return float(p50), float(p95)
-
-
 #: False-alarm rate of all the distribution-free quantile checks of one test together: a sound
 #: fit fails such a test with probability at most this, whatever the machine's load.
 FALSE_ALARM = 1e-6
